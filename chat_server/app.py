@@ -1,0 +1,119 @@
+"""`create_app(config)`: the one factory behind run.py, the tests and embedders."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from . import auth, keys, users
+from .config import Config
+from .db import Database
+from .errors import MAX_JSON_BYTES, Unavailable, error_middleware
+from .hub import Hub
+from .ratelimit import make_limiter
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+# The web client's page may load only our own scripts, styles and images.
+WEB_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def create_app(config: Config | None = None) -> web.Application:
+    config = config or Config.from_env()
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_JSON_BYTES)
+    app[keys.CONFIG] = config
+    app[keys.TOKENS] = auth.TokenService(
+        auth.load_secret_key(config), config.access_ttl, config.refresh_ttl
+    )
+    app[keys.AUTH_LIMITER] = make_limiter(config.auth_rate)
+    app[keys.MESSAGE_LIMITER] = make_limiter(config.message_rate)
+    app.cleanup_ctx.append(_password_hasher)
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_hub)
+    _add_routes(app)
+    return app
+
+
+async def _password_hasher(app: web.Application) -> AsyncIterator[None]:
+    app[keys.HASHER] = auth.PasswordHasher(app[keys.CONFIG].bcrypt_rounds)
+    yield
+    app[keys.HASHER].close()
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    app[keys.DB] = await Database.open(config.resolved_database_url)
+    yield
+    await app[keys.DB].close()
+
+
+async def _hub(app: web.Application) -> AsyncIterator[None]:
+    app[keys.HUB] = Hub(app[keys.DB])
+    yield
+    await app[keys.HUB].shutdown()
+
+
+def _add_routes(app: web.Application) -> None:
+    api = "/api/v1"
+    app.router.add_routes(
+        [
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get(f"{api}/openapi.json", openapi_document),
+            web.post(f"{api}/auth/signup", auth.signup),
+            web.post(f"{api}/auth/login", auth.login),
+            web.post(f"{api}/auth/refresh", auth.refresh),
+            web.post(f"{api}/auth/logout", auth.logout),
+            web.get(f"{api}/auth/sessions", auth.list_sessions),
+            web.delete(f"{api}/auth/sessions/{{session_id}}", auth.delete_session),
+            web.post(f"{api}/auth/password", auth.change_password),
+            web.get(f"{api}/users/me", users.get_me),
+            web.patch(f"{api}/users/me", users.patch_me),
+            web.get(f"{api}/users/{{user_id}}", users.get_user),
+            web.get(f"{api}/users", users.search_users),
+            web.get("/", web_client),
+        ]
+    )
+    app.router.add_static("/web", WEB_DIR, name="web")
+
+
+# --- operations ----------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[keys.DB].ping()
+    except Exception as exc:
+        raise Unavailable(f"database: {type(exc).__name__}") from None
+    return web.json_response({"status": "ok"})
+
+
+def _load_openapi() -> bytes:
+    return resources.files("chat_server").joinpath("openapi.json").read_bytes()
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.Response(body=_load_openapi(), content_type="application/json")
+
+
+async def web_client(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        WEB_DIR / "index.html",
+        headers={"Content-Security-Policy": WEB_CSP, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def openapi_paths() -> dict:
+    """The OpenAPI document's paths (used by tests and tooling)."""
+    return json.loads(_load_openapi())["paths"]

@@ -1,0 +1,312 @@
+"""Passwords, tokens, sessions, and the /auth routes.
+
+Access and refresh tokens are HS256 JWTs naming the user (`sub`) and the
+session (`sid`); a `typ` claim keeps a refresh token from passing as an access
+token. Each request checks its session in the database, so logout is
+effective at once on every process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import jwt
+from aiohttp import web
+
+from . import keys
+from .config import Config, ConfigError
+from .db import UniqueViolation
+from .errors import (
+    Conflict,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    Validator,
+    path_id,
+    read_json,
+)
+from .models import User, now_ms
+
+ALGORITHM = "HS256"
+USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+USERNAME_RULE = "3-32 characters of a-z 0-9 _ . -"
+PASSWORD_RULE = "8-1024 characters"
+# Sessions' last_used_at is written at most this often (ms), not on every request.
+SESSION_TOUCH_INTERVAL_MS = 60_000
+SECRET_FILE = "secret_key"
+# Domain separation for the password pre-hash (see PasswordHasher).
+PREHASH_KEY = b"chat_server/bcrypt-prehash/v1"
+
+
+def load_secret_key(config: Config) -> bytes:
+    """CHAT_SECRET_KEY, or a key generated once into the data dir (mode 0600)."""
+    if config.secret_key is not None:
+        return config.secret_key.encode()
+    path = Path(config.data_dir) / SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes().strip()
+        if len(key) < 32:
+            raise ConfigError(f"{path}: secret key shorter than 32 bytes") from None
+        return key
+    key = secrets.token_urlsafe(48).encode()
+    with os.fdopen(fd, "wb") as file:
+        file.write(key)
+    return key
+
+
+class PasswordHasher:
+    """bcrypt on a small thread pool, so the event loop never waits on it.
+
+    bcrypt only reads 72 bytes (bcrypt 5 raises beyond). Every password is
+    first reduced to a 44-byte base64 HMAC-SHA256, so long passwords keep all
+    their entropy and nothing is truncated.
+    """
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+        self._pool = ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 2, thread_name_prefix="bcrypt"
+        )
+        self._dummy_hash: bytes | None = None
+
+    @staticmethod
+    def _prehash(password: str) -> bytes:
+        digest = hmac.new(PREHASH_KEY, password.encode(), hashlib.sha256).digest()
+        return base64.b64encode(digest)
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def hash(self, password: str) -> str:
+        salt = bcrypt.gensalt(self.rounds)
+        hashed = await self._run(bcrypt.hashpw, self._prehash(password), salt)
+        return hashed.decode()
+
+    async def verify(self, password: str, hashed: str | None) -> bool:
+        """Checks `password`; with no hash (unknown user) it spends the same time and fails."""
+        if hashed is None:
+            if self._dummy_hash is None:
+                self._dummy_hash = (await self.hash(secrets.token_hex(16))).encode()
+            await self._run(bcrypt.checkpw, b"not-the-password", self._dummy_hash)
+            return False
+        return await self._run(bcrypt.checkpw, self._prehash(password), hashed.encode())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user and the session their token belongs to."""
+
+    user_id: int
+    session_id: int
+
+
+class TokenService:
+    def __init__(self, key: bytes, access_ttl: int, refresh_ttl: int) -> None:
+        self._key = key
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+
+    def _encode(self, typ: str, user_id: int, session_id: int, ttl: int, **extra: str) -> str:
+        now = int(time.time())
+        claims = {"sub": str(user_id), "sid": session_id, "typ": typ, "iat": now, "exp": now + ttl}
+        return jwt.encode(claims | extra, self._key, algorithm=ALGORITHM)
+
+    def issue(self, user_id: int, session_id: int, refresh_jti: str) -> dict[str, object]:
+        return {
+            "access_token": self._encode("access", user_id, session_id, self.access_ttl),
+            "refresh_token": self._encode(
+                "refresh", user_id, session_id, self.refresh_ttl, jti=refresh_jti
+            ),
+            "expires_in": self.access_ttl,
+        }
+
+    def decode(self, token: str, typ: str) -> dict:
+        """Claims of a valid token of type `typ`, else Unauthorized."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp", "iat", "sub", "sid", "typ"]},
+            )
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid or expired token") from None
+        sid, sub = claims.get("sid"), claims.get("sub")
+        if (
+            claims.get("typ") != typ
+            or not isinstance(sid, int)
+            or not isinstance(sub, str)
+            or not sub.isdigit()
+            or (typ == "refresh" and not isinstance(claims.get("jti"), str))
+        ):
+            raise Unauthorized("invalid or expired token")
+        return claims
+
+
+async def authenticate_token(app: web.Application, token: str) -> Principal:
+    """The principal of a valid access token whose session is still live."""
+    claims = app[keys.TOKENS].decode(token, "access")
+    principal = Principal(int(claims["sub"]), claims["sid"])
+    session = await app[keys.DB].get_session(principal.session_id)
+    if session is None or session.revoked or session.user_id != principal.user_id:
+        raise Unauthorized("session revoked")
+    if session.last_used_at < now_ms() - SESSION_TOUCH_INTERVAL_MS:
+        await app[keys.DB].touch_session(session.id, now_ms() - SESSION_TOUCH_INTERVAL_MS)
+    return principal
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The Bearer token of the Authorization header; None if absent, 401 if malformed."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("expected Authorization: Bearer <token>")
+    return token.strip()
+
+
+async def require_auth(request: web.Request) -> Principal:
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized()
+    return await authenticate_token(request.app, token)
+
+
+def client_ip(request: web.Request) -> str:
+    """The caller's IP; behind a trusted proxy, the address it appended last."""
+    if request.app[keys.CONFIG].trust_proxy:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-1]
+    return request.remote or "unknown"
+
+
+async def _check_auth_rate(request: web.Request, username: str) -> None:
+    limiter = request.app[keys.AUTH_LIMITER]
+    waits = [await limiter.hit(f"auth:ip:{client_ip(request)}")]
+    waits.append(await limiter.hit(f"auth:user:{username}"))
+    if max(waits) > 0:
+        raise RateLimited(max(waits), "too many attempts, try again later")
+
+
+async def _start_session(request: web.Request, user: User, status: int) -> web.Response:
+    jti = secrets.token_urlsafe(16)
+    user_agent = request.headers.get("User-Agent", "")[:512]
+    session = await request.app[keys.DB].create_session(user.id, jti, user_agent)
+    tokens = request.app[keys.TOKENS].issue(user.id, session.id, jti)
+    return web.json_response({"user": user.to_json(), **tokens}, status=status)
+
+
+# --- routes ------------------------------------------------------------------------
+
+
+async def signup(request: web.Request) -> web.Response:
+    v = Validator(await read_json(request))
+    username = v.string(
+        "username", required=True, max_len=32, pattern=USERNAME, reason=USERNAME_RULE
+    )
+    password = v.string("password", required=True, min_len=8, max_len=1024, reason=PASSWORD_RULE)
+    display_name = v.string("display_name", max_len=64, strip=True)
+    v.check()
+    username = username.lower()
+    await _check_auth_rate(request, username)
+    password_hash = await request.app[keys.HASHER].hash(password)
+    try:
+        user = await request.app[keys.DB].create_user(
+            username, display_name or username, password_hash
+        )
+    except UniqueViolation:
+        raise Conflict("username is taken", details={"fields": {"username": "taken"}}) from None
+    return await _start_session(request, user, 201)
+
+
+async def login(request: web.Request) -> web.Response:
+    v = Validator(await read_json(request))
+    username = v.string("username", required=True, min_len=1, max_len=64)
+    password = v.string("password", required=True, min_len=1, max_len=1024)
+    v.check()
+    username = username.lower()
+    await _check_auth_rate(request, username)
+    found = await request.app[keys.DB].get_credentials(username)
+    ok = await request.app[keys.HASHER].verify(password, found[1] if found else None)
+    if not ok or found is None:
+        raise Unauthorized("wrong username or password")
+    return await _start_session(request, found[0], 200)
+
+
+async def refresh(request: web.Request) -> web.Response:
+    v = Validator(await read_json(request))
+    token = v.string("refresh_token", required=True, min_len=1, max_len=4096)
+    v.check()
+    claims = request.app[keys.TOKENS].decode(token, "refresh")
+    user_id, session_id = int(claims["sub"]), claims["sid"]
+    db = request.app[keys.DB]
+    session = await db.get_session(session_id)
+    if session is None or session.user_id != user_id:
+        raise Unauthorized("invalid or expired token")
+    new_jti = secrets.token_urlsafe(16)
+    outcome = await db.rotate_refresh(session_id, claims["jti"], new_jti)
+    if outcome != "rotated":
+        if outcome == "reused":
+            request.app[keys.HUB].close_sessions([session_id])
+        raise Unauthorized("refresh token already used or revoked")
+    user = await db.get_user(user_id)
+    if user is None:
+        raise Unauthorized("invalid or expired token")
+    tokens = request.app[keys.TOKENS].issue(user_id, session_id, new_jti)
+    return web.json_response({"user": user.to_json(), **tokens})
+
+
+async def logout(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    await request.app[keys.DB].revoke_session(me.user_id, me.session_id)
+    request.app[keys.HUB].close_sessions([me.session_id])
+    return web.Response(status=204)
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    sessions = await request.app[keys.DB].list_sessions(me.user_id)
+    return web.json_response({"items": [s.to_json(me.session_id) for s in sessions]})
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    session_id = path_id(request, "session_id")
+    if not await request.app[keys.DB].revoke_session(me.user_id, session_id):
+        raise NotFound("no such session")
+    request.app[keys.HUB].close_sessions([session_id])
+    return web.Response(status=204)
+
+
+async def change_password(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    v = Validator(await read_json(request))
+    old = v.string("old_password", required=True, min_len=1, max_len=1024)
+    new = v.string("new_password", required=True, min_len=8, max_len=1024, reason=PASSWORD_RULE)
+    v.check()
+    db, hasher = request.app[keys.DB], request.app[keys.HASHER]
+    if not await hasher.verify(old, await db.get_password_hash(me.user_id)):
+        raise Unauthorized("wrong password")
+    revoked = await db.set_password(me.user_id, await hasher.hash(new), me.session_id)
+    request.app[keys.HUB].close_sessions(revoked)
+    return web.Response(status=204)

@@ -1,0 +1,1028 @@
+"""All SQL, behind one `Database` API over two engines (asyncpg and aiosqlite).
+
+Statements are written once in PostgreSQL style with `$1, $2` parameters; the
+SQLite engine rewrites them to `?1, ?2`. Reads run on the engine directly;
+every write runs in `transaction()`. Only full-text search and id lists branch
+on the engine. Times are epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import aiosqlite
+import asyncpg
+
+from .models import Media, Member, Message, Room, Session, User, now_ms
+
+Row = Any  # asyncpg.Record or sqlite3.Row: both index by column name
+
+# Connections kept open to PostgreSQL per process; sends hold one for a
+# transaction of a few statements, so 10 keeps 2 cores busy.
+PG_POOL_SIZE = 10
+# How long a SQLite connection waits on another process's write lock.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Arbitrary constant naming the advisory lock that serialises migrations.
+MIGRATION_LOCK_ID = 0x43484154
+
+
+class UniqueViolation(Exception):
+    """An INSERT or UPDATE hit a unique constraint (both engines)."""
+
+
+class Conn(ABC):
+    """One connection (or a transaction on it) with asyncpg-style methods."""
+
+    @abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    @abstractmethod
+    async def execute(self, sql: str, *args: Any) -> None: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return None if row is None else row[0]
+
+
+class Engine(Conn):
+    name: str
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """Async context manager yielding a `Conn` whose work commits together."""
+
+    @abstractmethod
+    def ids_param(self, ids: Sequence[int]) -> Any:
+        """`ids` as one parameter usable with `in_ids()`."""
+
+    @abstractmethod
+    def in_ids(self, param: str) -> str:
+        """SQL testing membership in the id list bound to `param` (e.g. `$2`)."""
+
+    @abstractmethod
+    async def run_script(self, conn: Conn, script: str) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+# --- PostgreSQL -------------------------------------------------------------------
+
+
+class _PgConn(Conn):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            return await self._conn.fetch(sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise UniqueViolation(str(exc)) from exc
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        try:
+            await self._conn.execute(sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise UniqueViolation(str(exc)) from exc
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Pool reset hook that skips asyncpg's per-release round trip.
+
+    Safe because nothing here leaves session state on a pooled connection:
+    no SET, no session advisory locks, no LISTEN (DESIGN.md).
+    """
+
+
+class PostgresEngine(Engine):
+    name = "postgres"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, url: str) -> PostgresEngine:
+        url = "postgresql://" + url.split("://", 1)[1]
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=PG_POOL_SIZE, reset=_no_reset, command_timeout=60
+        )
+        return cls(pool)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self.pool.acquire() as conn:
+            return await _PgConn(conn).fetch(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        async with self.pool.acquire() as conn:
+            await _PgConn(conn).execute(sql, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield _PgConn(conn)
+
+    def ids_param(self, ids: Sequence[int]) -> Any:
+        return list(ids)
+
+    def in_ids(self, param: str) -> str:
+        return f"= ANY({param}::bigint[])"
+
+    async def run_script(self, conn: Conn, script: str) -> None:
+        await conn.execute(script)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+# --- SQLite -----------------------------------------------------------------------
+
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def _sqlite_sql(sql: str) -> str:
+    return _PARAM.sub(r"?\1", sql)
+
+
+class _SqliteConn(Conn):
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            return list(await self._conn.execute_fetchall(_sqlite_sql(sql), args))
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise UniqueViolation(str(exc)) from exc
+            raise
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self.fetch(sql, *args)
+
+
+class SqliteEngine(Engine):
+    """One writer connection behind a lock, one reader: WAL lets them overlap."""
+
+    name = "sqlite"
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._writer = writer
+        self._reader = _SqliteConn(reader)
+        self._reader_conn = reader
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, url: str) -> SqliteEngine:
+        # sqlite:///relative/path or sqlite:////absolute/path
+        path = Path(unquote(url.removeprefix("sqlite:///")))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conns = []
+        for _ in range(2):
+            conn = await aiosqlite.connect(path, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            for pragma in (
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=FULL",
+                "PRAGMA foreign_keys=ON",
+                f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+            ):
+                await conn.execute(pragma)
+            conns.append(conn)
+        return cls(*conns)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._reader.fetch(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        async with self.transaction() as tx:
+            await tx.execute(sql, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteConn(self._writer)
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    def ids_param(self, ids: Sequence[int]) -> Any:
+        return json.dumps(list(ids))
+
+    def in_ids(self, param: str) -> str:
+        return f"IN (SELECT value FROM json_each({param}))"
+
+    async def run_script(self, conn: Conn, script: str) -> None:
+        # executescript() would COMMIT first; split into statements instead
+        # (complete_statement knows a trigger body's semicolons are not the end).
+        statement = ""
+        for line in script.splitlines(keepends=True):
+            statement += line
+            if sqlite3.complete_statement(statement):
+                await conn.execute(statement)
+                statement = ""
+        if statement.strip() and not statement.strip().startswith("--"):
+            await conn.execute(statement)
+
+    async def close(self) -> None:
+        await self._writer.close()
+        await self._reader_conn.close()
+
+
+# --- migrations --------------------------------------------------------------------
+
+
+def _migrations_dir(engine: str) -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "sql", here.parent / "sql"):  # installed, then checkout
+        if (candidate / engine).is_dir():
+            return candidate / engine
+    raise FileNotFoundError(f"no migrations folder for {engine}")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(engine: str) -> list[Migration]:
+    found = []
+    for path in sorted(_migrations_dir(engine).glob("*.sql")):
+        number, _, name = path.stem.partition("_")
+        found.append(Migration(int(number), name, path.read_text()))
+    return found
+
+
+async def migrate(engine: Engine) -> list[int]:
+    """Apply pending migrations in one transaction; returns the versions applied.
+
+    PostgreSQL takes a transaction-scoped advisory lock first and SQLite's
+    BEGIN IMMEDIATE takes the write lock, so processes starting together
+    apply each migration once.
+    """
+    async with engine.transaction() as tx:
+        if engine.name == "postgres":
+            await tx.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+        await tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+        )
+        applied = {r["version"] for r in await tx.fetch("SELECT version FROM schema_migrations")}
+        done = []
+        for migration in load_migrations(engine.name):
+            if migration.version in applied:
+                continue
+            await engine.run_script(tx, migration.sql)
+            await tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                now_ms(),
+            )
+            done.append(migration.version)
+        return done
+
+
+async def connect(url: str) -> Engine:
+    if url.startswith("sqlite://"):
+        return await SqliteEngine.connect(url)
+    return await PostgresEngine.connect(url)
+
+
+# --- row mapping --------------------------------------------------------------------
+
+USER_COLUMNS = "u.id, u.username, u.display_name, u.bio, u.avatar_media_id, u.created_at"
+SESSION_COLUMNS = "id, user_id, created_at, last_used_at, user_agent, revoked_at"
+MEDIA_COLUMNS = (
+    "md.id, md.uploader_id, md.filename, md.content_type, md.size, md.sha256,"
+    " md.created_at, md.width, md.height"
+)
+MESSAGE_FIELDS = (
+    "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted"
+)
+MESSAGE_COLUMNS = ", ".join("m." + name for name in MESSAGE_FIELDS.split(", "))
+# Larger than any seq: the upper bound of "newest messages" queries.
+MAX_SEQ = 2**63 - 1
+ROOM_COLUMNS = (
+    "r.id, r.kind, r.name, r.topic, r.created_by, r.created_at, r.last_seq,"
+    " (SELECT count(*) FROM members mc WHERE mc.room_id = r.id) AS member_count,"
+    " me.role AS my_role, COALESCE(me.last_read_seq, 0) AS my_last_read_seq"
+)
+# Rooms joined with the viewer's own membership row (`$1` is the viewer).
+ROOMS_FOR_VIEWER = "rooms r LEFT JOIN members me ON me.room_id = r.id AND me.user_id = $1"
+
+
+def _user(row: Row) -> User:
+    return User(
+        row["id"],
+        row["username"],
+        row["display_name"],
+        row["bio"],
+        row["avatar_media_id"],
+        row["created_at"],
+    )
+
+
+def _session(row: Row) -> Session:
+    return Session(
+        row["id"],
+        row["user_id"],
+        row["created_at"],
+        row["last_used_at"],
+        row["user_agent"],
+        row["revoked_at"] is not None,
+    )
+
+
+def _room(row: Row) -> Room:
+    return Room(
+        row["id"],
+        row["kind"],
+        row["name"],
+        row["topic"],
+        row["created_by"],
+        row["created_at"],
+        row["last_seq"],
+        row["member_count"],
+        row["my_role"],
+        row["my_last_read_seq"],
+    )
+
+
+def _media(row: Row) -> Media:
+    return Media(
+        row["id"],
+        row["uploader_id"],
+        row["filename"],
+        row["content_type"],
+        row["size"],
+        row["sha256"],
+        row["created_at"],
+        row["width"],
+        row["height"],
+    )
+
+
+def _message(row: Row, attachments: tuple[Media, ...] = ()) -> Message:
+    return Message(
+        row["id"],
+        row["room_id"],
+        row["seq"],
+        row["sender_id"],
+        row["body"],
+        row["client_id"],
+        row["reply_to"],
+        row["created_at"],
+        row["edited_at"],
+        bool(row["deleted"]),
+        attachments,
+    )
+
+
+def _like_prefix(text: str) -> str:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message: Message
+    created: bool  # False when an earlier send with the same client_id is returned
+
+
+class NotMember(Exception):
+    """A send into a room the sender is not a member of (or that does not exist)."""
+
+
+class Database:
+    """The named queries of the application, over either engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, url: str) -> Database:
+        engine = await connect(url)
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.close()
+            raise
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+    async def ping(self) -> None:
+        await self.engine.fetchval("SELECT 1")
+
+    # --- users ---------------------------------------------------------------------
+
+    async def create_user(self, username: str, display_name: str, password_hash: str) -> User:
+        """Raises UniqueViolation when the username is taken."""
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                "INSERT INTO users (username, display_name, password_hash, created_at)"
+                " VALUES ($1, $2, $3, $4)"
+                " RETURNING id, username, display_name, bio, avatar_media_id, created_at",
+                username,
+                display_name,
+                password_hash,
+                now_ms(),
+            )
+        return _user(row)
+
+    async def get_user(self, user_id: int) -> User | None:
+        row = await self.engine.fetchrow(
+            f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1", user_id
+        )
+        return None if row is None else _user(row)
+
+    async def get_credentials(self, username: str) -> tuple[User, str] | None:
+        row = await self.engine.fetchrow(
+            f"SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.username = $1",
+            username,
+        )
+        return None if row is None else (_user(row), row["password_hash"])
+
+    async def get_password_hash(self, user_id: int) -> str | None:
+        return await self.engine.fetchval("SELECT password_hash FROM users WHERE id = $1", user_id)
+
+    async def update_user(
+        self,
+        user_id: int,
+        *,
+        display_name: str | None,
+        bio: str | None,
+        avatar_media_id: int | None,
+        set_avatar: bool,
+    ) -> User:
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE users SET display_name = COALESCE($2, display_name),"
+                " bio = COALESCE($3, bio),"
+                " avatar_media_id = CASE WHEN $4 THEN $5 ELSE avatar_media_id END"
+                " WHERE id = $1"
+                " RETURNING id, username, display_name, bio, avatar_media_id, created_at",
+                user_id,
+                display_name,
+                bio,
+                set_avatar,
+                avatar_media_id,
+            )
+        return _user(row)
+
+    async def search_users(self, prefix: str, after_username: str, limit: int) -> list[User]:
+        rows = await self.engine.fetch(
+            f"SELECT {USER_COLUMNS} FROM users u"
+            " WHERE (u.username LIKE $1 ESCAPE '\\' OR lower(u.display_name) LIKE $1 ESCAPE '\\')"
+            " AND u.username > $2 ORDER BY u.username LIMIT $3",
+            _like_prefix(prefix),
+            after_username,
+            limit,
+        )
+        return [_user(r) for r in rows]
+
+    async def set_password(
+        self, user_id: int, password_hash: str, keep_session_id: int
+    ) -> list[int]:
+        """Change the password and revoke every other session; returns their ids."""
+        async with self.engine.transaction() as tx:
+            await tx.execute(
+                "UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash
+            )
+            rows = await tx.fetch(
+                "UPDATE sessions SET revoked_at = $3"
+                " WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id",
+                user_id,
+                keep_session_id,
+                now_ms(),
+            )
+        return [r["id"] for r in rows]
+
+    # --- sessions ------------------------------------------------------------------
+
+    async def create_session(self, user_id: int, refresh_jti: str, user_agent: str) -> Session:
+        now = now_ms()
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                "INSERT INTO sessions (user_id, refresh_jti, user_agent, created_at, last_used_at)"
+                f" VALUES ($1, $2, $3, $4, $4) RETURNING {SESSION_COLUMNS}",
+                user_id,
+                refresh_jti,
+                user_agent,
+                now,
+            )
+        return _session(row)
+
+    async def get_session(self, session_id: int) -> Session | None:
+        row = await self.engine.fetchrow(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id
+        )
+        return None if row is None else _session(row)
+
+    async def touch_session(self, session_id: int, stale_before: int) -> None:
+        """Record use, at most once per staleness window (avoids a write per request)."""
+        async with self.engine.transaction() as tx:
+            await tx.execute(
+                "UPDATE sessions SET last_used_at = $2 WHERE id = $1 AND last_used_at < $3",
+                session_id,
+                now_ms(),
+                stale_before,
+            )
+
+    async def rotate_refresh(self, session_id: int, old_jti: str, new_jti: str) -> str:
+        """Swap the session's refresh token id: 'rotated', 'reused' (now revoked) or 'revoked'."""
+        now = now_ms()
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE sessions SET refresh_jti = $3, last_used_at = $4"
+                " WHERE id = $1 AND refresh_jti = $2 AND revoked_at IS NULL RETURNING id",
+                session_id,
+                old_jti,
+                new_jti,
+                now,
+            )
+            if row is not None:
+                return "rotated"
+            revoked = await tx.fetchrow(
+                "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL"
+                " RETURNING id",
+                session_id,
+                now,
+            )
+        return "reused" if revoked is not None else "revoked"
+
+    async def revoke_session(self, user_id: int, session_id: int) -> bool:
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE sessions SET revoked_at = $3"
+                " WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id",
+                session_id,
+                user_id,
+                now_ms(),
+            )
+        return row is not None
+
+    async def list_sessions(self, user_id: int) -> list[Session]:
+        rows = await self.engine.fetch(
+            f"SELECT {SESSION_COLUMNS} FROM sessions"
+            " WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id",
+            user_id,
+        )
+        return [_session(r) for r in rows]
+
+    # --- media ---------------------------------------------------------------------
+
+    async def create_media(
+        self,
+        uploader_id: int,
+        sha256: str,
+        filename: str,
+        content_type: str,
+        size: int,
+        width: int | None,
+        height: int | None,
+    ) -> Media:
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                "INSERT INTO media (uploader_id, sha256, filename, content_type, size, width,"
+                " height, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " RETURNING id, uploader_id, filename, content_type, size, sha256, created_at,"
+                " width, height",
+                uploader_id,
+                sha256,
+                filename,
+                content_type,
+                size,
+                width,
+                height,
+                now_ms(),
+            )
+        return _media(row)
+
+    async def get_media(self, media_id: int) -> Media | None:
+        row = await self.engine.fetchrow(
+            f"SELECT {MEDIA_COLUMNS} FROM media md WHERE md.id = $1", media_id
+        )
+        return None if row is None else _media(row)
+
+    async def media_bytes_of(self, uploader_id: int) -> int:
+        """Total size of a user's uploads (for the optional quota)."""
+        total = await self.engine.fetchval(
+            "SELECT COALESCE(SUM(size), 0) FROM media WHERE uploader_id = $1", uploader_id
+        )
+        return int(total)
+
+    async def sha256_in_use(self, sha256: str) -> bool:
+        return (
+            await self.engine.fetchval("SELECT 1 FROM media WHERE sha256 = $1", sha256) is not None
+        )
+
+    async def can_read_media(self, media_id: int, user_id: int) -> bool:
+        """Uploader, someone's avatar, or attached in a room the user may read."""
+        row = await self.engine.fetchrow(
+            "SELECT 1 FROM media md WHERE md.id = $1 AND (md.uploader_id = $2"
+            " OR EXISTS (SELECT 1 FROM users u WHERE u.avatar_media_id = md.id)"
+            " OR EXISTS (SELECT 1 FROM message_attachments a"
+            "   JOIN messages m ON m.id = a.message_id AND NOT m.deleted"
+            "   JOIN rooms r ON r.id = m.room_id"
+            "   WHERE a.media_id = md.id AND (r.kind = 'public' OR EXISTS ("
+            "     SELECT 1 FROM members mb WHERE mb.room_id = r.id AND mb.user_id = $2))))",
+            media_id,
+            user_id,
+        )
+        return row is not None
+
+    async def owned_media_ids(self, uploader_id: int, media_ids: Sequence[int]) -> set[int]:
+        rows = await self.engine.fetch(
+            f"SELECT id FROM media WHERE uploader_id = $1 AND id {self.engine.in_ids('$2')}",
+            uploader_id,
+            self.engine.ids_param(media_ids),
+        )
+        return {r["id"] for r in rows}
+
+    # --- rooms and members -----------------------------------------------------------
+
+    async def create_room(self, kind: str, name: str, topic: str, owner_id: int) -> Room:
+        now = now_ms()
+        async with self.engine.transaction() as tx:
+            room_id = await tx.fetchval(
+                "INSERT INTO rooms (kind, name, topic, created_by, created_at)"
+                " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                kind,
+                name,
+                topic,
+                owner_id,
+                now,
+            )
+            await tx.execute(
+                "INSERT INTO members (room_id, user_id, role, joined_at)"
+                " VALUES ($1, $2, 'owner', $3)",
+                room_id,
+                owner_id,
+                now,
+            )
+            return await self._room_in(tx, room_id, owner_id)
+
+    async def _room_in(self, conn: Conn, room_id: int, viewer_id: int) -> Room:
+        row = await conn.fetchrow(
+            f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER} WHERE r.id = $2", viewer_id, room_id
+        )
+        return _room(row)
+
+    async def get_room(self, room_id: int, viewer_id: int) -> Room | None:
+        row = await self.engine.fetchrow(
+            f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER} WHERE r.id = $2", viewer_id, room_id
+        )
+        return None if row is None else _room(row)
+
+    async def list_my_rooms(self, user_id: int) -> list[Room]:
+        rows = await self.engine.fetch(
+            f"SELECT {ROOM_COLUMNS} FROM rooms r"
+            " JOIN members me ON me.room_id = r.id AND me.user_id = $1 ORDER BY r.id",
+            user_id,
+        )
+        return [_room(r) for r in rows]
+
+    async def list_public_rooms(
+        self, viewer_id: int, prefix: str, after_id: int, limit: int
+    ) -> list[Room]:
+        rows = await self.engine.fetch(
+            f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER}"
+            " WHERE r.kind = 'public' AND lower(r.name) LIKE $2 ESCAPE '\\' AND r.id > $3"
+            " ORDER BY r.id LIMIT $4",
+            viewer_id,
+            "%" + _like_prefix(prefix),
+            after_id,
+            limit,
+        )
+        return [_room(r) for r in rows]
+
+    async def update_room(
+        self, room_id: int, viewer_id: int, name: str | None, topic: str | None
+    ) -> Room:
+        async with self.engine.transaction() as tx:
+            await tx.execute(
+                "UPDATE rooms SET name = COALESCE($2, name), topic = COALESCE($3, topic)"
+                " WHERE id = $1",
+                room_id,
+                name,
+                topic,
+            )
+            return await self._room_in(tx, room_id, viewer_id)
+
+    async def get_or_create_dm(self, user_id: int, other_id: int) -> tuple[Room, bool]:
+        """The one DM room of two users; True when this call created it."""
+        low, high = sorted((user_id, other_id))
+        dm_key = f"{low}:{high}"
+        existing = await self.engine.fetchval("SELECT id FROM rooms WHERE dm_key = $1", dm_key)
+        if existing is None:
+            now = now_ms()
+            try:
+                async with self.engine.transaction() as tx:
+                    room_id = await tx.fetchval(
+                        "INSERT INTO rooms (kind, name, topic, created_by, created_at, dm_key)"
+                        " VALUES ('dm', '', '', $1, $2, $3) RETURNING id",
+                        user_id,
+                        now,
+                        dm_key,
+                    )
+                    for member in (low, high):
+                        await tx.execute(
+                            "INSERT INTO members (room_id, user_id, role, joined_at)"
+                            " VALUES ($1, $2, 'member', $3)",
+                            room_id,
+                            member,
+                            now,
+                        )
+                    return await self._room_in(tx, room_id, user_id), True
+            except UniqueViolation:  # created concurrently by the other user
+                existing = await self.engine.fetchval(
+                    "SELECT id FROM rooms WHERE dm_key = $1", dm_key
+                )
+        room = await self.get_room(existing, user_id)
+        assert room is not None
+        return room, False
+
+    async def add_member(self, room_id: int, user_id: int, role: str) -> bool:
+        """Adds a member; False if they already were one (their role is unchanged)."""
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                "INSERT INTO members (room_id, user_id, role, joined_at, last_read_seq)"
+                " SELECT $1, $2, $3, $4, 0 WHERE NOT EXISTS"
+                " (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2) RETURNING user_id",
+                room_id,
+                user_id,
+                role,
+                now_ms(),
+            )
+        return row is not None
+
+    async def remove_member(self, room_id: int, user_id: int) -> bool:
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                "DELETE FROM members WHERE room_id = $1 AND user_id = $2 RETURNING user_id",
+                room_id,
+                user_id,
+            )
+        return row is not None
+
+    async def get_member(self, room_id: int, user_id: int) -> Member | None:
+        row = await self.engine.fetchrow(
+            f"SELECT {USER_COLUMNS}, mb.role, mb.joined_at FROM members mb"
+            " JOIN users u ON u.id = mb.user_id WHERE mb.room_id = $1 AND mb.user_id = $2",
+            room_id,
+            user_id,
+        )
+        return None if row is None else Member(_user(row), row["role"], row["joined_at"])
+
+    async def list_members(self, room_id: int, after_user_id: int, limit: int) -> list[Member]:
+        rows = await self.engine.fetch(
+            f"SELECT {USER_COLUMNS}, mb.role, mb.joined_at FROM members mb"
+            " JOIN users u ON u.id = mb.user_id WHERE mb.room_id = $1 AND mb.user_id > $2"
+            " ORDER BY mb.user_id LIMIT $3",
+            room_id,
+            after_user_id,
+            limit,
+        )
+        return [Member(_user(r), r["role"], r["joined_at"]) for r in rows]
+
+    async def member_ids(self, room_id: int) -> list[int]:
+        rows = await self.engine.fetch("SELECT user_id FROM members WHERE room_id = $1", room_id)
+        return [r["user_id"] for r in rows]
+
+    async def room_seqs_of(self, user_id: int) -> dict[int, int]:
+        """{room_id: last_seq} of every room the user is in."""
+        rows = await self.engine.fetch(
+            "SELECT r.id, r.last_seq FROM rooms r JOIN members mb ON mb.room_id = r.id"
+            " WHERE mb.user_id = $1",
+            user_id,
+        )
+        return {r["id"]: r["last_seq"] for r in rows}
+
+    async def mark_read(self, room_id: int, user_id: int, seq: int) -> int | None:
+        """Moves the read marker forward to `seq`, clamped to the room's last_seq.
+
+        Returns the marker afterwards, or None when the user is not a member.
+        """
+        async with self.engine.transaction() as tx:
+            last_seq = await tx.fetchval("SELECT last_seq FROM rooms WHERE id = $1", room_id)
+            if last_seq is None:
+                return None
+            await tx.execute(
+                "UPDATE members SET last_read_seq = $3"
+                " WHERE room_id = $1 AND user_id = $2 AND last_read_seq < $3",
+                room_id,
+                user_id,
+                min(seq, last_seq),
+            )
+            return await tx.fetchval(
+                "SELECT last_read_seq FROM members WHERE room_id = $1 AND user_id = $2",
+                room_id,
+                user_id,
+            )
+
+    # --- messages ----------------------------------------------------------------------
+
+    async def _attach(self, rows: list[Row]) -> list[Message]:
+        """Messages from rows, with their attachments loaded in one query."""
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        media_rows = await self.engine.fetch(
+            f"SELECT a.message_id, {MEDIA_COLUMNS} FROM message_attachments a"
+            " JOIN media md ON md.id = a.media_id"
+            f" WHERE a.message_id {self.engine.in_ids('$1')} ORDER BY a.message_id, a.position",
+            self.engine.ids_param(ids),
+        )
+        by_message: dict[int, list[Media]] = {}
+        for row in media_rows:
+            by_message.setdefault(row["message_id"], []).append(_media(row))
+        return [_message(r, tuple(by_message.get(r["id"], ()))) for r in rows]
+
+    async def _message_by_client_id(self, sender_id: int, client_id: str) -> Message | None:
+        rows = await self.engine.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.sender_id = $1 AND m.client_id = $2",
+            sender_id,
+            client_id,
+        )
+        messages = await self._attach(rows)
+        return messages[0] if messages else None
+
+    async def send_message(
+        self,
+        room_id: int,
+        sender_id: int,
+        body: str,
+        client_id: str | None,
+        reply_to: int | None,
+        attachments: Sequence[Media],
+    ) -> SendResult:
+        """Commits a message with the room's next seq (DESIGN.md invariants 1 and 4).
+
+        The seq is taken by bumping rooms.last_seq inside the inserting
+        transaction: the row lock orders concurrent sends, so seqs commit in
+        order with no gaps. A repeated (sender, client_id) returns the stored
+        message. Raises NotMember when the sender is not in the room.
+        """
+        if client_id is not None:
+            existing = await self._message_by_client_id(sender_id, client_id)
+            if existing is not None:
+                return SendResult(existing, created=False)
+        now = now_ms()
+        try:
+            async with self.engine.transaction() as tx:
+                seq = await tx.fetchval(
+                    "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 AND EXISTS"
+                    " (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)"
+                    " RETURNING last_seq",
+                    room_id,
+                    sender_id,
+                )
+                if seq is None:
+                    raise NotMember()
+                row = await tx.fetchrow(
+                    "INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to,"
+                    " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    f" RETURNING {MESSAGE_FIELDS}",
+                    room_id,
+                    seq,
+                    sender_id,
+                    body,
+                    client_id,
+                    reply_to,
+                    now,
+                )
+                for position, media in enumerate(attachments):
+                    await tx.execute(
+                        "INSERT INTO message_attachments (message_id, media_id, position)"
+                        " VALUES ($1, $2, $3)",
+                        row["id"],
+                        media.id,
+                        position,
+                    )
+                await tx.execute(
+                    "UPDATE members SET last_read_seq = $3 WHERE room_id = $1 AND user_id = $2",
+                    room_id,
+                    sender_id,
+                    seq,
+                )
+        except UniqueViolation:
+            existing = await self._message_by_client_id(sender_id, client_id or "")
+            if existing is None:
+                raise
+            return SendResult(existing, created=False)
+        return SendResult(_message(row, tuple(attachments)), created=True)
+
+    async def get_message(self, room_id: int, message_id: int) -> Message | None:
+        rows = await self.engine.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1 AND m.room_id = $2",
+            message_id,
+            room_id,
+        )
+        messages = await self._attach(rows)
+        return messages[0] if messages else None
+
+    async def edit_message(self, room_id: int, message_id: int, body: str) -> Message | None:
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE messages SET body = $3, edited_at = $4"
+                f" WHERE id = $1 AND room_id = $2 AND NOT deleted RETURNING {MESSAGE_FIELDS}",
+                message_id,
+                room_id,
+                body,
+                now_ms(),
+            )
+        messages = await self._attach([row] if row else [])
+        return messages[0] if messages else None
+
+    async def delete_message(self, room_id: int, message_id: int) -> Message | None:
+        """Tombstones a message: id and seq stay, body and attachments go."""
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE messages SET body = '', deleted = TRUE, edited_at = $3"
+                f" WHERE id = $1 AND room_id = $2 AND NOT deleted RETURNING {MESSAGE_FIELDS}",
+                message_id,
+                room_id,
+                now_ms(),
+            )
+            if row is not None:
+                await tx.execute(
+                    "DELETE FROM message_attachments WHERE message_id = $1", message_id
+                )
+        return None if row is None else _message(row)
+
+    async def history(
+        self, room_id: int, *, after_seq: int | None, before_seq: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Up to `limit` messages in ascending seq, and whether more lie in the paging direction.
+
+        With `after_seq` it pages forward from there (up to `before_seq` if
+        given); otherwise it returns the newest messages before `before_seq`.
+        """
+        upper = MAX_SEQ if before_seq is None else before_seq
+        if after_seq is not None:
+            rows = await self.engine.fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.room_id = $1"
+                " AND m.seq > $2 AND m.seq < $3 ORDER BY m.seq LIMIT $4",
+                room_id,
+                after_seq,
+                upper,
+                limit + 1,
+            )
+        else:
+            rows = await self.engine.fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.room_id = $1"
+                " AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3",
+                room_id,
+                upper,
+                limit + 1,
+            )
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if after_seq is None:
+            rows.reverse()
+        return await self._attach(rows), has_more
+
+    async def search_messages(
+        self, user_id: int, query: str, room_id: int | None, before_id: int, limit: int
+    ) -> list[Message]:
+        """Full-text search, newest first, over the rooms the user is in."""
+        scope = (
+            " AND m.room_id IN (SELECT room_id FROM members WHERE user_id = $2)"
+            " AND ($3 = 0 OR m.room_id = $3) AND m.id < $4 AND NOT m.deleted"
+            " ORDER BY m.id DESC LIMIT $5"
+        )
+        if self.engine.name == "postgres":
+            sql = (
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m"
+                " WHERE m.search @@ websearch_to_tsquery('simple', $1)" + scope
+            )
+        else:
+            query = " ".join('"' + word + '"' for word in re.findall(r"\w+", query))
+            if not query:
+                return []
+            sql = (
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m"
+                " JOIN messages_fts f ON f.rowid = m.id WHERE messages_fts MATCH $1" + scope
+            )
+        rows = await self.engine.fetch(sql, query, user_id, room_id or 0, before_id, limit)
+        return await self._attach(rows)

@@ -1,0 +1,23 @@
+"""Typed keys for the state an application holds (`app[keys.DB]`, ...)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .config import Config
+
+if TYPE_CHECKING:
+    from .auth import PasswordHasher, TokenService
+    from .db import Database
+    from .hub import Hub
+    from .ratelimit import RateLimiter
+
+CONFIG: web.AppKey[Config] = web.AppKey("config")
+DB: web.AppKey[Database] = web.AppKey("db")
+TOKENS: web.AppKey[TokenService] = web.AppKey("tokens")
+HASHER: web.AppKey[PasswordHasher] = web.AppKey("hasher")
+AUTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("auth_limiter")
+MESSAGE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("message_limiter")
+HUB: web.AppKey[Hub] = web.AppKey("hub")

@@ -1,0 +1,162 @@
+"""The contract's objects as frozen dataclasses; `to_json()` gives API.md's shapes.
+
+Times are epoch milliseconds internally and ISO 8601 UTC strings on the wire.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# Image types we decode for dimensions and thumbnails, and serve inline.
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    seconds, millis = divmod(ms, 1000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    display_name: str
+    bio: str
+    avatar_media_id: int | None
+    created_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "display_name": self.display_name,
+            "bio": self.bio,
+            "avatar_media_id": self.avatar_media_id,
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: int
+    user_id: int
+    created_at: int
+    last_used_at: int
+    user_agent: str
+    revoked: bool
+
+    def to_json(self, current_session_id: int) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created_at": iso(self.created_at),
+            "last_used_at": iso(self.last_used_at),
+            "user_agent": self.user_agent,
+            "current": self.id == current_session_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    id: int
+    kind: str
+    name: str
+    topic: str
+    created_by: int | None
+    created_at: int
+    last_seq: int
+    member_count: int
+    my_role: str | None
+    my_last_read_seq: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "topic": self.topic,
+            "created_by": self.created_by,
+            "created_at": iso(self.created_at),
+            "last_seq": self.last_seq,
+            "member_count": self.member_count,
+            "my_role": self.my_role,
+            "my_last_read_seq": self.my_last_read_seq,
+            "unread_count": max(0, self.last_seq - self.my_last_read_seq),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    user: User
+    role: str
+    joined_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user": self.user.to_json(), "role": self.role, "joined_at": iso(self.joined_at)}
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    id: int
+    uploader_id: int
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: int
+    width: int | None
+    height: int | None
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type in IMAGE_TYPES
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "created_at": iso(self.created_at),
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    room_id: int
+    seq: int
+    sender_id: int
+    body: str
+    client_id: str | None
+    reply_to: int | None
+    created_at: int
+    edited_at: int | None
+    deleted: bool
+    attachments: tuple[Media, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "room_id": self.room_id,
+            "seq": self.seq,
+            "sender_id": self.sender_id,
+            "body": "" if self.deleted else self.body,
+            "client_id": self.client_id,
+            "reply_to": self.reply_to,
+            "attachments": [] if self.deleted else [m.to_json() for m in self.attachments],
+            "created_at": iso(self.created_at),
+            "edited_at": iso(self.edited_at),
+            "deleted": self.deleted,
+        }

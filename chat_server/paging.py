@@ -1,0 +1,45 @@
+"""List paging: the `limit` parameter and opaque cursors (API.md "Conventions")."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from .errors import MAX_INT, Validator
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 100
+
+
+def page_limit(v: Validator) -> int:
+    """The `limit` query parameter: default 50, 1-100."""
+    limit = v.integer("limit", minimum=1, maximum=MAX_LIMIT)
+    return DEFAULT_LIMIT if limit is None else limit
+
+
+def encode_cursor(position: str | int) -> str:
+    return base64.urlsafe_b64encode(str(position).encode()).decode().rstrip("=")
+
+
+def decode_cursor(v: Validator, *, numeric: bool) -> str | int | None:
+    """The `cursor` query parameter as the position it encodes, or None on the first page."""
+    raw = v.source.get("cursor")
+    if raw is None:
+        return None
+    try:
+        text = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
+        position = int(text) if numeric else text
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        position = None
+    if position is None or (numeric and not 0 <= position <= MAX_INT):
+        v.errors.setdefault("cursor", "not a cursor returned by this endpoint")
+        return None
+    return position
+
+
+def page(items: list, limit: int, position_of) -> dict:
+    """`{"items", "next_cursor"}` from up to `limit + 1` fetched items."""
+    more = len(items) > limit
+    items = items[:limit]
+    cursor = encode_cursor(position_of(items[-1])) if more and items else None
+    return {"items": [item.to_json() for item in items], "next_cursor": cursor}

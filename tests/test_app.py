@@ -1,0 +1,60 @@
+"""Operations routes, the error shape for aiohttp's own errors, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from chat_server import Config, create_app
+from chat_server.app import openapi_paths
+
+from .conftest import error_of
+
+METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
+
+
+async def test_health_and_ready(client):
+    assert await (await client.get("/healthz")).json() == {"status": "ok"}
+    assert await (await client.get("/readyz")).json() == {"status": "ok"}
+
+
+async def test_unknown_route_and_wrong_method_use_the_error_shape(client):
+    assert (await error_of(await client.get("/api/v1/nope"), 404))["code"] == "not_found"
+    wrong = await client.put("/api/v1/auth/signup")
+    assert (await error_of(wrong, 405))["code"] == "method_not_allowed"
+    assert "POST" in wrong.headers["Allow"]
+
+
+async def test_openapi_document_is_served(client):
+    response = await client.get("/api/v1/openapi.json")
+    document = await response.json()
+    assert document["openapi"].startswith("3.1")
+
+
+def _registered_routes(app: web.Application) -> set[tuple[str, str]]:
+    routes = set()
+    for resource in app.router.resources():
+        info = resource.get_info()
+        path = info.get("path") or info.get("formatter")
+        if path is None:  # static files of the web client
+            continue
+        for route in resource:
+            if route.method in ("HEAD", "*"):
+                continue
+            routes.add((route.method.lower(), path))
+    return routes
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(tmp_path):
+    documented = {
+        (method, path)
+        for path, operations in openapi_paths().items()
+        for method in operations
+        if method in METHODS
+    }
+    registered = _registered_routes(create_app(Config(data_dir=tmp_path)))
+    assert registered - documented == set(), "routes missing from openapi.json"
+    assert documented - registered == set(), "documented routes that are not registered"
+    for _, path in documented:
+        assert re.fullmatch(r"/[a-z0-9_./{}-]*", path), path
