@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import auth, keys, users
+from . import auth, keys, messages, rooms, users, ws
 from .config import Config
 from .db import Database
 from .errors import MAX_JSON_BYTES, Unavailable, error_middleware
@@ -36,6 +36,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(_password_hasher)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_hub)
+    app.on_shutdown.append(_close_websockets)
     _add_routes(app)
     return app
 
@@ -55,8 +56,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _hub(app: web.Application) -> AsyncIterator[None]:
-    app[keys.HUB] = Hub(app[keys.DB])
+    app[keys.HUB] = Hub(app[keys.DB], app[keys.CONFIG].ws_outbox_limit)
     yield
+
+
+async def _close_websockets(app: web.Application) -> None:
+    """On shutdown, flush each connection's queue and close it with 1001."""
     await app[keys.HUB].shutdown()
 
 
@@ -78,6 +83,24 @@ def _add_routes(app: web.Application) -> None:
             web.patch(f"{api}/users/me", users.patch_me),
             web.get(f"{api}/users/{{user_id}}", users.get_user),
             web.get(f"{api}/users", users.search_users),
+            web.post(f"{api}/rooms", rooms.create_room),
+            web.get(f"{api}/rooms", rooms.list_rooms),
+            web.get(f"{api}/rooms/public", rooms.public_rooms),
+            web.get(f"{api}/rooms/{{room_id}}", rooms.get_room),
+            web.patch(f"{api}/rooms/{{room_id}}", rooms.patch_room),
+            web.post(f"{api}/rooms/{{room_id}}/join", rooms.join_room),
+            web.post(f"{api}/rooms/{{room_id}}/leave", rooms.leave_room),
+            web.get(f"{api}/rooms/{{room_id}}/members", rooms.list_members),
+            web.post(f"{api}/rooms/{{room_id}}/members", rooms.add_member),
+            web.delete(f"{api}/rooms/{{room_id}}/members/{{user_id}}", rooms.kick_member),
+            web.post(f"{api}/dm", rooms.open_dm),
+            web.post(f"{api}/rooms/{{room_id}}/messages", messages.send_message),
+            web.get(f"{api}/rooms/{{room_id}}/messages", messages.history),
+            web.patch(f"{api}/rooms/{{room_id}}/messages/{{message_id}}", messages.edit_message),
+            web.delete(f"{api}/rooms/{{room_id}}/messages/{{message_id}}", messages.delete_message),
+            web.post(f"{api}/rooms/{{room_id}}/read", messages.read_marker),
+            web.get(f"{api}/search", messages.search),
+            web.get(f"{api}/ws", ws.websocket),
             web.get("/", web_client),
         ]
     )

@@ -139,6 +139,14 @@ class Config:
     trust_proxy: bool = False
     log_format: str = "text"
     log_level: str = "INFO"
+    # Not environment settings: knobs for embedders and tests.
+    ws_outbox_limit: int = 1024  # frames queued per WebSocket before it is closed with 1013
+
+    def __post_init__(self) -> None:
+        # Embedders may pass plain strings for paths.
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.media_dir is not None:
+            object.__setattr__(self, "media_dir", Path(self.media_dir))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

@@ -809,6 +809,9 @@ class Database:
         rows = await self.engine.fetch("SELECT user_id FROM members WHERE room_id = $1", room_id)
         return [r["user_id"] for r in rows]
 
+    async def room_last_seq(self, room_id: int) -> int | None:
+        return await self.engine.fetchval("SELECT last_seq FROM rooms WHERE id = $1", room_id)
+
     async def room_seqs_of(self, user_id: int) -> dict[int, int]:
         """{room_id: last_seq} of every room the user is in."""
         rows = await self.engine.fetch(

@@ -1,0 +1,200 @@
+"""Messages: the one send path (REST, WebSocket and embedders), history, edits, reads, search."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from . import keys
+from .auth import require_auth
+from .db import NotMember, SendResult
+from .errors import (
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    Validator,
+    path_id,
+    read_json,
+)
+from .hub import Event, message_frame
+from .models import Message
+from .paging import decode_cursor, page, page_limit
+from .rooms import MANAGERS, member_room, visible_room
+
+MAX_BODY = 4000
+MAX_ATTACHMENTS = 10
+CLIENT_ID = re.compile(r"[\x20-\x7e]{1,64}")
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    room_id: int
+    body: str
+    client_id: str | None = None
+    reply_to: int | None = None
+    attachments: tuple[int, ...] = ()
+
+
+def parse_send(source: dict[str, Any], room_id: int | None = None) -> SendRequest:
+    """Validates a send from a REST body or a WebSocket `send` frame (which names the room)."""
+    v = Validator(source)
+    if room_id is None:
+        room_id = v.integer("room_id", required=True)
+    body = v.string("body", max_len=MAX_BODY) or ""
+    client_id = v.string(
+        "client_id", max_len=64, pattern=CLIENT_ID, reason="1-64 printable ASCII characters"
+    )
+    reply_to = v.integer("reply_to", nullable=True)
+    attachments = v.id_list("attachments", max_items=MAX_ATTACHMENTS)
+    if not body.strip() and not attachments and "body" not in v.errors:
+        v.errors["body"] = f"1-{MAX_BODY} characters after trimming, unless attachments are given"
+    v.check()
+    assert room_id is not None
+    return SendRequest(room_id, body, client_id, reply_to, tuple(attachments))
+
+
+async def post_message(app: web.Application, user_id: int, send: SendRequest) -> SendResult:
+    """Validate, commit with the room's next seq, then announce (ack after commit).
+
+    The one send path: REST, WebSocket and embedded bots all come here.
+    """
+    wait = await app[keys.MESSAGE_LIMITER].hit(f"messages:{user_id}")
+    if wait > 0:
+        raise RateLimited(wait, "sending too fast")
+    db = app[keys.DB]
+    media = []
+    if send.reply_to is not None or send.attachments:
+        await member_room(app, send.room_id, user_id)
+        if send.reply_to is not None and await db.get_message(send.room_id, send.reply_to) is None:
+            raise InvalidRequest.fields({"reply_to": "a message id in the same room"})
+        for media_id in send.attachments:
+            item = await db.get_media(media_id)
+            if item is None or item.uploader_id != user_id:
+                raise InvalidRequest.fields({"attachments": "media you uploaded"})
+            media.append(item)
+    try:
+        result = await db.send_message(
+            send.room_id, user_id, send.body, send.client_id, send.reply_to, media
+        )
+    except NotMember:
+        await member_room(app, send.room_id, user_id)  # raises the right 404/403
+        raise Forbidden("join the room first") from None
+    if result.created:
+        publish_message(app, "message.new", result.message)
+    return result
+
+
+def publish_message(app: web.Application, kind: str, message: Message) -> None:
+    app[keys.HUB].publish(
+        Event(
+            {"type": kind, "message": message.to_json()},
+            room_id=message.room_id,
+            seq=message.seq if kind == "message.new" else None,
+            frame=message_frame(kind, message),
+        )
+    )
+
+
+async def mark_read(app: web.Application, user_id: int, room_id: int, seq: int) -> int:
+    """Move the user's read marker (forward only) and tell the room's members."""
+    await member_room(app, room_id, user_id)
+    marker = await app[keys.DB].mark_read(room_id, user_id, seq)
+    if marker is None:
+        raise NotFound("no such room")
+    app[keys.HUB].publish(
+        Event.make(
+            {"type": "read", "room_id": room_id, "user_id": user_id, "seq": marker},
+            room_id=room_id,
+        )
+    )
+    return marker
+
+
+# --- routes --------------------------------------------------------------------------
+
+
+async def send_message(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room_id = path_id(request, "room_id")
+    send = parse_send(await read_json(request), room_id)
+    result = await post_message(request.app, me.user_id, send)
+    return web.json_response(result.message.to_json(), status=201 if result.created else 200)
+
+
+async def history(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    v = Validator(request.query, query=True)
+    before_seq = v.integer("before_seq", minimum=0)
+    after_seq = v.integer("after_seq", minimum=0)
+    limit = page_limit(v)
+    v.check()
+    messages, has_more = await request.app[keys.DB].history(
+        room.id, after_seq=after_seq, before_seq=before_seq, limit=limit
+    )
+    return web.json_response({"items": [m.to_json() for m in messages], "has_more": has_more})
+
+
+async def _own_message(request: web.Request) -> tuple[Any, Message]:
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    message = await request.app[keys.DB].get_message(room.id, path_id(request, "message_id"))
+    if message is None:
+        raise NotFound("no such message")
+    return room, message
+
+
+async def edit_message(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room, message = await _own_message(request)
+    v = Validator(await read_json(request))
+    body = v.string("body", required=True, max_len=MAX_BODY)
+    if body is not None and not body.strip():
+        v.errors["body"] = f"1-{MAX_BODY} characters after trimming"
+    v.check()
+    if message.sender_id != me.user_id or room.my_role is None:
+        raise Forbidden("only the sender may edit a message")
+    edited = await request.app[keys.DB].edit_message(room.id, message.id, body)
+    if edited is None:
+        raise NotFound("no such message")
+    publish_message(request.app, "message.edited", edited)
+    return web.json_response(edited.to_json())
+
+
+async def delete_message(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room, message = await _own_message(request)
+    if room.my_role is None or (message.sender_id != me.user_id and room.my_role not in MANAGERS):
+        raise Forbidden("only the sender or the room's owner or an admin may delete a message")
+    deleted = await request.app[keys.DB].delete_message(room.id, message.id)
+    if deleted is not None:
+        publish_message(request.app, "message.deleted", deleted)
+    return web.Response(status=204)
+
+
+async def read_marker(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room_id = path_id(request, "room_id")
+    v = Validator(await read_json(request))
+    seq = v.integer("seq", required=True, minimum=0)
+    v.check()
+    await mark_read(request.app, me.user_id, room_id, seq)
+    return web.Response(status=204)
+
+
+async def search(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    v = Validator(request.query, query=True)
+    query = v.string("q", required=True, min_len=1, max_len=200, strip=True)
+    room_id = v.integer("room_id")
+    limit = page_limit(v)
+    before_id = decode_cursor(v, numeric=True)
+    v.check()
+    found = await request.app[keys.DB].search_messages(
+        me.user_id, query, room_id, before_id or 2**63 - 1, limit + 1
+    )
+    return web.json_response(page(found, limit, lambda message: message.id))

@@ -1,0 +1,249 @@
+"""/rooms and /dm routes: rooms, membership and roles.
+
+A private room or DM is invisible (404) to non-members; a public room is
+readable by anyone signed in, but only members post. Membership changes
+are announced after commit and update the hub's room index live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from aiohttp import web
+
+from . import keys
+from .auth import require_auth
+from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Validator, path_id, read_json
+from .hub import Event
+from .models import Room, User
+from .paging import decode_cursor, page, page_limit
+
+ROOM_KINDS = ("public", "private")
+ROLES = ("owner", "admin", "member")
+MANAGERS = ("owner", "admin")
+
+
+async def visible_room(app: web.Application, room_id: int, user_id: int) -> Room:
+    """The room as the user sees it; 404 if it does not exist or is hidden from them."""
+    room = await app[keys.DB].get_room(room_id, user_id)
+    if room is None or (room.kind != "public" and room.my_role is None):
+        raise NotFound("no such room")
+    return room
+
+
+async def member_room(app: web.Application, room_id: int, user_id: int) -> Room:
+    """The room, if the user is a member; 403 for a public room they have not joined."""
+    room = await visible_room(app, room_id, user_id)
+    if room.my_role is None:
+        raise Forbidden("join the room first")
+    return room
+
+
+# --- announcements -------------------------------------------------------------------
+
+
+async def announce_join(app: web.Application, room: Room, user: User) -> None:
+    """After a committed join/add: the room hears of the member, the member of the room."""
+    hub, db = app[keys.HUB], app[keys.DB]
+    hub.joined(user.id, room.id, room.last_seq)
+    hub.publish(
+        Event.make(
+            {"type": "member.joined", "room_id": room.id, "user": user.to_json()}, room_id=room.id
+        )
+    )
+    own_view = await db.get_room(room.id, user.id)
+    if own_view is not None:
+        hub.publish(
+            Event.make({"type": "room.added", "room": own_view.to_json()}, user_ids=(user.id,))
+        )
+
+
+async def announce_leave(app: web.Application, room: Room, user: User) -> None:
+    hub = app[keys.HUB]
+    hub.left(user.id, room.id)
+    hub.publish(
+        Event.make(
+            {"type": "member.left", "room_id": room.id, "user": user.to_json()}, room_id=room.id
+        )
+    )
+    gone = replace(room, my_role=None, my_last_read_seq=0, member_count=room.member_count - 1)
+    hub.publish(Event.make({"type": "room.removed", "room": gone.to_json()}, user_ids=(user.id,)))
+
+
+async def announce_update(app: web.Application, room_id: int) -> None:
+    """room.updated to each member, with that member's own view of the room."""
+    db, hub = app[keys.DB], app[keys.HUB]
+    for user_id in await db.member_ids(room_id):
+        view = await db.get_room(room_id, user_id)
+        if view is not None:
+            hub.publish(
+                Event.make({"type": "room.updated", "room": view.to_json()}, user_ids=(user_id,))
+            )
+
+
+# --- routes --------------------------------------------------------------------------
+
+
+def _room_fields(v: Validator, *, creating: bool) -> tuple[str | None, str | None]:
+    name = v.string(
+        "name", required=creating, min_len=1, max_len=80, strip=True, reason="1-80 characters"
+    )
+    topic = v.string("topic", max_len=1000, strip=True)
+    return name, topic
+
+
+async def create_room(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    v = Validator(await read_json(request))
+    name, topic = _room_fields(v, creating=True)
+    kind = v.choice("kind", ROOM_KINDS, required=True)
+    v.check()
+    room = await request.app[keys.DB].create_room(kind, name, topic or "", me.user_id)
+    hub = request.app[keys.HUB]
+    hub.joined(me.user_id, room.id, room.last_seq)
+    hub.publish(Event.make({"type": "room.added", "room": room.to_json()}, user_ids=(me.user_id,)))
+    return web.json_response(room.to_json(), status=201)
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    rooms = await request.app[keys.DB].list_my_rooms(me.user_id)
+    return web.json_response({"items": [r.to_json() for r in rooms], "next_cursor": None})
+
+
+async def public_rooms(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    v = Validator(request.query, query=True)
+    query = v.string("q", max_len=200, strip=True) or ""
+    limit = page_limit(v)
+    after = decode_cursor(v, numeric=True) or 0
+    v.check()
+    rooms = await request.app[keys.DB].list_public_rooms(me.user_id, query, after, limit + 1)
+    return web.json_response(page(rooms, limit, lambda room: room.id))
+
+
+async def get_room(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    return web.json_response(room.to_json())
+
+
+async def patch_room(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    v = Validator(await read_json(request))
+    name, topic = _room_fields(v, creating=False)
+    v.check()
+    if room.kind == "dm" or room.my_role not in MANAGERS:
+        raise Forbidden("only the room's owner or an admin may change it")
+    updated = await request.app[keys.DB].update_room(room.id, me.user_id, name, topic)
+    await announce_update(request.app, room.id)
+    return web.json_response(updated.to_json())
+
+
+async def join_room(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    if room.my_role is not None:
+        return web.json_response(room.to_json())
+    db = request.app[keys.DB]
+    if await db.add_member(room.id, me.user_id, "member"):
+        user = await db.get_user(me.user_id)
+        joined = await db.get_room(room.id, me.user_id)
+        if user is not None and joined is not None:
+            await announce_join(request.app, joined, user)
+            room = joined
+    return web.json_response(room.to_json())
+
+
+async def leave_room(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    if room.kind == "dm":
+        raise Forbidden("a direct message cannot be left")
+    await _remove(request.app, room, me.user_id)
+    return web.Response(status=204)
+
+
+async def _remove(app: web.Application, room: Room, user_id: int) -> None:
+    db = app[keys.DB]
+    user = await db.get_user(user_id)
+    if await db.remove_member(room.id, user_id) and user is not None:
+        await announce_leave(app, room, user)
+
+
+async def list_members(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    v = Validator(request.query, query=True)
+    limit = page_limit(v)
+    after = decode_cursor(v, numeric=True) or 0
+    v.check()
+    members = await request.app[keys.DB].list_members(room.id, after, limit + 1)
+    return web.json_response(page(members, limit, lambda member: member.user.id))
+
+
+async def add_member(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    v = Validator(await read_json(request))
+    user_id = v.integer("user_id", required=True)
+    role = v.choice("role", ("admin", "member")) or "member"
+    v.check()
+    if room.kind == "dm" or room.my_role not in MANAGERS:
+        raise Forbidden("only the room's owner or an admin may add members")
+    if role == "admin" and room.my_role != "owner":
+        raise Forbidden("only the owner may make admins")
+    db = request.app[keys.DB]
+    user = await db.get_user(user_id)
+    if user is None:
+        raise NotFound("no such user")
+    if not await db.add_member(room.id, user.id, role):
+        raise Conflict("already a member")
+    member = await db.get_member(room.id, user.id)
+    joined = await db.get_room(room.id, user.id)
+    if member is None or joined is None:  # removed again in between
+        raise NotFound("no such member")
+    await announce_join(request.app, joined, user)
+    return web.json_response(member.to_json(), status=201)
+
+
+async def kick_member(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    target_id = path_id(request, "user_id")
+    if room.kind == "dm" or room.my_role not in MANAGERS:
+        raise Forbidden("only the room's owner or an admin may remove members")
+    target = await request.app[keys.DB].get_member(room.id, target_id)
+    if target is None:
+        raise NotFound("not a member")
+    if target.user.id != me.user_id and (
+        target.role == "owner" or (target.role == "admin" and room.my_role != "owner")
+    ):
+        raise Forbidden("cannot remove a member of equal or higher role")
+    await _remove(request.app, room, target_id)
+    return web.Response(status=204)
+
+
+async def open_dm(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    v = Validator(await read_json(request))
+    other_id = v.integer("user_id", required=True)
+    v.check()
+    if other_id == me.user_id:
+        raise InvalidRequest.fields({"user_id": "another user's id"})
+    db = request.app[keys.DB]
+    other = await db.get_user(other_id)
+    if other is None:
+        raise NotFound("no such user")
+    room, created = await db.get_or_create_dm(me.user_id, other_id)
+    if created:
+        hub = request.app[keys.HUB]
+        for user_id in (me.user_id, other_id):
+            hub.joined(user_id, room.id, room.last_seq)
+            view = await db.get_room(room.id, user_id)
+            if view is not None:
+                hub.publish(
+                    Event.make({"type": "room.added", "room": view.to_json()}, user_ids=(user_id,))
+                )
+    return web.json_response(room.to_json(), status=201 if created else 200)

@@ -1,0 +1,256 @@
+// Entry point: the sign-in form, and the signed-in Session that ties the
+// room list, the open room and the WebSocket together.
+import * as api from './api.js';
+import { $, backoff, showError, sleep } from './dom.js';
+import { setupRoomDialogs } from './dialogs.js';
+import { revokeBlobs } from './media.js';
+import { MessageView } from './messages.js';
+import { setupProfile } from './profile.js';
+import { RoomList } from './rooms.js';
+import { ChatSocket, RECONNECTING } from './socket.js';
+import { forgetUsers, onUserChange, rememberUser, setPresence } from './users.js';
+
+const statusLine = $('#status');
+let session = null;
+
+class Session {
+  constructor(me) {
+    this.me = me;
+    // Per room, the highest seq received over the WebSocket, whose delivery
+    // has no holes: the resume point after a reconnect. REST replies never
+    // advance it, as they can run ahead of messages still to be replayed.
+    this.seen = new Map();
+    this.reloading = null;
+    this.list = new RoomList({ me, onSelect: (id) => this.openRoom(id) });
+    this.view = new MessageView({
+      me,
+      sendFrame: (frame) => this.socket.send(frame),
+      onRead: (roomId, seq) => this.markRead(roomId, seq),
+      onSent: (message) => this.onMessage(message, false),
+    });
+    this.socket = new ChatSocket({
+      getToken: (forceRefresh) => api.accessToken(forceRefresh),
+      resumeMap: () => Object.fromEntries(this.seen),
+      onEvent: (frame) => this.onEvent(frame),
+      onStatus: (text) => { statusLine.textContent = text; },
+    });
+    rememberUser(me);
+    onUserChange((user) => {
+      if (user.id === this.me.id) this.me = user;
+      this.list.userChanged(user);
+      this.retitle();
+    });
+  }
+
+  async start() {
+    // Retry while the server is unreachable (it may be restarting).
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.replaceRooms((await api.get('/rooms')).items);
+        break;
+      } catch (error) {
+        if (!api.isTransient(error) || session !== this) throw error;
+        statusLine.textContent = RECONNECTING;
+        await sleep(backoff(attempt));
+      }
+    }
+    if (session === this) this.socket.start();
+  }
+
+  stop() {
+    this.socket.stop();
+    this.view.destroy();
+    $('#room-list').replaceChildren();
+    $('#dm-list').replaceChildren();
+    forgetUsers();
+    revokeBlobs();
+  }
+
+  // A room from REST or an event. New rooms start their resume point at
+  // their current last_seq: earlier messages are history, not missed events.
+  addRoom(room) {
+    if (!this.seen.has(room.id)) this.seen.set(room.id, room.last_seq);
+    this.list.upsert(room);
+    this.retitle();
+  }
+
+  removeRoom(id) {
+    this.seen.delete(id);
+    this.list.remove(id);
+    if (this.view.roomId === id) this.view.close();
+  }
+
+  replaceRooms(rooms) {
+    for (const id of this.list.ids()) {
+      if (!rooms.some((room) => room.id === id)) this.removeRoom(id);
+    }
+    for (const room of rooms) this.addRoom(room);
+  }
+
+  reloadRooms() {
+    this.reloading ??= api.get('/rooms')
+      .then(({ items }) => this.replaceRooms(items), () => {})
+      .finally(() => { this.reloading = null; });
+  }
+
+  openRoom(id) {
+    const room = this.list.get(id);
+    if (!room) return;
+    this.list.select(id);
+    this.view.open(room, this.list.title(room));
+    $('#message-input').focus();
+  }
+
+  retitle() {
+    const room = this.list.get(this.view.roomId);
+    if (room) this.view.setTitle(this.list.title(room));
+  }
+
+  markRead(roomId, seq) {
+    const room = this.list.get(roomId);
+    if (!room || seq <= room.my_last_read_seq) return;
+    this.list.update(roomId, { readSeq: seq });
+    if (!this.socket.send({ type: 'read', room_id: roomId, seq })) {
+      api.post(`/rooms/${roomId}/read`, { seq }).catch(() => {});
+    }
+  }
+
+  onMessage(message, viaSocket) {
+    const roomId = message.room_id;
+    if (viaSocket) this.seen.set(roomId, Math.max(this.seen.get(roomId) ?? 0, message.seq));
+    if (!this.list.get(roomId)) this.reloadRooms(); // its room.added was missed
+    const mine = message.sender_id === this.me.id;
+    // The server moves the sender's read marker to their own message.
+    this.list.update(roomId, { lastSeq: message.seq, readSeq: mine ? message.seq : 0 });
+    this.view.accept(message);
+  }
+
+  onReady(frame) {
+    rememberUser(frame.user);
+    // Rooms joined or left while disconnected: their room.added/removed
+    // events were missed.
+    const known = new Set(this.list.ids());
+    const current = frame.rooms.map((room) => room.room_id);
+    if (current.length !== known.size || current.some((id) => !known.has(id))) this.reloadRooms();
+    this.view.retryFailedLoad();
+  }
+
+  // The server replays at most 500 messages per room; from_seq..to_seq were
+  // skipped. Only the open room shows messages, so only it pages them in.
+  onGap({ room_id: roomId, from_seq: from, to_seq: to }) {
+    this.seen.set(roomId, Math.max(this.seen.get(roomId) ?? 0, to));
+    this.list.update(roomId, { lastSeq: to });
+    if (this.view.roomId === roomId) this.view.fill(from, to);
+  }
+
+  onEvent(frame) {
+    switch (frame.type) {
+      case 'ready': return this.onReady(frame);
+      case 'message.new': return this.onMessage(frame.message, true);
+      case 'message.edited':
+      case 'message.deleted': return this.view.update(frame.message);
+      case 'gap': return this.onGap(frame);
+      case 'room.added':
+      case 'room.updated': return this.addRoom(frame.room);
+      case 'room.removed': return this.removeRoom(frame.room.id);
+      case 'member.joined':
+      case 'member.left': return rememberUser(frame.user);
+      case 'typing':
+        if (frame.room_id === this.view.roomId) this.view.typing(frame.user_id);
+        return undefined;
+      case 'read':
+        if (frame.user_id === this.me.id) this.list.update(frame.room_id, { readSeq: frame.seq });
+        return undefined;
+      case 'presence': return setPresence(frame.user_id, frame.status);
+      case 'error':
+        // Answers to our typing/read frames; nothing the user can act on.
+        console.warn('WebSocket error:', frame.code, frame.message);
+        return undefined;
+      default: return undefined; // resumed, pong, ack and future event types
+    }
+  }
+}
+
+function showSignIn(message) {
+  session?.stop();
+  session = null;
+  statusLine.textContent = '';
+  showError($('#app-error'), null);
+  $('#chat').hidden = true;
+  $('#account').hidden = true;
+  $('#signin').hidden = false;
+  showError($('#signin-error'), message ? new Error(message) : null);
+  $('#signin-form [name=username]').focus();
+}
+
+async function enterChat(me) {
+  $('#signin').hidden = true;
+  $('#chat').hidden = false;
+  $('#account').hidden = false;
+  const name = $('#me-name');
+  name.dataset.userName = me.id; // kept current by rememberUser
+  name.textContent = me.display_name || me.username;
+  session = new Session(me);
+  try {
+    await session.start();
+  } catch (error) {
+    // A 401 has already sent us back to the sign-in form.
+    if (error.status !== 401) showError($('#app-error'), error);
+  }
+}
+
+function setupSignIn() {
+  const form = $('#signin-form');
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const kind = event.submitter?.value === 'signup' ? 'signup' : 'login';
+    const data = new FormData(form);
+    const fields = { username: data.get('username').trim(), password: data.get('password') };
+    const displayName = data.get('display_name').trim();
+    if (kind === 'signup' && displayName) fields.display_name = displayName;
+    const buttons = form.querySelectorAll('button');
+    buttons.forEach((button) => { button.disabled = true; });
+    showError($('#signin-error'), null);
+    try {
+      const user = await api.authenticate(kind, fields);
+      form.reset();
+      enterChat(user);
+    } catch (error) {
+      showError($('#signin-error'), error);
+    } finally {
+      buttons.forEach((button) => { button.disabled = false; });
+    }
+  });
+  $('#logout-button').addEventListener('click', async () => {
+    await api.logout();
+    showSignIn();
+  });
+}
+
+async function boot() {
+  setupSignIn();
+  setupRoomDialogs(() => session);
+  setupProfile(() => session.me);
+  api.setSignedOutHandler(() => {
+    if (session) showSignIn('Your session has ended. Please log in again.');
+  });
+  if (!api.hasSession()) {
+    showSignIn();
+    return;
+  }
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await enterChat(await api.get('/users/me'));
+      return;
+    } catch (error) {
+      if (!api.isTransient(error)) {
+        showSignIn();
+        return;
+      }
+      statusLine.textContent = RECONNECTING;
+      await sleep(backoff(attempt));
+    }
+  }
+}
+
+boot();

@@ -1,0 +1,75 @@
+// Cache of User objects and presence. Elements that show a user's name,
+// avatar or presence carry data-user-name / data-avatar / data-presence with
+// the user id and are updated in place when the user or their status changes.
+import * as api from './api.js';
+import { h } from './dom.js';
+import { paintAvatar } from './media.js';
+
+const users = new Map();
+const loading = new Map();
+const online = new Set();
+const listeners = new Set();
+
+export function onUserChange(listener) {
+  listeners.add(listener);
+}
+
+export function rememberUser(user) {
+  users.set(user.id, user);
+  for (const element of document.querySelectorAll(`[data-user-name="${user.id}"]`)) {
+    element.textContent = user.display_name || user.username;
+  }
+  for (const img of document.querySelectorAll(`img[data-avatar="${user.id}"]`)) paintAvatar(img, user);
+  for (const listener of listeners) listener(user);
+}
+
+export function cachedUser(id) {
+  return users.get(id);
+}
+
+export function loadUser(id) {
+  if (users.has(id)) return Promise.resolve(users.get(id));
+  if (!loading.has(id)) {
+    loading.set(id, api.get(`/users/${id}`)
+      .then((user) => {
+        rememberUser(user);
+        return user;
+      })
+      .finally(() => loading.delete(id)));
+  }
+  return loading.get(id);
+}
+
+// The user's display name if known; otherwise a placeholder, and the user is
+// fetched so that data-user-name elements fill in.
+export function displayName(id) {
+  const user = users.get(id);
+  if (user) return user.display_name || user.username;
+  loadUser(id).catch(() => {});
+  return '…';
+}
+
+export function setPresence(id, status) {
+  if (status === 'online') online.add(id);
+  else online.delete(id);
+  for (const element of document.querySelectorAll(`[data-presence="${id}"]`)) paintPresence(element, id);
+}
+
+export function paintPresence(element, id) {
+  const isOnline = online.has(id);
+  element.classList.toggle('online', isOnline);
+  element.title = isOnline ? 'Online' : 'Offline';
+}
+
+// A dot showing whether the user is online (decorative: aria-hidden).
+export function presenceDot(id) {
+  const dot = h('span', { class: 'presence', 'aria-hidden': 'true', 'data-presence': id });
+  paintPresence(dot, id);
+  return dot;
+}
+
+export function forgetUsers() {
+  users.clear();
+  online.clear();
+  listeners.clear();
+}

@@ -1,0 +1,288 @@
+"""The WebSocket endpoint `/api/v1/ws` (API.md "WebSocket").
+
+Order of a connection's life: Origin check and (optional) header auth before
+the upgrade; an `auth` frame within AUTH_TIMEOUT otherwise; index the
+connection in the hub *before* reading its rooms' seqs (so no event slips
+between); `ready`; then frames, with live `message.new` held until the first
+frame after `ready` is handled (or HOLD_TIMEOUT) so a resume replays first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from . import keys
+from .auth import Principal, authenticate_token, bearer_token
+from .errors import (
+    MAX_INT,
+    ApiError,
+    Forbidden,
+    InvalidRequest,
+    RateLimited,
+    Unavailable,
+    Validator,
+    is_database_outage,
+)
+from .hub import Connection, Event, dumps
+from .messages import mark_read, parse_send, post_message
+from .rooms import member_room
+
+log = logging.getLogger("chat_server.ws")
+
+# API.md: the auth frame must come within 10 s; live events are held up to 2 s.
+AUTH_TIMEOUT = 10.0
+HOLD_TIMEOUT = 2.0
+# API.md: a frame over 64 KiB closes the connection with 1009.
+MAX_FRAME_BYTES = 64 * 1024
+# Ping interval; a peer that misses a pong within half of it is dropped.
+HEARTBEAT_SECONDS = 30.0
+# A user's typing notices go out at most once per this many seconds per room.
+TYPING_INTERVAL = 3.0
+# Rate-limited sends tolerated on one connection before it is closed (1008).
+RATE_LIMIT_STRIKES = 10
+# Largest `rooms` map accepted in a resume.
+MAX_RESUME_ROOMS = 10_000
+
+
+def origin_allowed(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser: nothing cross-site to defend against
+    origin = origin.rstrip("/")
+    own = f"{request.scheme}://{request.host}"
+    return origin == own or origin in request.app[keys.CONFIG].allowed_origins
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    if not origin_allowed(request):
+        raise Forbidden("origin not allowed")
+    header_token = bearer_token(request)
+    principal = None
+    if header_token is not None:
+        principal = await authenticate_token(request.app, header_token)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_FRAME_BYTES)
+    if not ws.can_prepare(request).ok:
+        raise InvalidRequest("expected a WebSocket upgrade")
+    await ws.prepare(request)
+    resume_rooms: dict[int, int] | None = None
+    if principal is None:
+        authed = await _auth_frame(request, ws)
+        if authed is None:
+            return ws
+        principal, resume_rooms = authed
+    await Session(request, ws, principal).run(resume_rooms)
+    return ws
+
+
+async def _auth_frame(
+    request: web.Request, ws: web.WebSocketResponse
+) -> tuple[Principal, dict[int, int] | None] | None:
+    """Waits for `{"type": "auth", "token", "rooms"?}`; closes the socket on failure."""
+    try:
+        msg = await ws.receive(timeout=AUTH_TIMEOUT)
+    except TimeoutError:
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"authentication timed out")
+        return None
+    if msg.type != WSMsgType.TEXT:
+        if not ws.closed:
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"expected an auth frame")
+        return None
+    try:
+        frame = _parse_frame(msg.data)
+        if frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
+            raise InvalidRequest("the first frame must be {type: auth, token}")
+        rooms = _resume_rooms(frame) if "rooms" in frame else None
+        principal = await authenticate_token(request.app, frame["token"])
+    except ApiError as error:
+        await ws.send_str(_error_frame(error, frame_ref(msg.data)))
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=error.code.encode())
+        return None
+    return principal, rooms
+
+
+def _parse_frame(data: str) -> dict[str, Any]:
+    try:
+        frame = json.loads(data)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("frame is not valid JSON") from None
+    if not isinstance(frame, dict):
+        raise InvalidRequest("frame must be a JSON object")
+    return frame
+
+
+def frame_ref(data: Any) -> str | None:
+    try:
+        ref = json.loads(data).get("ref")
+    except (ValueError, RecursionError, AttributeError, TypeError):
+        return None
+    return ref if isinstance(ref, str) and len(ref) <= 256 else None
+
+
+def _error_frame(error: ApiError, ref: str | None) -> str:
+    frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
+    if ref is not None:
+        frame["ref"] = ref
+    if error.details is not None:
+        frame["details"] = error.details
+    return dumps(frame)
+
+
+def _resume_rooms(frame: dict[str, Any]) -> dict[int, int]:
+    rooms = frame.get("rooms")
+    if not isinstance(rooms, dict) or len(rooms) > MAX_RESUME_ROOMS:
+        raise InvalidRequest.fields({"rooms": "an object of room id to last seen seq"})
+    parsed = {}
+    for key, seq in rooms.items():
+        if (
+            not key.isdigit()
+            or isinstance(seq, bool)
+            or not isinstance(seq, int)
+            or not 0 <= seq <= MAX_INT
+        ):
+            raise InvalidRequest.fields({"rooms": "an object of room id to last seen seq"})
+        parsed[int(key)] = seq
+    return parsed
+
+
+class Session:
+    """One authenticated connection's frame loop."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, me: Principal) -> None:
+        self.app = request.app
+        self.request = request
+        self.ws = ws
+        self.me = me
+        self.hub = request.app[keys.HUB]
+        self.conn: Connection | None = None
+        self.typing_sent: dict[int, float] = {}
+        self.strikes = 0
+        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]] = {
+            "ping": self.on_ping,
+            "send": self.on_send,
+            "typing": self.on_typing,
+            "read": self.on_read,
+            "resume": self.on_resume,
+        }
+
+    async def run(self, resume_rooms: dict[int, int] | None) -> None:
+        db = self.app[keys.DB]
+        user = await db.get_user(self.me.user_id)
+        if user is None:
+            await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no such user")
+            return
+        conn = self.conn = self.hub.connect(
+            self.ws, self.request, self.me.user_id, self.me.session_id
+        )
+        try:
+            room_seqs = await db.room_seqs_of(self.me.user_id)
+            self.hub.set_rooms(conn, room_seqs)
+            rooms = [{"room_id": r, "last_seq": s} for r, s in sorted(room_seqs.items())]
+            await self.ws.send_str(dumps({"type": "ready", "user": user.to_json(), "rooms": rooms}))
+            self.hub.presence_of_roommates(conn)
+            conn.start()
+            if resume_rooms is not None:
+                self.hub.resume(conn, resume_rooms)
+                conn.release()
+            release_timer = asyncio.get_running_loop().call_later(HOLD_TIMEOUT, conn.release)
+            try:
+                await self._read_loop(conn)
+            finally:
+                release_timer.cancel()
+        finally:
+            self.hub.disconnect(conn)
+
+    async def _read_loop(self, conn: Connection) -> None:
+        async for msg in self.ws:
+            if msg.type == WSMsgType.TEXT:
+                reply = await self._handle(msg.data)
+                if reply is not None:
+                    conn.push(reply)
+            elif msg.type == WSMsgType.BINARY:
+                conn.push(_error_frame(InvalidRequest("binary frames are not supported"), None))
+            conn.release()  # the first frame after `ready` has been handled
+            if self.strikes >= RATE_LIMIT_STRIKES:
+                conn.abort(WSCloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                return
+
+    async def _handle(self, data: str) -> str | None:
+        ref = None
+        try:
+            frame = _parse_frame(data)
+            ref = frame.get("ref")
+            if ref is not None and (not isinstance(ref, str) or len(ref) > 256):
+                ref = None
+                raise InvalidRequest.fields({"ref": "a string of at most 256 characters"})
+            handler = self.handlers.get(frame.get("type"))  # type: ignore[arg-type]
+            if handler is None:
+                raise InvalidRequest.fields({"type": "one of " + ", ".join(self.handlers)})
+            reply = await handler(frame)
+        except RateLimited as error:
+            self.strikes += 1
+            return _error_frame(error, ref)
+        except ApiError as error:
+            return _error_frame(error, ref)
+        except Exception as exc:
+            if is_database_outage(exc):
+                error = Unavailable("database unavailable")
+            else:
+                log.exception("frame failed")
+                error = ApiError()
+            return _error_frame(error, ref)
+        if reply is None:
+            return None
+        if ref is not None:
+            reply["ref"] = ref
+        return dumps(reply)
+
+    # --- frame handlers (each returns the reply frame, if any) ---------------------
+
+    async def on_ping(self, frame: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "pong"}
+
+    async def on_send(self, frame: dict[str, Any]) -> dict[str, Any]:
+        result = await post_message(self.app, self.me.user_id, parse_send(frame))
+        self.strikes = 0
+        return {"type": "ack", "message": result.message.to_json()}
+
+    def _room_id(self, frame: dict[str, Any]) -> tuple[Validator, int | None]:
+        v = Validator(frame)
+        return v, v.integer("room_id", required=True)
+
+    async def on_typing(self, frame: dict[str, Any]) -> None:
+        v, room_id = self._room_id(frame)
+        v.check()
+        assert room_id is not None
+        if self.conn is None or room_id not in self.conn.rooms:
+            await member_room(self.app, room_id, self.me.user_id)  # 404/403 as appropriate
+        now = time.monotonic()
+        if now - self.typing_sent.get(room_id, 0.0) < TYPING_INTERVAL:
+            return None
+        self.typing_sent[room_id] = now
+        self.hub.publish(
+            Event.make(
+                {"type": "typing", "room_id": room_id, "user_id": self.me.user_id},
+                room_id=room_id,
+                exclude_user=self.me.user_id,
+            )
+        )
+        return None
+
+    async def on_read(self, frame: dict[str, Any]) -> None:
+        v, room_id = self._room_id(frame)
+        seq = v.integer("seq", required=True, minimum=0)
+        v.check()
+        assert room_id is not None and seq is not None
+        await mark_read(self.app, self.me.user_id, room_id, seq)
+        return None
+
+    async def on_resume(self, frame: dict[str, Any]) -> None:
+        assert self.conn is not None
+        self.hub.resume(self.conn, _resume_rooms(frame))
+        return None
