@@ -106,9 +106,11 @@ class Connection:
         self.db = db
         self.rooms: dict[int, int] = {}  # room_id -> last seq delivered
         self.outbox: asyncio.Queue[Any] = asyncio.Queue(outbox_limit)
-        # Live message.new events held until the first frame after `ready`
-        # is handled, so a resume's replay comes first (API.md).
-        self.held: list[_Ordered] | None = []
+        # Rooms with live message.new events held until the first frame after
+        # `ready` is handled, so a resume's replay comes first (API.md). Only
+        # the room is kept: release() catches up from the database, which
+        # bounds memory however long the hold lasts.
+        self.held: set[int] | None = set()
         self.closed = False
         self.writer: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
@@ -127,19 +129,25 @@ class Connection:
 
     def deliver_message(self, item: _Ordered) -> None:
         if self.held is not None:
-            self.held.append(item)
+            self.held.add(item.room_id)
         else:
             self.push(item)
 
     def release(self) -> None:
-        """End the hold: queue the held live events after whatever replay is queued."""
+        """End the hold: catch up on held rooms after whatever replay is queued."""
         held, self.held = self.held, None
-        for item in held or ():
-            self.push(item)
+        for room_id in sorted(held or ()):
+            self.push(_CatchUp(room_id, None))
 
     def close_after_flush(self, code: int, reason: str) -> None:
         self.release()
         self.push(_Close(code, reason))
+
+    async def flush_and_close(self, code: int, reason: str) -> None:
+        """Send what is queued, then close; waits (bounded) for the writer to finish."""
+        self.close_after_flush(code, reason)
+        if self.writer is not None:
+            await asyncio.wait([self.writer], timeout=SHUTDOWN_FLUSH_TIMEOUT)
 
     def abort(self, code: int, reason: str) -> None:
         """Close now, dropping what is queued."""
@@ -237,10 +245,12 @@ class Hub:
     def connect(
         self, ws: web.WebSocketResponse, request: web.Request, user_id: int, session_id: int
     ) -> Connection:
-        """Index a new connection before its rooms' seqs are read, so nothing slips by."""
+        """Index a new connection before its rooms' seqs are read, so nothing slips by.
+
+        Its writer starts (`Connection.start`) once `ready` has been sent.
+        """
         conn = Connection(ws, request, user_id, session_id, self.db, self.outbox_limit)
         self.by_user.setdefault(user_id, set()).add(conn)
-        conn.start()
         return conn
 
     def set_rooms(self, conn: Connection, room_seqs: dict[int, int]) -> None:
@@ -338,9 +348,11 @@ class Hub:
         return recipients
 
     def _presence(self, user_id: int, status: str, rooms: Iterable[int]) -> None:
-        """Tell everyone connected to one of `rooms` (the user's) about the user."""
+        """Tell everyone else connected to one of `rooms` (the user's) about the user."""
         frame = dumps({"type": "presence", "user_id": user_id, "status": status})
-        recipients = {c for room_id in rooms for c in self.by_room.get(room_id, ())}
+        recipients = {
+            c for room_id in rooms for c in self.by_room.get(room_id, ()) if c.user_id != user_id
+        }
         for conn in recipients:
             conn.push(frame)
 

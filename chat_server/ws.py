@@ -208,7 +208,7 @@ class Session:
                 conn.push(_error_frame(InvalidRequest("binary frames are not supported"), None))
             conn.release()  # the first frame after `ready` has been handled
             if self.strikes >= RATE_LIMIT_STRIKES:
-                conn.abort(WSCloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                await conn.flush_and_close(WSCloseCode.POLICY_VIOLATION, "rate limit exceeded")
                 return
 
     async def _handle(self, data: str) -> str | None:

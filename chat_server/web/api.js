@@ -7,7 +7,7 @@ const STORAGE_KEY = 'chat.session';
 // WebSocket auth frame never goes out with a token about to lapse.
 const EXPIRY_MARGIN_MS = 30_000;
 
-export class ApiError extends Error {
+class ApiError extends Error {
   constructor(status, error = {}) {
     super(error.message || `Request failed (${status})`);
     this.status = status;
@@ -44,7 +44,7 @@ function saveSession(auth) {
   }));
 }
 
-export function clearSession() {
+function clearSession() {
   localStorage.removeItem(STORAGE_KEY);
 }
 

@@ -7,7 +7,7 @@ import { revokeBlobs } from './media.js';
 import { MessageView } from './messages.js';
 import { setupProfile } from './profile.js';
 import { RoomList } from './rooms.js';
-import { ChatSocket, RECONNECTING } from './socket.js';
+import { CONNECTED, ChatSocket, RECONNECTING } from './socket.js';
 import { forgetUsers, onUserChange, rememberUser, setPresence } from './users.js';
 
 const statusLine = $('#status');
@@ -32,7 +32,11 @@ class Session {
       getToken: (forceRefresh) => api.accessToken(forceRefresh),
       resumeMap: () => Object.fromEntries(this.seen),
       onEvent: (frame) => this.onEvent(frame),
-      onStatus: (text) => { statusLine.textContent = text; },
+      onStatus: (text) => {
+        statusLine.textContent = text;
+        // The server tells others about us, never us about ourselves.
+        setPresence(me.id, text === CONNECTED ? 'online' : 'offline');
+      },
     });
     rememberUser(me);
     onUserChange((user) => {

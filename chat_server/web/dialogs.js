@@ -12,6 +12,7 @@ export function setupRoomDialogs(getContext) {
   }
 }
 
+// Adds the room to the list and opens it (which focuses the message box).
 function enter(context, room) {
   context.addRoom(room);
   context.openRoom(room.id);
@@ -25,7 +26,7 @@ function setupNewRoom(getContext) {
       name: data.get('name').trim(),
       kind: data.get('private') ? 'private' : 'public',
     });
-    enter(getContext(), room);
+    return () => enter(getContext(), room);
   });
 }
 
@@ -94,6 +95,6 @@ function setupDirectMessage(getContext) {
     const user = items.find((candidate) => candidate.username === username);
     if (!user) throw new Error(`There is no user named “${username}”.`);
     const room = await api.post('/dm', { user_id: user.id });
-    enter(getContext(), room);
+    return () => enter(getContext(), room);
   });
 }

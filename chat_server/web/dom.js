@@ -24,10 +24,12 @@ export function showError(element, error) {
     return;
   }
   const fields = Object.entries(error.details?.fields ?? {}).map(([name, reason]) => `${name}: ${reason}`);
-  element.textContent = [error.message || String(error), ...fields].join(' — ');
+  element.textContent = [error.message || String(error), ...fields].join('\n');
 }
 
 // Runs a dialog form's async action, showing failures inside the dialog.
+// The action may return a function to run once the dialog has closed (and
+// handed focus back to its opener), e.g. to move focus somewhere else.
 export function submitDialogForm(form, action) {
   const error = $('.error', form);
   form.addEventListener('submit', async (event) => {
@@ -36,9 +38,10 @@ export function submitDialogForm(form, action) {
     submit.disabled = true;
     showError(error, null);
     try {
-      await action(new FormData(form));
+      const then = await action(new FormData(form));
       form.reset();
       form.closest('dialog').close();
+      then?.();
     } catch (failure) {
       showError(error, failure);
     } finally {

@@ -1,16 +1,15 @@
-// The open room: the message log (scroll-back, live updates, edit, delete),
-// the typing line and the composer with attachments.
+// The open room: the message log (scroll-back, live updates, edit, delete)
+// and the typing line; the composer below it is composer.js.
 import * as api from './api.js';
-import { $, backoff, confirmAction, h, randomId, showError, sleep } from './dom.js';
+import { Composer } from './composer.js';
+import { $, backoff, confirmAction, h, showError, sleep } from './dom.js';
 import { avatarImage, renderAttachment } from './media.js';
 import { cachedUser, displayName, presenceDot, rememberUser } from './users.js';
 
 const PAGE_SIZE = 50;
 const FILL_PAGE_SIZE = 100; // the API's maximum page
-const MAX_BODY = 4000;
 const TOP_THRESHOLD_PX = 80; // this close to the top, older messages load
 const BOTTOM_THRESHOLD_PX = 60; // this close to the bottom, new messages keep the log pinned there
-const TYPING_SEND_INTERVAL_MS = 3000;
 const TYPING_SHOW_MS = 5000;
 
 function sameContent(a, b) {
@@ -26,25 +25,12 @@ function formatTime(iso) {
     : date.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
 }
 
-// Posts over REST, retrying transient failures with the same client_id, so a
-// send that reached the server before the connection broke is not doubled.
-async function deliver(roomId, payload, onRetry) {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await api.post(`/rooms/${roomId}/messages`, payload);
-    } catch (error) {
-      if (!api.isTransient(error)) throw error;
-      onRetry();
-      await sleep(backoff(attempt));
-    }
-  }
-}
-
 export class MessageView {
-  // sendFrame(frame) → whether the WebSocket took it; onRead(roomId, seq);
-  // onSent(message) with the server's copy of a message we posted.
+  // onRead(roomId, seq) when messages have been seen; sendFrame and onSent
+  // are the composer's (see composer.js).
   constructor({ me, sendFrame, onRead, onSent }) {
-    Object.assign(this, { me, sendFrame, onRead, onSent });
+    this.me = me;
+    this.onRead = onRead;
     this.pane = $('#room-pane');
     this.heading = $('#room-title');
     this.log = $('#log');
@@ -52,11 +38,6 @@ export class MessageView {
     this.outbox = $('#outbox');
     this.note = $('#history-note');
     this.typingLine = $('#typing');
-    this.form = $('#composer');
-    this.input = $('#message-input');
-    this.attach = $('#attach-input');
-    this.stagedList = $('#staged');
-    this.composerError = $('#composer-error');
     this.roomId = null;
     this.generation = 0; // bumped on every room switch; stale responses compare it
     this.typers = new Map();
@@ -64,19 +45,17 @@ export class MessageView {
     this.listeners = new AbortController();
     const signal = this.listeners.signal;
     this.log.addEventListener('scroll', () => this.#onScroll(), { signal });
-    this.form.addEventListener('submit', (event) => {
-      event.preventDefault();
-      this.#send();
-    }, { signal });
-    this.input.addEventListener('keydown', (event) => {
-      if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        this.#send();
-      }
-    }, { signal });
-    this.input.addEventListener('input', () => this.#typed(), { signal });
-    this.attach.addEventListener('change', () => this.#stageFiles(), { signal });
     document.addEventListener('visibilitychange', () => this.#markRead(), { signal });
+    this.composer = new Composer({
+      me,
+      sendFrame,
+      onSent,
+      showPending: (element) => {
+        this.outbox.append(element);
+        this.#scrollToBottom();
+      },
+      signal,
+    });
     this.#reset();
   }
 
@@ -86,8 +65,8 @@ export class MessageView {
   }
 
   close() {
-    this.#reset();
     this.roomId = null;
+    this.#reset();
     this.pane.hidden = true;
   }
 
@@ -101,32 +80,30 @@ export class MessageView {
     this.loadingOlder = false;
     this.editing = null; // seq of the message being edited
     this.stick = true;
-    this.lastTypingSent = 0;
     for (const timer of this.typers.values()) clearTimeout(timer);
     this.typers.clear();
-    this.staged = [];
     this.list.replaceChildren();
     this.outbox.replaceChildren();
-    this.stagedList.replaceChildren();
     this.note.textContent = '';
     this.typingLine.textContent = '';
-    showError(this.composerError, null);
+    this.composer.setRoom(this.roomId);
   }
 
   async open(room, title) {
-    this.#reset();
     this.roomId = room.id;
+    this.#reset();
     this.setTitle(title);
     this.pane.hidden = false;
-    this.input.value = '';
     const generation = this.generation;
     this.note.textContent = 'Loading messages…';
-    // Members' names, fetched in one request rather than one per sender.
-    api.get(`/rooms/${room.id}/members`, { limit: 100 }).then(({ items }) => {
-      for (const member of items) rememberUser(member.user);
-    }, () => {});
+    // Members' names come first, in one request, so that rendering does not
+    // look each sender up separately.
+    const members = api.get(`/rooms/${room.id}/members`, { limit: 100 }).then(
+      ({ items }) => items.forEach((member) => rememberUser(member.user)),
+      () => {}, // names then load one by one
+    );
     try {
-      const page = await api.get(`/rooms/${room.id}/messages`, { limit: PAGE_SIZE });
+      const [page] = await Promise.all([api.get(`/rooms/${room.id}/messages`, { limit: PAGE_SIZE }), members]);
       if (generation !== this.generation) return;
       for (const message of page.items) this.#put(message);
       this.loaded = true;
@@ -331,77 +308,6 @@ export class MessageView {
     }
   }
 
-  #typed() {
-    const now = Date.now();
-    if (this.input.value.trim() && now - this.lastTypingSent > TYPING_SEND_INTERVAL_MS
-      && this.sendFrame({ type: 'typing', room_id: this.roomId })) {
-      this.lastTypingSent = now;
-    }
-  }
-
-  // --- composer ---
-
-  #stageFiles() {
-    for (const file of this.attach.files) {
-      const item = { file, upload: api.upload(file) };
-      const state = h('span', { class: 'hint' }, ' uploading…');
-      const remove = h('button', { type: 'button', 'aria-label': `Remove ${file.name}` }, '×');
-      const chip = h('li', { class: 'chip' }, h('span', {}, file.name), state, remove);
-      item.upload.then(() => { state.textContent = ''; }, (error) => { state.textContent = ` failed: ${error.message}`; });
-      remove.addEventListener('click', () => {
-        this.staged = this.staged.filter((staged) => staged !== item);
-        chip.remove();
-        this.input.focus();
-      });
-      this.staged.push(item);
-      this.stagedList.append(chip);
-    }
-    this.attach.value = ''; // so choosing the same file again fires `change`
-  }
-
-  #renderPending(body, files, clientId) {
-    const state = h('span', { class: 'hint' }, 'Sending…');
-    const element = h('article', { class: 'message mine pending', 'data-client-id': clientId },
-      h('header', { class: 'message-header' },
-        h('span', { class: 'sender', 'data-user-name': this.me.id }, displayName(this.me.id)), state),
-      body ? h('p', { class: 'body' }, body) : null,
-      files.length ? h('p', { class: 'hint' }, files.map((item) => item.file.name).join(', ')) : null);
-    return { element, state };
-  }
-
-  async #send() {
-    const body = this.input.value.trim();
-    const staged = this.staged;
-    if (!body && !staged.length) return;
-    if (body.length > MAX_BODY) {
-      showError(this.composerError, new Error(`A message can be at most ${MAX_BODY} characters.`));
-      return;
-    }
-    const roomId = this.roomId;
-    this.input.value = '';
-    this.staged = [];
-    this.stagedList.replaceChildren();
-    showError(this.composerError, null);
-    const clientId = randomId();
-    const pending = this.#renderPending(body, staged, clientId);
-    this.outbox.append(pending.element);
-    this.#scrollToBottom();
-    try {
-      const media = await Promise.all(staged.map((item) => item.upload));
-      const message = await deliver(
-        roomId,
-        { body, client_id: clientId, attachments: media.map((item) => item.id) },
-        () => { pending.state.textContent = 'Waiting for the server…'; },
-      );
-      this.onSent(message);
-    } catch (error) {
-      pending.element.remove();
-      if (roomId !== this.roomId) return;
-      showError(this.composerError, error);
-      if (!this.input.value) this.input.value = body;
-    }
-  }
-
   // --- edit and delete ---
 
   #startEdit(seq) {
@@ -469,7 +375,7 @@ export class MessageView {
       await api.del(`/rooms/${message.room_id}/messages/${message.id}`);
       this.update({ ...message, body: '', attachments: [], deleted: true });
     } catch (error) {
-      showError(this.composerError, error);
+      this.composer.showError(error);
     }
   }
 }

@@ -5,7 +5,7 @@ import * as api from './api.js';
 import { $, h } from './dom.js';
 import { cachedUser, paintPresence, rememberUser } from './users.js';
 
-export function unreadCount(room) {
+function unreadCount(room) {
   return Math.max(0, room.last_seq - room.my_last_read_seq);
 }
 

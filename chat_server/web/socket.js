@@ -69,6 +69,7 @@ export class ChatSocket {
     const ws = new WebSocket(`${scheme}://${location.host}/api/v1/ws`);
     this.ws = ws;
     let opened = false;
+    let refusal = null; // code of an `error` frame received before `ready`
     ws.addEventListener('open', () => {
       opened = true;
       // The rooms map is read now, not earlier, so it includes everything
@@ -85,13 +86,15 @@ export class ChatSocket {
         return;
       }
       if (frame.type === 'ready') this.#up();
+      else if (frame.type === 'error' && !this.ready) refusal = frame.code;
       this.onEvent(frame);
     });
     ws.addEventListener('close', () => {
       if (this.ws !== ws) return;
-      // Open but closed before `ready`: the token was refused (however the
-      // server said so), so the next attempt gets a fresh one.
-      if (opened && !this.ready) this.authRejected = true;
+      // Opened but closed before `ready`, without saying why or saying
+      // `unauthorized`: the token was refused, so the next attempt gets a
+      // fresh one.
+      if (opened && !this.ready) this.authRejected = (refusal ?? 'unauthorized') === 'unauthorized';
       this.#down();
     });
   }

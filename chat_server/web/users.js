@@ -27,7 +27,7 @@ export function cachedUser(id) {
   return users.get(id);
 }
 
-export function loadUser(id) {
+function loadUser(id) {
   if (users.has(id)) return Promise.resolve(users.get(id));
   if (!loading.has(id)) {
     loading.set(id, api.get(`/users/${id}`)
