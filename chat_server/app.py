@@ -9,12 +9,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import auth, keys, messages, rooms, users, ws
+from . import auth, keys, messages, observability, rooms, users, ws
 from .config import Config
 from .db import Database
 from .errors import MAX_JSON_BYTES, Unavailable, error_middleware
 from .hub import Hub
+from .observability import Metrics
 from .ratelimit import make_limiter
+from .relay import Relay
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 # The web client's page may load only our own scripts, styles and images.
@@ -26,13 +28,19 @@ WEB_CSP = (
 
 def create_app(config: Config | None = None) -> web.Application:
     config = config or Config.from_env()
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_JSON_BYTES)
+    app = web.Application(
+        middlewares=[observability.observe, error_middleware], client_max_size=MAX_JSON_BYTES
+    )
     app[keys.CONFIG] = config
+    app[keys.METRICS] = Metrics()
     app[keys.TOKENS] = auth.TokenService(
         auth.load_secret_key(config), config.access_ttl, config.refresh_ttl
     )
-    app[keys.AUTH_LIMITER] = make_limiter(config.auth_rate)
-    app[keys.MESSAGE_LIMITER] = make_limiter(config.message_rate)
+    relay = Relay(config.redis_url, app[keys.METRICS]) if config.redis_url else None
+    app[keys.RELAY] = relay
+    shared = relay.redis if relay else None  # limits are per cluster when Redis is configured
+    app[keys.AUTH_LIMITER] = make_limiter(config.auth_rate, shared, "auth")
+    app[keys.MESSAGE_LIMITER] = make_limiter(config.message_rate, shared, "messages")
     app.cleanup_ctx.append(_password_hasher)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_hub)
@@ -56,8 +64,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _hub(app: web.Application) -> AsyncIterator[None]:
-    app[keys.HUB] = Hub(app[keys.DB], app[keys.CONFIG].ws_outbox_limit)
+    hub = app[keys.HUB] = Hub(app[keys.DB], app[keys.CONFIG].ws_outbox_limit, app[keys.METRICS])
+    relay = app[keys.RELAY]
+    if relay is not None:
+        await relay.start(hub)
     yield
+    if relay is not None:
+        await relay.close()
 
 
 async def _close_websockets(app: web.Application) -> None:
@@ -104,6 +117,8 @@ def _add_routes(app: web.Application) -> None:
             web.get("/", web_client),
         ]
     )
+    if app[keys.CONFIG].metrics:
+        app.router.add_get("/metrics", observability.metrics_endpoint)
     app.router.add_static("/web", WEB_DIR, name="web")
 
 
@@ -119,6 +134,9 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[keys.DB].ping()
     except Exception as exc:
         raise Unavailable(f"database: {type(exc).__name__}") from None
+    relay = request.app[keys.RELAY]
+    if relay is not None and not await relay.ping():
+        raise Unavailable("redis unreachable")
     return web.json_response({"status": "ok"})
 
 

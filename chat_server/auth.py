@@ -187,7 +187,9 @@ async def require_auth(request: web.Request) -> Principal:
     token = bearer_token(request)
     if token is None:
         raise Unauthorized()
-    return await authenticate_token(request.app, token)
+    principal = await authenticate_token(request.app, token)
+    request["user_id"] = principal.user_id  # for the access log
+    return principal
 
 
 def client_ip(request: web.Request) -> str:
@@ -205,6 +207,7 @@ async def _check_auth_rate(request: web.Request, username: str) -> None:
     waits = [await limiter.hit(f"auth:ip:{client_ip(request)}")]
     waits.append(await limiter.hit(f"auth:user:{username}"))
     if max(waits) > 0:
+        request.app[keys.METRICS].rate_limited.labels("auth").inc()
         raise RateLimited(max(waits), "too many attempts, try again later")
 
 
@@ -249,6 +252,7 @@ async def login(request: web.Request) -> web.Response:
     found = await request.app[keys.DB].get_credentials(username)
     ok = await request.app[keys.HASHER].verify(password, found[1] if found else None)
     if not ok or found is None:
+        request.app[keys.METRICS].login_failures.inc()
         raise Unauthorized("wrong username or password")
     return await _start_session(request, found[0], 200)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import os
 import sys
 
@@ -19,6 +18,7 @@ from .app import create_app
 from .auth import USERNAME, USERNAME_RULE, PasswordHasher
 from .config import SETTINGS, Config, ConfigError
 from .db import Database, UniqueViolation
+from .observability import setup_logging
 
 
 def _flag(variable: str) -> str:
@@ -62,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         config = Config.from_env({**os.environ, **overrides})
     except ConfigError as exc:
         parser.error(str(exc))
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    setup_logging(config.log_format, config.log_level)
     if args.command == "migrate":
         asyncio.run(_migrate(config))
         return 0

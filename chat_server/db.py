@@ -62,6 +62,9 @@ class Engine(Conn):
     name: str
 
     @abstractmethod
+    def connections_in_use(self) -> int: ...
+
+    @abstractmethod
     def transaction(self) -> Any:
         """Async context manager yielding a `Conn` whose work commits together."""
 
@@ -134,6 +137,9 @@ class PostgresEngine(Engine):
     async def transaction(self) -> AsyncIterator[Conn]:
         async with self.pool.acquire() as conn, conn.transaction():
             yield _PgConn(conn)
+
+    def connections_in_use(self) -> int:
+        return self.pool.get_size() - self.pool.get_idle_size()
 
     def ids_param(self, ids: Sequence[int]) -> Any:
         return list(ids)
@@ -220,6 +226,9 @@ class SqliteEngine(Engine):
                 await self._writer.execute("ROLLBACK")
                 raise
             await self._writer.execute("COMMIT")
+
+    def connections_in_use(self) -> int:
+        return 1 if self._write_lock.locked() else 0
 
     def ids_param(self, ids: Sequence[int]) -> Any:
         return json.dumps(list(ids))
@@ -433,6 +442,9 @@ class Database:
     async def ping(self) -> None:
         await self.engine.fetchval("SELECT 1")
 
+    def connections_in_use(self) -> int:
+        return self.engine.connections_in_use()
+
     # --- users ---------------------------------------------------------------------
 
     async def create_user(self, username: str, display_name: str, password_hash: str) -> User:
@@ -580,6 +592,14 @@ class Database:
                 now_ms(),
             )
         return row is not None
+
+    async def revoked_among(self, session_ids: Sequence[int]) -> list[int]:
+        rows = await self.engine.fetch(
+            "SELECT id FROM sessions WHERE revoked_at IS NOT NULL"
+            f" AND id {self.engine.in_ids('$1')}",
+            self.engine.ids_param(session_ids),
+        )
+        return [r["id"] for r in rows]
 
     async def list_sessions(self, user_id: int) -> list[Session]:
         rows = await self.engine.fetch(
@@ -811,6 +831,13 @@ class Database:
 
     async def room_last_seq(self, room_id: int) -> int | None:
         return await self.engine.fetchval("SELECT last_seq FROM rooms WHERE id = $1", room_id)
+
+    async def last_seqs(self, room_ids: Sequence[int]) -> dict[int, int]:
+        rows = await self.engine.fetch(
+            f"SELECT id, last_seq FROM rooms WHERE id {self.engine.in_ids('$1')}",
+            self.engine.ids_param(room_ids),
+        )
+        return {r["id"]: r["last_seq"] for r in rows}
 
     async def room_seqs_of(self, user_id: int) -> dict[int, int]:
         """{room_id: last_seq} of every room the user is in."""

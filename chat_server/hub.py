@@ -14,14 +14,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 
 from .db import Database
 from .models import Message
+
+if TYPE_CHECKING:
+    from .observability import Metrics
+    from .relay import Relay
 
 log = logging.getLogger("chat_server.hub")
 
@@ -98,12 +103,14 @@ class Connection:
         session_id: int,
         db: Database,
         outbox_limit: int,
+        metrics: Metrics,
     ) -> None:
         self.ws = ws
         self.request = request
         self.user_id = user_id
         self.session_id = session_id
         self.db = db
+        self.metrics = metrics
         self.rooms: dict[int, int] = {}  # room_id -> last seq delivered
         self.outbox: asyncio.Queue[Any] = asyncio.Queue(outbox_limit)
         # Rooms with live message.new events held until the first frame after
@@ -125,6 +132,7 @@ class Connection:
             self.outbox.put_nowait(item)
         except asyncio.QueueFull:
             log.info("closing slow consumer user=%s", self.user_id)
+            self.metrics.slow_consumers.inc()
             self.abort(WSCloseCode.TRY_AGAIN_LATER, "too slow: reconnect and resume")
 
     def deliver_message(self, item: _Ordered) -> None:
@@ -196,25 +204,32 @@ class Connection:
         last = self.rooms.get(item.room_id)
         if last is None:
             return
+        outcome = "nothing_missed"
         if item.limit is not None:
             newest = await self.db.room_last_seq(item.room_id)
             if newest is not None and newest - last > item.limit:
                 first_replayed = newest - item.limit + 1
-                await self.ws.send_str(
-                    dumps(
-                        {
-                            "type": "gap",
-                            "room_id": item.room_id,
-                            "from_seq": last + 1,
-                            "to_seq": first_replayed - 1,
-                        }
-                    )
-                )
+                gap = {
+                    "type": "gap",
+                    "room_id": item.room_id,
+                    "from_seq": last + 1,
+                    "to_seq": first_replayed - 1,
+                }
+                await self.ws.send_str(dumps(gap))
                 self.rooms[item.room_id] = first_replayed - 1
-        await self._fill(item.room_id, until=None)
+                outcome = "gap"
+        replayed = await self._fill(item.room_id, until=None)
+        if item.limit is not None:
+            self.metrics.resumes.labels(
+                "replayed" if replayed and outcome != "gap" else outcome
+            ).inc()
 
-    async def _fill(self, room_id: int, until: int | None) -> None:
-        """Send the room's committed messages after our last seq, up to `until`."""
+    async def _fill(self, room_id: int, until: int | None) -> int:
+        """Send the room's committed messages after our last seq, up to `until`.
+
+        Returns how many were sent.
+        """
+        sent = 0
         while (last := self.rooms.get(room_id)) is not None:
             before = None if until is None else until + 1
             messages, has_more = await self.db.history(
@@ -222,22 +237,31 @@ class Connection:
             )
             for message in messages:
                 if self.rooms.get(room_id) != message.seq - 1:
-                    return  # left the room meanwhile, or history has a hole: stop here
+                    return sent  # left the room meanwhile, or history has a hole: stop here
                 await self.ws.send_str(message_frame("message.new", message))
                 self.rooms[room_id] = message.seq
+                sent += 1
             if not has_more:
-                return
+                return sent
+        return sent
 
 
 class Hub:
-    """This process's connections, indexed by user and by room."""
+    """This process's connections, indexed by user and by room.
 
-    def __init__(self, db: Database, outbox_limit: int) -> None:
+    `publish` delivers locally and hands the event to the relay (if any);
+    `apply_remote` delivers what other processes published. Membership
+    changes, revocations and presence travel the same way.
+    """
+
+    def __init__(self, db: Database, outbox_limit: int, metrics: Metrics) -> None:
         self.db = db
         self.outbox_limit = outbox_limit
+        self.metrics = metrics
+        self.relay: Relay | None = None
         self.by_user: dict[int, set[Connection]] = {}
         self.by_room: dict[int, set[Connection]] = {}
-        self.online: set[int] = set()  # users with a connection past `ready`
+        self.presence = Presence()
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
 
     # --- connections ---------------------------------------------------------------
@@ -249,8 +273,11 @@ class Hub:
 
         Its writer starts (`Connection.start`) once `ready` has been sent.
         """
-        conn = Connection(ws, request, user_id, session_id, self.db, self.outbox_limit)
+        conn = Connection(
+            ws, request, user_id, session_id, self.db, self.outbox_limit, self.metrics
+        )
         self.by_user.setdefault(user_id, set()).add(conn)
+        self.metrics.websockets_open.inc()
         return conn
 
     def set_rooms(self, conn: Connection, room_seqs: dict[int, int]) -> None:
@@ -258,20 +285,29 @@ class Hub:
         for room_id, seq in room_seqs.items():
             conn.rooms.setdefault(room_id, seq)
             self.by_room.setdefault(room_id, set()).add(conn)
-        if conn.user_id not in self.online:
-            self.online.add(conn.user_id)
-            self._presence(conn.user_id, "online", conn.rooms)
+        rooms = sorted(conn.rooms)
+        if self.presence.local_online(conn.user_id):
+            self._announce_presence(conn.user_id, "online", rooms)
+        if self.relay is not None:
+            self.relay.send("presence", user_id=conn.user_id, status="online", rooms=rooms)
 
     def disconnect(self, conn: Connection) -> None:
+        if conn.user_id not in self.by_user or conn not in self.by_user[conn.user_id]:
+            return
         conn.closed = True
         if conn.writer is not None:
             conn.writer.cancel()
+        self.metrics.websockets_open.dec()
         for room_id in conn.rooms:
             self._discard(self.by_room, room_id, conn)
         self._discard(self.by_user, conn.user_id, conn)
-        if conn.user_id not in self.by_user and conn.user_id in self.online:
-            self.online.discard(conn.user_id)
-            self._presence(conn.user_id, "offline", conn.rooms)
+        if conn.user_id in self.by_user:
+            return
+        rooms = sorted(conn.rooms)
+        if self.presence.local_offline(conn.user_id):
+            self._announce_presence(conn.user_id, "offline", rooms)
+        if self.relay is not None:
+            self.relay.send("presence", user_id=conn.user_id, status="offline", rooms=rooms)
 
     @staticmethod
     def _discard(index: dict[int, set[Connection]], key: int, conn: Connection) -> None:
@@ -281,9 +317,6 @@ class Hub:
             if not conns:
                 del index[key]
 
-    def is_online(self, user_id: int) -> bool:
-        return user_id in self.online
-
     def resume(self, conn: Connection, rooms: dict[int, int]) -> None:
         """Replay what the client missed (from its seqs) before its held live events."""
         for room_id, seen in rooms.items():
@@ -292,10 +325,31 @@ class Hub:
                 conn.push(_CatchUp(room_id, RESUME_REPLAY_LIMIT))
         conn.push(dumps({"type": "resumed"}))
 
-    # --- membership ----------------------------------------------------------------
+    async def poll(self) -> None:
+        """Catch every local connection up from the database, and drop revoked ones.
+
+        The relay calls this while Redis is away and once it is back: what the
+        relay could not carry is read from the truth instead.
+        """
+        if self.by_room:
+            last_seqs = await self.db.last_seqs(list(self.by_room))
+            for room_id, last_seq in last_seqs.items():
+                for conn in list(self.by_room.get(room_id, ())):
+                    if conn.rooms.get(room_id, last_seq) < last_seq:
+                        conn.push(_CatchUp(room_id, None))
+        sessions = {c.session_id for conns in self.by_user.values() for c in conns}
+        if sessions:
+            self._close_local(await self.db.revoked_among(list(sessions)))
+
+    # --- membership and revocation -----------------------------------------------------
 
     def joined(self, user_id: int, room_id: int, last_seq: int) -> None:
-        """The user's connections start following the room after `last_seq`."""
+        """The user's connections (on every process) start following the room."""
+        self._joined_local(user_id, room_id, last_seq)
+        if self.relay is not None:
+            self.relay.send("joined", user_id=user_id, room_id=room_id, last_seq=last_seq)
+
+    def _joined_local(self, user_id: int, room_id: int, last_seq: int) -> None:
         for conn in self.by_user.get(user_id, ()):
             if room_id not in conn.rooms:
                 conn.rooms[room_id] = last_seq
@@ -303,12 +357,22 @@ class Hub:
                 conn.push(_CatchUp(room_id, None))  # anything committed since `last_seq`
 
     def left(self, user_id: int, room_id: int) -> None:
+        self._left_local(user_id, room_id)
+        if self.relay is not None:
+            self.relay.send("left", user_id=user_id, room_id=room_id)
+
+    def _left_local(self, user_id: int, room_id: int) -> None:
         for conn in self.by_user.get(user_id, ()):
             conn.rooms.pop(room_id, None)
             self._discard(self.by_room, room_id, conn)
 
     def close_sessions(self, session_ids: list[int]) -> None:
-        """Close the open connections of revoked sessions at once."""
+        """Close the open connections of revoked sessions at once, on every process."""
+        self._close_local(session_ids)
+        if self.relay is not None and session_ids:
+            self.relay.send("revoked", session_ids=list(session_ids))
+
+    def _close_local(self, session_ids: list[int]) -> None:
         revoked = set(session_ids)
         for conns in list(self.by_user.values()):
             for conn in list(conns):
@@ -323,7 +387,20 @@ class Hub:
         return lambda: self._subscribers.remove(callback)
 
     def publish(self, event: Event) -> None:
-        """Deliver a committed event to this process's connections."""
+        """Deliver a committed event here and, through the relay, on every other process."""
+        self.deliver(event)
+        if self.relay is not None:
+            self.relay.send(
+                "event",
+                payload=event.payload,
+                room_id=event.room_id,
+                user_ids=list(event.user_ids),
+                seq=event.seq,
+                exclude_user=event.exclude_user,
+            )
+
+    def deliver(self, event: Event) -> None:
+        """Deliver an event to this process's connections and subscribers."""
         for callback in list(self._subscribers):
             try:
                 callback(event.payload)
@@ -331,11 +408,15 @@ class Hub:
                 log.exception("event subscriber failed")
         if event.seq is not None and event.room_id is not None:
             item = _Ordered(event.room_id, event.seq, event.frame)
-            for conn in self.by_room.get(event.room_id, ()):
+            conns = self.by_room.get(event.room_id, ())
+            for conn in conns:
                 conn.deliver_message(item)
+            self.metrics.events_out.inc(len(conns))
             return
-        for conn in self._recipients(event):
+        recipients = self._recipients(event)
+        for conn in recipients:
             conn.push(event.frame)
+        self.metrics.events_out.inc(len(recipients))
 
     def _recipients(self, event: Event) -> set[Connection]:
         recipients: set[Connection] = set()
@@ -347,8 +428,55 @@ class Hub:
             recipients.update(self.by_user.get(user_id, ()))
         return recipients
 
-    def _presence(self, user_id: int, status: str, rooms: Iterable[int]) -> None:
-        """Tell everyone else connected to one of `rooms` (the user's) about the user."""
+    def apply_remote(self, message: dict[str, Any]) -> None:
+        """Act on what another process published through the relay."""
+        kind = message["kind"]
+        if kind == "event":
+            self.deliver(
+                Event.make(
+                    message["payload"],
+                    room_id=message["room_id"],
+                    user_ids=tuple(message["user_ids"]),
+                    seq=message["seq"],
+                    exclude_user=message["exclude_user"],
+                )
+            )
+        elif kind == "joined":
+            self._joined_local(message["user_id"], message["room_id"], message["last_seq"])
+        elif kind == "left":
+            self._left_local(message["user_id"], message["room_id"])
+        elif kind == "revoked":
+            self._close_local(message["session_ids"])
+        elif kind == "presence":
+            user_id, status, rooms = message["user_id"], message["status"], message["rooms"]
+            if self.presence.remote(message["node"], user_id, status, rooms):
+                self._announce_presence(user_id, status, rooms)
+        elif kind == "alive":
+            users = {int(user): rooms for user, rooms in message["users"].items()}
+            for user_id, rooms in self.presence.remote_alive(message["node"], users, time.time()):
+                self._announce_presence(user_id, "online", rooms)
+
+    # --- presence ------------------------------------------------------------------
+
+    def local_presence(self) -> dict[str, list[int]]:
+        """Users online on this process, with their rooms (the relay's `alive` message)."""
+        return {
+            str(user_id): sorted({r for c in conns for r in c.rooms})
+            for user_id, conns in self.by_user.items()
+            if user_id in self.presence.local
+        }
+
+    def relay_alive(self) -> None:
+        """Redis is (back) up: tell the other processes who is online here."""
+        if self.relay is not None:
+            self.relay.send("alive", users=self.local_presence())
+
+    def expire_remote(self, silent_since: float) -> None:
+        for user_id, rooms in self.presence.expire(silent_since):
+            self._announce_presence(user_id, "offline", rooms)
+
+    def _announce_presence(self, user_id: int, status: str, rooms: Iterable[int]) -> None:
+        """Tell everyone else connected here to one of `rooms` (the user's) about the user."""
         frame = dumps({"type": "presence", "user_id": user_id, "status": status})
         recipients = {
             c for room_id in rooms for c in self.by_room.get(room_id, ()) if c.user_id != user_id
@@ -357,14 +485,15 @@ class Hub:
             conn.push(frame)
 
     def presence_of_roommates(self, conn: Connection) -> None:
-        """Tell a new connection which of its room-mates are online."""
-        online = {
+        """Tell a new connection which of its room-mates are online (on any process)."""
+        mates = {
             other.user_id
             for room_id in conn.rooms
             for other in self.by_room.get(room_id, ())
             if other.user_id != conn.user_id
         }
-        for user_id in sorted(online):
+        mates |= self.presence.remote_users_in(conn.rooms) - {conn.user_id}
+        for user_id in sorted(mates):
             conn.push(dumps({"type": "presence", "user_id": user_id, "status": "online"}))
 
     async def shutdown(self) -> None:
@@ -380,3 +509,65 @@ class Hub:
         for conn in conns:
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=WSCloseCode.GOING_AWAY)
+
+
+class Presence:
+    """Who is online, here and (as the relay reports) on other processes.
+
+    Each method returns whether the change is visible: a user online on two
+    processes is online once, and offline only when the last one lets go.
+    """
+
+    def __init__(self) -> None:
+        self.local: set[int] = set()
+        self.remote: dict[str, dict[int, list[int]]] = {}  # node -> user -> rooms
+        self.heard_from: dict[str, float] = {}
+
+    def online_anywhere(self, user_id: int) -> bool:
+        return user_id in self.local or any(user_id in users for users in self.remote.values())
+
+    def local_online(self, user_id: int) -> bool:
+        changed = not self.online_anywhere(user_id)
+        self.local.add(user_id)
+        return changed
+
+    def local_offline(self, user_id: int) -> bool:
+        self.local.discard(user_id)
+        return not self.online_anywhere(user_id)
+
+    def remote(self, node: str, user_id: int, status: str, rooms: list[int]) -> bool:
+        self.heard_from[node] = time.time()
+        was_online = self.online_anywhere(user_id)
+        users = self.remote.setdefault(node, {})
+        if status == "online":
+            users[user_id] = rooms
+        else:
+            users.pop(user_id, None)
+        return was_online != self.online_anywhere(user_id)
+
+    def remote_alive(
+        self, node: str, users: dict[int, list[int]], now: float
+    ) -> list[tuple[int, list[int]]]:
+        """A process's full list of online users; returns those newly online."""
+        self.heard_from[node] = now
+        appeared = [(u, r) for u, r in users.items() if not self.online_anywhere(u)]
+        self.remote[node] = users
+        return appeared
+
+    def expire(self, silent_since: float) -> list[tuple[int, list[int]]]:
+        """Forget processes not heard from since then; returns users now offline."""
+        gone = []
+        for node in [n for n, t in self.heard_from.items() if t < silent_since]:
+            del self.heard_from[node]
+            users = self.remote.pop(node, {})
+            gone += [(u, r) for u, r in users.items() if not self.online_anywhere(u)]
+        return gone
+
+    def remote_users_in(self, rooms: Iterable[int]) -> set[int]:
+        wanted = set(rooms)
+        return {
+            user_id
+            for users in self.remote.values()
+            for user_id, user_rooms in users.items()
+            if wanted.intersection(user_rooms)
+        }

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from .auth import PasswordHasher, TokenService
     from .db import Database
     from .hub import Hub
+    from .observability import Metrics
     from .ratelimit import RateLimiter
+    from .relay import Relay
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 DB: web.AppKey[Database] = web.AppKey("db")
@@ -21,3 +23,5 @@ HASHER: web.AppKey[PasswordHasher] = web.AppKey("hasher")
 AUTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("auth_limiter")
 MESSAGE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("message_limiter")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+RELAY: web.AppKey[Relay | None] = web.AppKey("relay")

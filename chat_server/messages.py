@@ -64,6 +64,7 @@ async def post_message(app: web.Application, user_id: int, send: SendRequest) ->
     """
     wait = await app[keys.MESSAGE_LIMITER].hit(f"messages:{user_id}")
     if wait > 0:
+        app[keys.METRICS].rate_limited.labels("messages").inc()
         raise RateLimited(wait, "sending too fast")
     db = app[keys.DB]
     media = []
@@ -84,6 +85,7 @@ async def post_message(app: web.Application, user_id: int, send: SendRequest) ->
         await member_room(app, send.room_id, user_id)  # raises the right 404/403
         raise Forbidden("join the room first") from None
     if result.created:
+        app[keys.METRICS].messages_persisted.inc()
         publish_message(app, "message.new", result.message)
     return result
 

@@ -8,7 +8,9 @@ until one is available (the request is then refused and spends nothing).
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
 
 from .config import Rate
 
@@ -55,5 +57,54 @@ class MemoryRateLimiter:
             self._buckets = dict(keep)
 
 
-def make_limiter(rate: Rate | None) -> RateLimiter:
-    return Unlimited() if rate is None else MemoryRateLimiter(rate)
+# The same token bucket, kept in Redis so every process shares one limit.
+# Redis's own clock is used, so processes with skewed clocks agree.
+_REDIS_BUCKET = """
+local capacity = tonumber(ARGV[1])
+local per_second = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(bucket[1]) or capacity
+local at = tonumber(bucket[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * per_second)
+local wait = 0
+if tokens < 1 then
+  wait = (1 - tokens) / per_second
+else
+  tokens = tokens - 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / per_second * 1000) + 1000)
+return tostring(wait)
+"""
+
+
+class RedisRateLimiter:
+    """Token buckets in Redis; falls back to this process's own buckets if Redis is away."""
+
+    def __init__(self, rate: Rate, client: Any, prefix: str) -> None:
+        self.rate = rate
+        self.client = client
+        self.prefix = prefix
+        self.fallback = MemoryRateLimiter(rate)
+        self._script = client.register_script(_REDIS_BUCKET)
+
+    async def hit(self, key: str) -> float:
+        try:
+            wait = await self._script(
+                keys=[f"{self.prefix}{key}"],
+                args=[self.rate.count, self.rate.count / self.rate.per_seconds],
+            )
+        except (RedisError, OSError):
+            return await self.fallback.hit(key)
+        return float(wait)
+
+
+def make_limiter(rate: Rate | None, redis_client: Any = None, name: str = "") -> RateLimiter:
+    """No limit, a shared Redis limit (with a Redis client), or this process's own."""
+    if rate is None:
+        return Unlimited()
+    if redis_client is not None:
+        return RedisRateLimiter(rate, redis_client, f"chat_server:rate:{name}:")
+    return MemoryRateLimiter(rate)

@@ -199,7 +199,9 @@ class Session:
             self.hub.disconnect(conn)
 
     async def _read_loop(self, conn: Connection) -> None:
+        frames_in = self.app[keys.METRICS].events_in
         async for msg in self.ws:
+            frames_in.inc()
             if msg.type == WSMsgType.TEXT:
                 reply = await self._handle(msg.data)
                 if reply is not None:
