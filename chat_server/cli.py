@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import sys
 
@@ -77,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _announce(text: str) -> None:
-    print(text.replace("Running on", "chat_server running on"), flush=True)
+    """aiohttp's start-up banner, as a log line (so JSON logs stay JSON)."""
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("("):
+            logging.getLogger("chat_server").info(line.strip("= ").replace("Running", "serving"))
 
 
 async def _migrate(config: Config) -> None:

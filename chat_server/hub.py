@@ -449,7 +449,7 @@ class Hub:
             self._close_local(message["session_ids"])
         elif kind == "presence":
             user_id, status, rooms = message["user_id"], message["status"], message["rooms"]
-            if self.presence.remote(message["node"], user_id, status, rooms):
+            if self.presence.remote_change(message["node"], user_id, status, rooms):
                 self._announce_presence(user_id, status, rooms)
         elif kind == "alive":
             users = {int(user): rooms for user, rooms in message["users"].items()}
@@ -535,7 +535,7 @@ class Presence:
         self.local.discard(user_id)
         return not self.online_anywhere(user_id)
 
-    def remote(self, node: str, user_id: int, status: str, rooms: list[int]) -> bool:
+    def remote_change(self, node: str, user_id: int, status: str, rooms: list[int]) -> bool:
         self.heard_from[node] = time.time()
         was_online = self.online_anywhere(user_id)
         users = self.remote.setdefault(node, {})

@@ -17,6 +17,7 @@ import logging
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -27,7 +28,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chat_server.relay")
 
-CHANNEL = "chat_server:relay"
+
+def channel_for(url: str) -> str:
+    """The pub/sub channel of a deployment: pub/sub ignores Redis database numbers,
+    so the database number of CHAT_REDIS_URL is put in the channel name. Separate
+    deployments sharing one Redis use separate database numbers."""
+    path = urlparse(url).path.strip("/")
+    return f"chat_server:{path or '0'}:relay"
+
+
 # Relay messages waiting to be published; beyond this they are dropped (the
 # database is the truth, and polling catches receivers up).
 OUTBOX_LIMIT = 10_000
@@ -42,6 +51,7 @@ ALIVE_EXPIRY = 3 * ALIVE_SECONDS
 class Relay:
     def __init__(self, url: str, metrics: Metrics) -> None:
         self.node = secrets.token_hex(6)
+        self.channel = channel_for(url)
         self.hub: Hub | None = None
         self.metrics = metrics
         # Commands time out quickly; the subscriber waits for messages indefinitely
@@ -91,7 +101,7 @@ class Relay:
             message = await self.outbox.get()
             while True:
                 try:
-                    await self.redis.publish(CHANNEL, message)
+                    await self.redis.publish(self.channel, message)
                     self.metrics.relay_published.inc()
                     break
                 except (RedisError, OSError):
@@ -106,7 +116,7 @@ class Relay:
         while True:
             try:
                 async with self.subscriber.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
+                    await pubsub.subscribe(self.channel)
                     await self._set_connected(True)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
