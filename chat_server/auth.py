@@ -188,7 +188,7 @@ async def require_auth(request: web.Request) -> Principal:
     if token is None:
         raise Unauthorized()
     principal = await authenticate_token(request.app, token)
-    request["user_id"] = principal.user_id  # for the access log
+    request[keys.USER_ID] = principal.user_id  # for the access log
     return principal
 
 

@@ -25,3 +25,7 @@ MESSAGE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("message_limiter")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
+
+# Per-request values, for the access log.
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+USER_ID: web.RequestKey[int] = web.RequestKey("user_id")

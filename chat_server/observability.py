@@ -138,7 +138,7 @@ def _request_id(request: web.Request) -> str:
 async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
     """Request id in and out, one access-log line and the HTTP metrics per request."""
     request_id = _request_id(request)
-    request["request_id"] = request_id
+    request[keys.REQUEST_ID] = request_id
     started = time.perf_counter()
     status = 500
     try:
@@ -164,7 +164,7 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
             status,
             extra={
                 "request_id": request_id,
-                "user_id": request.get("user_id"),
+                "user_id": request.get(keys.USER_ID),
                 "method": request.method,
                 "route": route,
                 "status": status,

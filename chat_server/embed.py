@@ -1,0 +1,59 @@
+"""The Python API for code that embeds the server (bots, integrations).
+
+    app = create_app(config)
+
+    async def on_startup(app):
+        unsubscribe = subscribe(app, lambda event: print(event["type"]))
+
+    app.on_startup.append(on_startup)   # runs after the app's own resources are up
+
+Both functions need a started app (inside `on_startup` or a request).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from . import keys
+from .messages import parse_send
+from .messages import post_message as _post
+
+
+def subscribe(
+    app: web.Application, callback: Callable[[dict[str, Any]], None]
+) -> Callable[[], None]:
+    """Call `callback(event)` for every committed event this process delivers.
+
+    `event` is the WebSocket frame's object, e.g. `{"type": "message.new",
+    "message": {...}}`. The callback runs on the event loop: keep it quick and
+    non-blocking (schedule a task for slow work). Returns an unsubscribe function.
+    """
+    return app[keys.HUB].subscribe(callback)
+
+
+async def post_message(
+    app: web.Application,
+    user_id: int,
+    room_id: int,
+    body: str,
+    *,
+    client_id: str | None = None,
+    reply_to: int | None = None,
+    attachments: Sequence[int] = (),
+) -> dict[str, Any]:
+    """Post a message as `user_id` through the same path as REST and WebSocket sends.
+
+    Returns the committed Message object; raises `ApiError` subclasses
+    (InvalidRequest, NotFound, Forbidden, RateLimited) exactly as a client
+    would see them. A repeated `client_id` returns the original message.
+    """
+    fields: dict[str, Any] = {"body": body, "attachments": list(attachments)}
+    if client_id is not None:
+        fields["client_id"] = client_id
+    if reply_to is not None:
+        fields["reply_to"] = reply_to
+    result = await _post(app, user_id, parse_send(fields, room_id))
+    return result.message.to_json()

@@ -1,0 +1,45 @@
+"""The embedding API: subscribe to committed events, post as a user."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat_server import ApiError, create_app, post_message, subscribe
+
+from .conftest import signup
+from .test_rooms import create_room
+from .wsutil import connect, next_of
+
+
+async def test_bot_posts_and_subscribers_see_committed_events(aiohttp_client, config):
+    app = create_app(config)
+    seen: list[dict] = []
+    unsubscribe = []
+
+    async def on_startup(app):
+        unsubscribe.append(subscribe(app, seen.append))
+
+    app.on_startup.append(on_startup)
+    client = await aiohttp_client(app)
+    alice = await signup(client, "alice")
+    bot = await signup(client, "helper_bot")
+    room = await create_room(client, alice)
+    await client.post(f"/api/v1/rooms/{room['id']}/join", headers=bot.headers)
+    ws = await connect(client, alice)
+    message = await post_message(app, bot.id, room["id"], "beep", client_id="b-1")
+    assert message["seq"] == 1 and message["sender_id"] == bot.id
+    assert (await next_of(ws, "message.new"))["message"] == message
+    again = await post_message(app, bot.id, room["id"], "beep beep", client_id="b-1")
+    assert again == message
+    assert [e["message"]["id"] for e in seen if e["type"] == "message.new"] == [message["id"]]
+    assert any(e["type"] == "member.joined" for e in seen)
+    with pytest.raises(ApiError) as error:
+        await post_message(app, bot.id, room["id"], "   ")
+    assert error.value.code == "invalid_request"
+    private = await create_room(client, alice, name="private", kind="private")
+    with pytest.raises(ApiError) as error:
+        await post_message(app, bot.id, private["id"], "hello?")
+    assert error.value.code == "not_found"
+    unsubscribe[0]()
+    await post_message(app, bot.id, room["id"], "unseen")
+    assert len([e for e in seen if e["type"] == "message.new"]) == 1
