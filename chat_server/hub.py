@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode, web
 
 from .db import Database
+from .errors import is_database_outage
 from .models import Message
 
 if TYPE_CHECKING:
@@ -189,6 +190,15 @@ class Connection:
                     return
         except (ConnectionError, RuntimeError):
             self.closed = True  # the peer went away; the reader side unregisters
+        except Exception as exc:  # a gap fill could not read the database
+            if is_database_outage(exc):
+                log.warning("closing a connection: database unavailable during a fill")
+                code = WSCloseCode.TRY_AGAIN_LATER
+            else:
+                log.exception("connection writer failed")
+                code = WSCloseCode.INTERNAL_ERROR
+            self.closed = True
+            await self._close(code, "try again: reconnect and resume")
 
     async def _deliver(self, item: _Ordered) -> None:
         last = self.rooms.get(item.room_id)

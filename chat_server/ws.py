@@ -99,10 +99,20 @@ async def _auth_frame(
         if frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
             raise InvalidRequest("the first frame must be {type: auth, token}")
         rooms = _resume_rooms(frame) if "rooms" in frame else None
-        principal = await authenticate_token(request.app, frame["token"])
+        try:
+            principal = await authenticate_token(request.app, frame["token"])
+        except Exception as exc:
+            if is_database_outage(exc):
+                raise Unavailable("database unavailable") from None
+            raise
     except ApiError as error:
         await ws.send_str(_error_frame(error, frame_ref(msg.data)))
-        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=error.code.encode())
+        code = (
+            WSCloseCode.TRY_AGAIN_LATER
+            if isinstance(error, Unavailable)
+            else WSCloseCode.POLICY_VIOLATION
+        )
+        await ws.close(code=code, message=error.code.encode())
         return None
     return principal, rooms
 
