@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger("chat_server")
 
@@ -169,6 +170,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if exc.status < 400:
             raise
         return error_response(_from_http_exception(exc))
+    except HttpProcessingError as exc:  # malformed input found while reading the body
+        return error_response(InvalidRequest(f"malformed request: {exc.message}"))
     except Exception as exc:
         if is_database_outage(exc):
             log.warning("database unavailable: %s", type(exc).__name__)
