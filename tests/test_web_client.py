@@ -47,6 +47,11 @@ PASSWORD = "correct horse battery"
 RECONNECTING = "Reconnecting…"
 # Back-off tops out at 10 s, so a restarted server is found within ~10 s.
 RECONNECT_TIMEOUT_MS = 30_000
+# A rough accessible name of the focused element: enough for these controls.
+FOCUSED_NAME_JS = """(() => {
+  const el = document.activeElement;
+  return el.getAttribute('aria-label') || el.labels?.[0]?.textContent || el.textContent;
+})()"""
 
 
 def _free_port() -> int:
@@ -242,10 +247,12 @@ class Client:
         assert self.problems == [], f"{self.label}: {self.problems}"
 
 
-def _png(width: int = 40, height: int = 30) -> bytes:
+def _png(width: int, height: int) -> bytes:
+    """A blue picture with a yellow diagonal band, easy to spot in screenshots."""
     image = Image.new("RGB", (width, height), (30, 120, 220))
-    for x in range(width // 2):
-        image.putpixel((x, x % height), (250, 200, 0))
+    for x in range(width):
+        for y in range(max(0, x * height // width - 8), min(height, x * height // width + 8)):
+            image.putpixel((x, y), (250, 200, 0))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -382,7 +389,7 @@ def test_live_messages_in_public_room_and_dm(new_client: Callable[..., Client]) 
 
 
 def test_scroll_back_loads_older_messages(
-    server: ServerProcess, new_client: Callable[..., Client]
+    new_client: Callable[..., Client], server: ServerProcess
 ) -> None:
     username = _unique("carol")
     signup = server.call("POST", "/auth/signup", body={"username": username, "password": PASSWORD})
@@ -414,11 +421,12 @@ def test_scroll_back_loads_older_messages(
     bodies = carol.log.locator("article .body").all_inner_texts()
     assert bodies == expected
     expect(carol.page.get_by_text("This is the start of the room.")).to_be_visible()
+    carol.log.evaluate("log => { log.scrollTop = 0; }")
     carol.shot("history-start")
 
 
 def test_reconnects_after_server_restart(
-    server: ServerProcess, new_client: Callable[..., Client]
+    new_client: Callable[..., Client], server: ServerProcess
 ) -> None:
     dave, erin = new_client("dave"), new_client("erin")
     erin_name = _unique("erin")
@@ -454,8 +462,108 @@ def test_reconnects_after_server_restart(
             client.expect_once(text)
         expect(client.articles()).to_have_count(4)
         expect(client.log.locator(".pending")).to_have_count(0)
+    # Each sees the other online again (presence dots are decorative, so CSS).
+    expect(erin.articles("before restart").locator(".presence.online")).to_have_count(1)
+    expect(dave.articles("posted over REST").locator(".presence.online")).to_have_count(1)
     dave.shot("reconnected")
     erin.shot("reconnected")
+
+
+def test_gap_after_long_outage_is_paged_over_rest(
+    new_client: Callable[..., Client], server: ServerProcess
+) -> None:
+    """More than the 500 messages a resume replays: the rest come over REST."""
+    sender = server.call(
+        "POST", "/auth/signup", body={"username": _unique("ivan"), "password": PASSWORD}
+    )
+    token = sender["access_token"]
+    room_name = _unique("outage")
+    room = server.call("POST", "/rooms", token, {"name": room_name, "kind": "public"})
+    reader_name = _unique("judy")
+    server.call("POST", "/auth/signup", body={"username": reader_name, "password": PASSWORD})
+    judy = new_client("judy")
+
+    # The test cuts Judy's WebSocket while the server keeps running.
+    cut = {"active": False, "routes": []}
+
+    def route(ws: Any) -> None:
+        if cut["active"]:
+            ws.close()
+        else:
+            ws.connect_to_server()
+            cut["routes"].append(ws)
+
+    judy.page.route_web_socket(re.compile(r"/api/v1/ws$"), route)
+    judy.log_in(reader_name)
+    judy.join(room_name)
+    expected = [f"burst {n:03d}" for n in range(521)]
+    server.call("POST", f"/rooms/{room['id']}/messages", token, {"body": expected[0]})
+    judy.expect_once(expected[0])
+
+    cut["active"] = True
+    for ws in cut["routes"]:
+        ws.close()
+    expect(judy.status).to_have_text(RECONNECTING)
+    for body in expected[1:]:
+        server.call("POST", f"/rooms/{room['id']}/messages", token, {"body": body})
+    cut["active"] = False
+
+    expect(judy.status).to_have_text("Connected", timeout=RECONNECT_TIMEOUT_MS)
+    expect(judy.articles()).to_have_count(len(expected))
+    assert judy.log.locator("article .body").all_inner_texts() == expected
+    judy.shot("after-gap")
+
+
+def test_expired_tokens_are_refreshed_then_sign_in(new_client: Callable[..., Client]) -> None:
+    lee = new_client("lee")
+    lee.sign_up(_unique("lee"), "Lee Lane")
+    sockets: list[Any] = []
+
+    def route(ws: Any) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    lee.page.route_web_socket(re.compile(r"/api/v1/ws$"), route)
+    lee.page.reload()
+    expect(lee.status).to_have_text("Connected")
+
+    def spoil(*fields: str) -> str:
+        """Replaces stored tokens with garbage; returns the refresh token before."""
+        return lee.page.evaluate(
+            """fields => {
+                const session = JSON.parse(localStorage.getItem('chat.session'));
+                const before = session.refresh_token;
+                for (const field of fields) session[field] = 'spoiled';
+                localStorage.setItem('chat.session', JSON.stringify(session));
+                return before;
+            }""",
+            list(fields),
+        )
+
+    def stored_refresh_token() -> str:
+        return lee.page.evaluate("JSON.parse(localStorage.getItem('chat.session')).refresh_token")
+
+    # REST: a 401 is answered by one refresh, then the request succeeds.
+    before = spoil("access_token")
+    lee.create_room(_unique("fresh"))
+    assert stored_refresh_token() not in (before, "spoiled")
+
+    # WebSocket: a refused auth frame gets a fresh token on the next attempt.
+    before = spoil("access_token")
+    sockets[-1].close()
+    expect(lee.status).to_have_text(RECONNECTING)
+    expect(lee.status).to_have_text("Connected", timeout=RECONNECT_TIMEOUT_MS)
+    assert stored_refresh_token() not in (before, "spoiled")
+
+    # Nothing left to refresh with: back to the sign-in form.
+    spoil("access_token", "refresh_token")
+    lee.page.get_by_role("button", name="New room").click()
+    lee.page.get_by_role("textbox", name="Room name").fill(_unique("never"))
+    lee.page.get_by_role("button", name="Create").click()
+    expect(lee.page.get_by_role("button", name="Log in")).to_be_visible()
+    expect(lee.page.get_by_role("dialog")).to_have_count(0)
+    expect(lee.page.get_by_role("alert").filter(has_text="session has ended")).to_be_visible()
+    expect(lee.status).to_have_text("")
 
 
 def test_attachments_and_profile(new_client: Callable[..., Client]) -> None:
@@ -467,18 +575,20 @@ def test_attachments_and_profile(new_client: Callable[..., Client]) -> None:
     gina.join(room)
 
     attach = frank.page.get_by_label("Attach", exact=True)
-    attach.set_input_files({"name": "dot.png", "mimeType": "image/png", "buffer": _png()})
+    picture = _png(640, 480)
+    attach.set_input_files({"name": "picture.png", "mimeType": "image/png", "buffer": picture})
     attach.set_input_files(
         {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"just some notes\n"}
     )
-    expect(frank.page.get_by_role("button", name="Remove dot.png")).to_be_visible()
+    expect(frank.page.get_by_role("button", name="Remove picture.png")).to_be_visible()
     frank.send("look at this")
 
     message = gina.articles("look at this")
-    preview = message.get_by_role("img", name="dot.png")
+    preview = message.get_by_role("img", name="picture.png")
     expect(preview).to_be_visible()
     expect(preview).to_have_attribute("src", re.compile(r"^blob:"))
-    assert preview.evaluate("img => img.complete && img.naturalWidth") > 0
+    # The 320 px thumbnail, not the 640 px original.
+    expect(preview).to_have_js_property("naturalWidth", 320)
     with gina.page.expect_download() as download:
         message.get_by_role("link", name="notes.txt").click()
     assert download.value.suggested_filename == "notes.txt"
@@ -505,7 +615,7 @@ def test_phone_width_layout(new_client: Callable[..., Client]) -> None:
     hana = new_client("hana-phone", width=375, height=740)
     hana.sign_up(_unique("hana"), "Hana Hill")
     room = _unique("pocket")
-    hana.create_room(room)
+    hana.create_room(room, private=True)
     hana.send("small screens work too")
     hana.expect_once("small screens work too")
     nav = hana.rooms.bounding_box()
@@ -515,3 +625,62 @@ def test_phone_width_layout(new_client: Callable[..., Client]) -> None:
     assert log["width"] > 300
     assert hana.page.evaluate("document.documentElement.scrollWidth") <= 375
     hana.shot("phone")
+
+
+def test_keyboard_only(new_client: Callable[..., Client]) -> None:
+    kim = new_client("kim-keyboard")
+    kim.open()
+    keyboard = kim.page.keyboard
+
+    def focused_name() -> str:
+        return kim.page.evaluate(FOCUSED_NAME_JS).strip()
+
+    def focus_ring() -> str:
+        return kim.page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+
+    # The sign-in form starts focused on Username; Tab walks the form in order.
+    assert focused_name() == "Username"
+    keyboard.type(_unique("kim"))
+    keyboard.press("Tab")
+    keyboard.type(PASSWORD)
+    keyboard.press("Tab")
+    keyboard.type("Kim Key")
+    keyboard.press("Tab")
+    assert focused_name() == "Log in"
+    keyboard.press("Tab")
+    assert focused_name() == "Sign up"
+    assert focus_ring() == "solid", "focus is visible"
+    keyboard.press("Enter")
+    kim.expect_signed_in()
+
+    # New room: the dialog opens on Room name, Escape closes it, Enter submits.
+    kim.page.get_by_role("button", name="New room").focus()
+    keyboard.press("Enter")
+    expect(kim.page.get_by_role("dialog")).to_be_visible()
+    assert focused_name() == "Room name"
+    keyboard.press("Escape")
+    expect(kim.page.get_by_role("dialog")).to_be_hidden()
+    keyboard.press("Enter")
+    room = _unique("keys")
+    keyboard.type(room)
+    keyboard.press("Enter")
+    expect(kim.page.get_by_role("heading", name=room)).to_be_visible()
+
+    # The open room puts focus in the message box; Enter sends.
+    assert focused_name() == "Message"
+    keyboard.type("typed, not clicked")
+    keyboard.press("Enter")
+    kim.expect_once("typed, not clicked")
+    # Stored (no longer the "Sending…" copy): it has its Edit button.
+    expect(kim.articles("typed, not clicked").get_by_role("button", name="Edit")).to_have_count(1)
+
+    # Own message actions are reachable with Tab from the log.
+    kim.log.focus()
+    assert focus_ring() == "solid"
+    keyboard.press("Tab")
+    assert focused_name() == "Edit"
+    keyboard.press("Enter")
+    assert focused_name() == "Edit message"
+    keyboard.press("Escape")
+    assert focused_name() == "Edit"
+    kim.shot("keyboard")

@@ -53,7 +53,8 @@ class Session {
         this.replaceRooms((await api.get('/rooms')).items);
         break;
       } catch (error) {
-        if (!api.isTransient(error) || session !== this) throw error;
+        if (session !== this) return; // signed out meanwhile
+        if (!api.isTransient(error)) throw error;
         statusLine.textContent = RECONNECTING;
         await sleep(backoff(attempt));
       }
@@ -178,6 +179,7 @@ class Session {
 function showSignIn(message) {
   session?.stop();
   session = null;
+  for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
   statusLine.textContent = '';
   showError($('#app-error'), null);
   $('#chat').hidden = true;

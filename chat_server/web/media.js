@@ -28,16 +28,10 @@ function formatSize(bytes) {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
-// An <img> filled from the thumbnail endpoint; onLoad lets the message log
-// keep its scroll position while the image takes up room.
-function thumbnail(mediaId, size, alt, className, onLoad) {
-  const img = h('img', { alt, class: className });
-  if (onLoad) img.addEventListener('load', onLoad, { once: true });
-  blobUrl(`/media/${mediaId}/thumbnail`, size).then(
-    (url) => { img.src = url; },
-    () => img.remove(),
-  );
-  return img;
+// The size a width×height image is shown at within a size×size box.
+function fit(width, height, size) {
+  const scale = Math.min(1, size / Math.max(width, height));
+  return { width: Math.round(width * scale), height: Math.round(height * scale) };
 }
 
 // A download link that fetches the file with the token when followed.
@@ -57,11 +51,18 @@ function downloadLink(media) {
   return link;
 }
 
-export function renderAttachment(media, onImageLoad) {
-  const isImage = media.content_type.startsWith('image/') && media.width !== null;
-  return h('div', { class: 'attachment' },
-    isImage ? thumbnail(media.id, PREVIEW_SIZE, media.filename, 'preview', onImageLoad) : null,
-    downloadLink(media));
+export function renderAttachment(media) {
+  let preview = null;
+  if (media.content_type.startsWith('image/') && media.width && media.height) {
+    // width and height reserve the space now, so the log (and the reader's
+    // place in it) does not jump when the image arrives.
+    preview = h('img', { alt: media.filename, class: 'preview', ...fit(media.width, media.height, PREVIEW_SIZE) });
+    blobUrl(`/media/${media.id}/thumbnail`, PREVIEW_SIZE).then(
+      (url) => { preview.src = url; },
+      () => preview.remove(), // not decodable after all: the link remains
+    );
+  }
+  return h('div', { class: 'attachment' }, preview, downloadLink(media));
 }
 
 // Shows (or hides) a user's avatar in an <img data-avatar>.

@@ -237,7 +237,7 @@ export class MessageView {
     if (message.deleted) body = h('p', { class: 'body deleted' }, 'This message was deleted.');
     else if (message.body) body = h('p', { class: 'body' }, message.body);
     const attachments = message.attachments.length
-      ? h('div', { class: 'attachments' }, message.attachments.map((media) => renderAttachment(media, () => this.#keepPinned())))
+      ? h('div', { class: 'attachments' }, message.attachments.map(renderAttachment))
       : null;
     const actions = mine && !message.deleted
       ? h('div', { class: 'actions' },
@@ -264,10 +264,6 @@ export class MessageView {
   #scrollToBottom() {
     this.log.scrollTop = this.log.scrollHeight;
     this.stick = true;
-  }
-
-  #keepPinned() {
-    if (this.stick) this.#scrollToBottom();
   }
 
   // seq numbers start at 1 with no gaps, so lo > 1 means older ones exist.

@@ -31,7 +31,7 @@ export class RoomList {
   title(room) {
     if (room.kind !== 'dm') return room.name;
     const peer = room.peerId && cachedUser(room.peerId);
-    return peer ? peer.display_name || peer.username : 'Direct message';
+    return peer ? peer.display_name || peer.username : '…'; // until #findPeer answers
   }
 
   // Adds a room or merges a newer copy of it. last_seq and the read marker
@@ -48,14 +48,6 @@ export class RoomList {
     if (room.kind === 'dm' && !room.peerId) this.#findPeer(room.id);
     this.#paint(room);
     this.#sort();
-    return room;
-  }
-
-  replaceAll(rooms) {
-    for (const id of this.ids()) {
-      if (!rooms.some((room) => room.id === id)) this.remove(id);
-    }
-    for (const room of rooms) this.upsert(room);
   }
 
   remove(id) {
@@ -95,7 +87,7 @@ export class RoomList {
       room.peerId = peer.user.id;
       rememberUser(peer.user); // repaints through userChanged
     } catch {
-      // Shown as "Direct message" until the next time the room is listed.
+      // Shown as "…" until the next time the room is listed.
     }
   }
 
@@ -110,7 +102,8 @@ export class RoomList {
       this.items.set(room.id, item);
     }
     const icon = $('.room-icon', item);
-    icon.textContent = { public: '#', private: '🔒', dm: '' }[room.kind];
+    icon.textContent = room.kind === 'public' ? '#' : '';
+    icon.classList.toggle('private', room.kind === 'private'); // a lock drawn in CSS
     icon.classList.toggle('presence', room.kind === 'dm');
     if (room.kind === 'dm' && room.peerId) {
       icon.dataset.presence = room.peerId;
