@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,9 @@ FILL_PAGE = 100
 CLOSE_TIMEOUT = 2.0
 # How long shutdown waits for outboxes to flush before closing regardless.
 SHUTDOWN_FLUSH_TIMEOUT = 5.0
+# Bytes a socket may have waiting in its transport before frames queue in the
+# outbox instead (aiohttp's own high-water mark is 64 KiB).
+WRITE_BUFFER_LIMIT = 64 * 1024
 # Close code for a revoked session: a policy decision, not an error.
 CLOSE_REVOKED = WSCloseCode.POLICY_VIOLATION
 
@@ -51,6 +56,22 @@ def dumps(payload: dict[str, Any]) -> str:
 
 def message_frame(kind: str, message: Message) -> str:
     return dumps({"type": kind, "message": message.to_json()})
+
+
+def text_frame(text: str) -> bytes:
+    """A complete unmasked WebSocket text frame (RFC 6455), as a server sends it.
+
+    Encoded once per event, the same bytes go to every recipient's transport.
+    """
+    data = text.encode()
+    size = len(data)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + data
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +89,12 @@ class Event:
     seq: int | None = None
     exclude_user: int | None = None
     frame: str = field(default="", compare=False)
+    wire: bytes = field(default=b"", compare=False)
 
     @classmethod
-    def make(cls, payload: dict[str, Any], **target: Any) -> Event:
-        return cls(payload, frame=dumps(payload), **target)
+    def make(cls, payload: dict[str, Any], frame: str = "", **target: Any) -> Event:
+        frame = frame or dumps(payload)
+        return cls(payload, frame=frame, wire=text_frame(frame), **target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +102,7 @@ class _Ordered:
     room_id: int
     seq: int
     frame: str
+    wire: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +118,30 @@ class _Close:
 
 
 class Connection:
-    """One authenticated WebSocket: its rooms, its bounded outbox and its writer."""
+    """One authenticated WebSocket: its rooms, its bounded outbox and its writer.
+
+    Fast path: while nothing is queued and the socket's buffer is short, a
+    frame's pre-encoded bytes are written straight to the transport. Anything
+    else (a full buffer, a gap to fill, a replay, a close) goes through the
+    outbox, drained by a writer task that exists only while there is work.
+    """
+
+    __slots__ = (
+        "closed",
+        "closer",
+        "db",
+        "held",
+        "metrics",
+        "outbox",
+        "outbox_limit",
+        "ready",
+        "request",
+        "rooms",
+        "session_id",
+        "user_id",
+        "writer",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -112,33 +159,68 @@ class Connection:
         self.session_id = session_id
         self.db = db
         self.metrics = metrics
+        self.outbox_limit = outbox_limit
         self.rooms: dict[int, int] = {}  # room_id -> last seq delivered
-        self.outbox: asyncio.Queue[Any] = asyncio.Queue(outbox_limit)
+        self.outbox: deque[Any] = deque()
         # Rooms with live message.new events held until the first frame after
         # `ready` is handled, so a resume's replay comes first (API.md). Only
         # the room is kept: release() catches up from the database, which
         # bounds memory however long the hold lasts.
         self.held: set[int] | None = set()
+        self.ready = False  # nothing is written before `ready`
         self.closed = False
         self.writer: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self.writer = asyncio.create_task(self._write_loop())
+    def mark_ready(self) -> None:
+        """`ready` has been sent: queued frames may follow."""
+        self.ready = True
+        self._wake_writer()
+
+    def _write_now(self, wire: bytes) -> bool:
+        """Write a pre-encoded frame at once if nothing is queued and the socket keeps up."""
+        if self.writer is not None or self.outbox or not self.ready or self.closed:
+            return False
+        transport = self.request.transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or self.ws.closed
+            or transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT
+        ):
+            return False
+        transport.write(wire)
+        return True
+
+    def send(self, frame: str, wire: bytes) -> None:
+        """Send an unordered frame (typing, presence, member and room events, replies)."""
+        if not self._write_now(wire):
+            self.push(frame)
 
     def push(self, item: Any) -> None:
         if self.closed:
             return
-        try:
-            self.outbox.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self.outbox) >= self.outbox_limit:
             log.info("closing slow consumer user=%s", self.user_id)
             self.metrics.slow_consumers.inc()
             self.abort(WSCloseCode.TRY_AGAIN_LATER, "too slow: reconnect and resume")
+            return
+        self.outbox.append(item)
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self.writer is None and self.outbox and self.ready and not self.closed:
+            self.writer = asyncio.create_task(self._write_loop())
 
     def deliver_message(self, item: _Ordered) -> None:
         if self.held is not None:
             self.held.add(item.room_id)
+            return
+        last = self.rooms.get(item.room_id)
+        if last is None or item.seq <= last:
+            return  # not in the room, or a duplicate
+        if item.seq == last + 1 and self._write_now(item.wire):
+            self.rooms[item.room_id] = item.seq
         else:
             self.push(item)
 
@@ -163,6 +245,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        self.outbox.clear()
         if self.writer is not None:
             self.writer.cancel()
         self.closer = asyncio.create_task(self._close(code, reason))
@@ -177,8 +260,8 @@ class Connection:
 
     async def _write_loop(self) -> None:
         try:
-            while True:
-                item = await self.outbox.get()
+            while self.outbox:
+                item = self.outbox.popleft()
                 if isinstance(item, str):
                     await self.ws.send_str(item)
                 elif isinstance(item, _Ordered):
@@ -199,6 +282,8 @@ class Connection:
                 code = WSCloseCode.INTERNAL_ERROR
             self.closed = True
             await self._close(code, "try again: reconnect and resume")
+        finally:
+            self.writer = None
 
     async def _deliver(self, item: _Ordered) -> None:
         last = self.rooms.get(item.room_id)
@@ -360,11 +445,16 @@ class Hub:
             self.relay.send("joined", user_id=user_id, room_id=room_id, last_seq=last_seq)
 
     def _joined_local(self, user_id: int, room_id: int, last_seq: int) -> None:
-        for conn in self.by_user.get(user_id, ()):
-            if room_id not in conn.rooms:
-                conn.rooms[room_id] = last_seq
-                self.by_room.setdefault(room_id, set()).add(conn)
-                conn.push(_CatchUp(room_id, None))  # anything committed since `last_seq`
+        joining = [c for c in self.by_user.get(user_id, ()) if room_id not in c.rooms]
+        for conn in joining:
+            conn.rooms[room_id] = last_seq
+            self.by_room.setdefault(room_id, set()).add(conn)
+            conn.push(_CatchUp(room_id, None))  # anything committed since `last_seq`
+        # New room-mates learn of each other's presence now, not at their next reconnect.
+        if self.presence.online_anywhere(user_id):
+            self._announce_presence(user_id, "online", [room_id])
+        for conn in joining:
+            self.presence_of_roommates(conn, [room_id])
 
     def left(self, user_id: int, room_id: int) -> None:
         self._left_local(user_id, room_id)
@@ -417,7 +507,7 @@ class Hub:
             except Exception:
                 log.exception("event subscriber failed")
         if event.seq is not None and event.room_id is not None:
-            item = _Ordered(event.room_id, event.seq, event.frame)
+            item = _Ordered(event.room_id, event.seq, event.frame, event.wire)
             conns = self.by_room.get(event.room_id, ())
             for conn in conns:
                 conn.deliver_message(item)
@@ -425,7 +515,7 @@ class Hub:
             return
         recipients = self._recipients(event)
         for conn in recipients:
-            conn.push(event.frame)
+            conn.send(event.frame, event.wire)
         self.metrics.events_out.inc(len(recipients))
 
     def _recipients(self, event: Event) -> set[Connection]:
@@ -488,21 +578,23 @@ class Hub:
     def _announce_presence(self, user_id: int, status: str, rooms: Iterable[int]) -> None:
         """Tell everyone else connected here to one of `rooms` (the user's) about the user."""
         frame = dumps({"type": "presence", "user_id": user_id, "status": status})
+        wire = text_frame(frame)
         recipients = {
             c for room_id in rooms for c in self.by_room.get(room_id, ()) if c.user_id != user_id
         }
         for conn in recipients:
-            conn.push(frame)
+            conn.send(frame, wire)
 
-    def presence_of_roommates(self, conn: Connection) -> None:
-        """Tell a new connection which of its room-mates are online (on any process)."""
+    def presence_of_roommates(self, conn: Connection, rooms: Iterable[int] | None = None) -> None:
+        """Tell a connection which of its room-mates (in `rooms`, default all) are online."""
+        rooms = list(conn.rooms if rooms is None else rooms)
         mates = {
             other.user_id
-            for room_id in conn.rooms
+            for room_id in rooms
             for other in self.by_room.get(room_id, ())
             if other.user_id != conn.user_id
         }
-        mates |= self.presence.remote_users_in(conn.rooms) - {conn.user_id}
+        mates |= self.presence.remote_users_in(rooms) - {conn.user_id}
         for user_id in sorted(mates):
             conn.push(dumps({"type": "presence", "user_id": user_id, "status": "online"}))
 

@@ -20,7 +20,7 @@ from .errors import (
     path_id,
     read_json,
 )
-from .hub import Event, message_frame
+from .hub import Event, dumps
 from .models import Message
 from .paging import decode_cursor, page, page_limit
 from .rooms import MANAGERS, member_room, visible_room
@@ -91,12 +91,13 @@ async def post_message(app: web.Application, user_id: int, send: SendRequest) ->
 
 
 def publish_message(app: web.Application, kind: str, message: Message) -> None:
+    payload = {"type": kind, "message": message.to_json()}
     app[keys.HUB].publish(
-        Event(
-            {"type": kind, "message": message.to_json()},
+        Event.make(
+            payload,
+            frame=dumps(payload),
             room_id=message.room_id,
             seq=message.seq if kind == "message.new" else None,
-            frame=message_frame(kind, message),
         )
     )
 

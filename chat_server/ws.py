@@ -13,8 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -30,7 +29,7 @@ from .errors import (
     Validator,
     is_database_outage,
 )
-from .hub import Connection, Event, dumps
+from .hub import Connection, Event, dumps, text_frame
 from .messages import mark_read, parse_send, post_message
 from .rooms import member_room
 
@@ -67,7 +66,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     principal = None
     if header_token is not None:
         principal = await authenticate_token(request.app, header_token)
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_FRAME_BYTES)
+    # No permessage-deflate: its per-socket zlib state costs far more memory than
+    # chat frames save, and frames are encoded once for all recipients.
+    ws = web.WebSocketResponse(
+        heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_FRAME_BYTES, compress=False
+    )
     if not ws.can_prepare(request).ok:
         raise InvalidRequest("expected a WebSocket upgrade")
     await ws.prepare(request)
@@ -164,6 +167,17 @@ def _resume_rooms(frame: dict[str, Any]) -> dict[int, int]:
 class Session:
     """One authenticated connection's frame loop."""
 
+    __slots__ = ("app", "conn", "hub", "me", "request", "strikes", "typing_sent", "ws")
+
+    # Frame type -> handler method name (class-level: idle sockets stay small).
+    HANDLERS: ClassVar[dict[str, str]] = {
+        "ping": "on_ping",
+        "send": "on_send",
+        "typing": "on_typing",
+        "read": "on_read",
+        "resume": "on_resume",
+    }
+
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, me: Principal) -> None:
         self.app = request.app
         self.request = request
@@ -173,13 +187,6 @@ class Session:
         self.conn: Connection | None = None
         self.typing_sent: dict[int, float] = {}
         self.strikes = 0
-        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]] = {
-            "ping": self.on_ping,
-            "send": self.on_send,
-            "typing": self.on_typing,
-            "read": self.on_read,
-            "resume": self.on_resume,
-        }
 
     async def run(self, resume_rooms: dict[int, int] | None) -> None:
         db = self.app[keys.DB]
@@ -196,7 +203,7 @@ class Session:
             rooms = [{"room_id": r, "last_seq": s} for r, s in sorted(room_seqs.items())]
             await self.ws.send_str(dumps({"type": "ready", "user": user.to_json(), "rooms": rooms}))
             self.hub.presence_of_roommates(conn)
-            conn.start()
+            conn.mark_ready()
             if resume_rooms is not None:
                 self.hub.resume(conn, resume_rooms)
                 conn.release()
@@ -215,7 +222,7 @@ class Session:
             if msg.type == WSMsgType.TEXT:
                 reply = await self._handle(msg.data)
                 if reply is not None:
-                    conn.push(reply)
+                    conn.send(reply, text_frame(reply))
             elif msg.type == WSMsgType.BINARY:
                 conn.push(_error_frame(InvalidRequest("binary frames are not supported"), None))
             conn.release()  # the first frame after `ready` has been handled
@@ -231,10 +238,10 @@ class Session:
             if ref is not None and (not isinstance(ref, str) or len(ref) > 256):
                 ref = None
                 raise InvalidRequest.fields({"ref": "a string of at most 256 characters"})
-            handler = self.handlers.get(frame.get("type"))  # type: ignore[arg-type]
-            if handler is None:
-                raise InvalidRequest.fields({"type": "one of " + ", ".join(self.handlers)})
-            reply = await handler(frame)
+            name = self.HANDLERS.get(frame.get("type"))  # type: ignore[arg-type]
+            if name is None:
+                raise InvalidRequest.fields({"type": "one of " + ", ".join(self.HANDLERS)})
+            reply = await getattr(self, name)(frame)
         except RateLimited as error:
             self.strikes += 1
             return _error_frame(error, ref)
