@@ -61,6 +61,11 @@ class Conn(ABC):
 class Engine(Conn):
     name: str
 
+    async def write(self, sql: str, *args: Any) -> Row | None:
+        """One statement that writes, committed on its own; returns its first row."""
+        async with self.transaction() as tx:
+            return await tx.fetchrow(sql, *args)
+
     @abstractmethod
     def connections_in_use(self) -> int: ...
 
@@ -132,6 +137,9 @@ class PostgresEngine(Engine):
     async def execute(self, sql: str, *args: Any) -> None:
         async with self.pool.acquire() as conn:
             await _PgConn(conn).execute(sql, *args)
+
+    async def write(self, sql: str, *args: Any) -> Row | None:
+        return await self.fetchrow(sql, *args)  # autocommit: one round trip
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
@@ -215,6 +223,10 @@ class SqliteEngine(Engine):
     async def execute(self, sql: str, *args: Any) -> None:
         async with self.transaction() as tx:
             await tx.execute(sql, *args)
+
+    async def write(self, sql: str, *args: Any) -> Row | None:
+        async with self._write_lock:  # autocommit: one call to the database thread
+            return await _SqliteConn(self._writer).fetchrow(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
@@ -327,6 +339,32 @@ MESSAGE_FIELDS = (
     "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted"
 )
 MESSAGE_COLUMNS = ", ".join("m." + name for name in MESSAGE_FIELDS.split(", "))
+# The send statement of each engine (see Database.send_message).
+SEND_POSTGRES = f"""
+WITH bumped AS (
+    UPDATE rooms SET last_seq = last_seq + 1
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)
+    RETURNING last_seq
+), inserted AS (
+    INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
+    SELECT $1, last_seq, $2, $3::text, $4::text, $5::bigint, $6::bigint FROM bumped
+    RETURNING {MESSAGE_FIELDS}
+), attached AS (
+    INSERT INTO message_attachments (message_id, media_id, position)
+    SELECT inserted.id, a.media_id, a.position - 1
+    FROM inserted, unnest($7::bigint[]) WITH ORDINALITY AS a (media_id, position)
+), marked AS (
+    UPDATE members SET last_read_seq = bumped.last_seq FROM bumped
+    WHERE room_id = $1 AND user_id = $2
+)
+SELECT * FROM inserted
+"""
+SEND_SQLITE = f"""
+INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
+SELECT $1, last_seq + 1, $2, $3, $4, $5, $6 FROM rooms
+WHERE id = $1 AND EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)
+RETURNING {MESSAGE_FIELDS}
+"""
 # Larger than any seq: the upper bound of "newest messages" queries.
 MAX_SEQ = 2**63 - 1
 ROOM_COLUMNS = (
@@ -656,20 +694,36 @@ class Database:
             await self.engine.fetchval("SELECT 1 FROM media WHERE sha256 = $1", sha256) is not None
         )
 
+    # Who may read a media row `md` (`$2` is the reader): its uploader; anyone when it
+    # is someone's avatar; whoever may read a room where a non-deleted message
+    # attaches it (members; anyone signed in for a public room).
+    _MEDIA_READABLE = (
+        "(md.uploader_id = $2"
+        " OR EXISTS (SELECT 1 FROM users u WHERE u.avatar_media_id = md.id)"
+        " OR EXISTS (SELECT 1 FROM message_attachments a"
+        "   JOIN messages m ON m.id = a.message_id AND NOT m.deleted"
+        "   JOIN rooms r ON r.id = m.room_id"
+        "   WHERE a.media_id = md.id AND (r.kind = 'public' OR EXISTS ("
+        "     SELECT 1 FROM members mb WHERE mb.room_id = r.id AND mb.user_id = $2))))"
+    )
+
     async def can_read_media(self, media_id: int, user_id: int) -> bool:
         """Uploader, someone's avatar, or attached in a room the user may read."""
         row = await self.engine.fetchrow(
-            "SELECT 1 FROM media md WHERE md.id = $1 AND (md.uploader_id = $2"
-            " OR EXISTS (SELECT 1 FROM users u WHERE u.avatar_media_id = md.id)"
-            " OR EXISTS (SELECT 1 FROM message_attachments a"
-            "   JOIN messages m ON m.id = a.message_id AND NOT m.deleted"
-            "   JOIN rooms r ON r.id = m.room_id"
-            "   WHERE a.media_id = md.id AND (r.kind = 'public' OR EXISTS ("
-            "     SELECT 1 FROM members mb WHERE mb.room_id = r.id AND mb.user_id = $2))))",
+            f"SELECT 1 FROM media md WHERE md.id = $1 AND {self._MEDIA_READABLE}",
             media_id,
             user_id,
         )
         return row is not None
+
+    async def readable_media(self, media_id: int, user_id: int) -> Media | None:
+        """The media if `user_id` may read it (as `can_read_media`), in one query."""
+        row = await self.engine.fetchrow(
+            f"SELECT {MEDIA_COLUMNS} FROM media md WHERE md.id = $1 AND {self._MEDIA_READABLE}",
+            media_id,
+            user_id,
+        )
+        return None if row is None else _media(row)
 
     async def owned_media_ids(self, uploader_id: int, media_ids: Sequence[int]) -> set[int]:
         rows = await self.engine.fetch(
@@ -908,58 +962,39 @@ class Database:
     ) -> SendResult:
         """Commits a message with the room's next seq (DESIGN.md invariants 1 and 4).
 
-        The seq is taken by bumping rooms.last_seq inside the inserting
-        transaction: the row lock orders concurrent sends, so seqs commit in
-        order with no gaps. A repeated (sender, client_id) returns the stored
-        message. Raises NotMember when the sender is not in the room.
+        One statement takes the seq and inserts, so seqs commit in order with no
+        gaps: on PostgreSQL a data-modifying CTE bumps rooms.last_seq under its
+        row lock, inserts the message and its attachments and moves the sender's
+        read marker; on SQLite, whose write lock covers the whole statement, the
+        insert reads last_seq + 1 and a trigger (sql/sqlite/002) bumps it. A
+        repeated (sender, client_id) hits the unique index and returns the
+        stored message. Raises NotMember when the sender is not in the room.
         """
-        if client_id is not None:
-            existing = await self._message_by_client_id(sender_id, client_id)
-            if existing is not None:
-                return SendResult(existing, created=False)
-        now = now_ms()
+        args = (room_id, sender_id, body, client_id, reply_to, now_ms())
+        media_ids = [media.id for media in attachments]
         try:
-            async with self.engine.transaction() as tx:
-                seq = await tx.fetchval(
-                    "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 AND EXISTS"
-                    " (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)"
-                    " RETURNING last_seq",
-                    room_id,
-                    sender_id,
-                )
-                if seq is None:
-                    raise NotMember()
-                row = await tx.fetchrow(
-                    "INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to,"
-                    " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                    f" RETURNING {MESSAGE_FIELDS}",
-                    room_id,
-                    seq,
-                    sender_id,
-                    body,
-                    client_id,
-                    reply_to,
-                    now,
-                )
-                for position, media in enumerate(attachments):
-                    await tx.execute(
-                        "INSERT INTO message_attachments (message_id, media_id, position)"
-                        " VALUES ($1, $2, $3)",
-                        row["id"],
-                        media.id,
-                        position,
-                    )
-                await tx.execute(
-                    "UPDATE members SET last_read_seq = $3 WHERE room_id = $1 AND user_id = $2",
-                    room_id,
-                    sender_id,
-                    seq,
-                )
+            if self.engine.name == "postgres":
+                row = await self.engine.fetchrow(SEND_POSTGRES, *args, media_ids)
+            elif not media_ids:
+                row = await self.engine.write(SEND_SQLITE, *args)
+            else:
+                async with self.engine.transaction() as tx:
+                    row = await tx.fetchrow(SEND_SQLITE, *args)
+                    for position, media_id in enumerate(media_ids if row else ()):
+                        await tx.execute(
+                            "INSERT INTO message_attachments (message_id, media_id, position)"
+                            " VALUES ($1, $2, $3)",
+                            row["id"],
+                            media_id,
+                            position,
+                        )
         except UniqueViolation:
             existing = await self._message_by_client_id(sender_id, client_id or "")
             if existing is None:
                 raise
             return SendResult(existing, created=False)
+        if row is None:
+            raise NotMember()
         return SendResult(_message(row, tuple(attachments)), created=True)
 
     async def get_message(self, room_id: int, message_id: int) -> Message | None:
