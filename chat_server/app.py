@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import auth, keys, messages, observability, rooms, users, ws
+from . import auth, keys, media, messages, observability, rooms, users, ws
 from .config import Config
 from .db import Database
 from .errors import MAX_JSON_BYTES, Unavailable, error_middleware
@@ -44,6 +44,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(_password_hasher)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_hub)
+    app.cleanup_ctx.append(media.media_store)
     app.on_shutdown.append(_close_websockets)
     _add_routes(app)
     return app
@@ -113,6 +114,9 @@ def _add_routes(app: web.Application) -> None:
             web.delete(f"{api}/rooms/{{room_id}}/messages/{{message_id}}", messages.delete_message),
             web.post(f"{api}/rooms/{{room_id}}/read", messages.read_marker),
             web.get(f"{api}/search", messages.search),
+            web.post(f"{api}/media", media.upload),
+            web.get(f"{api}/media/{{media_id}}", media.download),
+            web.get(f"{api}/media/{{media_id}}/thumbnail", media.thumbnail),
             web.get(f"{api}/ws", ws.websocket),
             web.get("/", web_client),
         ]

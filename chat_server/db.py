@@ -9,6 +9,7 @@ on the engine. Times are epoch milliseconds.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import sqlite3
@@ -167,6 +168,7 @@ class PostgresEngine(Engine):
 _PARAM = re.compile(r"\$(\d+)")
 
 
+@functools.lru_cache(maxsize=512)
 def _sqlite_sql(sql: str) -> str:
     return _PARAM.sub(r"?\1", sql)
 
