@@ -33,6 +33,7 @@ from .errors import (
     RateLimited,
     Unauthorized,
     Validator,
+    is_ascii_digits,
     path_id,
     read_json,
 )
@@ -153,7 +154,7 @@ class TokenService:
             claims.get("typ") != typ
             or not isinstance(sid, int)
             or not isinstance(sub, str)
-            or not sub.isdigit()
+            or not is_ascii_digits(sub)
             or (typ == "refresh" and not isinstance(claims.get("jti"), str))
         ):
             raise Unauthorized("invalid or expired token")

@@ -152,10 +152,11 @@ def is_database_outage(exc: BaseException) -> bool:
         ConnectionError
         | OSError
         | TimeoutError
-        | asyncpg.exceptions.CannotConnectNowError
-        | asyncpg.exceptions.ConnectionDoesNotExistError
-        | asyncpg.exceptions.InterfaceError
+        | asyncpg.PostgresConnectionError  # cannot connect now, connection gone, ...
+        | asyncpg.InterfaceError
+        | asyncpg.InternalClientError  # a connection broken mid-query
         | asyncpg.exceptions.AdminShutdownError
+        | asyncpg.exceptions.CannotConnectNowError
         | asyncpg.exceptions.TooManyConnectionsError,
     )
 
@@ -323,6 +324,11 @@ def is_storable_text(value: str) -> bool:
 def path_id(request: web.Request, name: str) -> int:
     """An id from the URL path; anything but a positive 64-bit integer is 404."""
     text = request.match_info[name]
-    if not text.isdigit() or not 1 <= int(text) <= MAX_INT:
+    if not is_ascii_digits(text) or not 1 <= int(text) <= MAX_INT:
         raise NotFound()
     return int(text)
+
+
+def is_ascii_digits(text: str) -> bool:
+    """True for 0-9 only: str.isdigit() also accepts digits like "²" that int() refuses."""
+    return text.isascii() and text.isdigit()

@@ -27,7 +27,9 @@ from .errors import (
     RateLimited,
     Unavailable,
     Validator,
+    is_ascii_digits,
     is_database_outage,
+    is_storable_text,
 )
 from .hub import Connection, Event, dumps, text_frame
 from .messages import mark_read, parse_send, post_message
@@ -46,6 +48,8 @@ HEARTBEAT_SECONDS = 30.0
 TYPING_INTERVAL = 3.0
 # Rate-limited sends tolerated on one connection before it is closed (1008).
 RATE_LIMIT_STRIKES = 10
+# Longest `ref` echoed back to the client.
+MAX_REF = 256
 # Largest `rooms` map accepted in a resume.
 MAX_RESUME_ROOMS = 10_000
 
@@ -135,7 +139,12 @@ def frame_ref(data: Any) -> str | None:
         ref = json.loads(data).get("ref")
     except (ValueError, RecursionError, AttributeError, TypeError):
         return None
-    return ref if isinstance(ref, str) and len(ref) <= 256 else None
+    return ref if _valid_ref(ref) else None
+
+
+def _valid_ref(ref: Any) -> bool:
+    """A `ref` we can echo: a short string that encodes to UTF-8."""
+    return isinstance(ref, str) and len(ref) <= MAX_REF and is_storable_text(ref)
 
 
 def _error_frame(error: ApiError, ref: str | None) -> str:
@@ -154,7 +163,7 @@ def _resume_rooms(frame: dict[str, Any]) -> dict[int, int]:
     parsed = {}
     for key, seq in rooms.items():
         if (
-            not key.isdigit()
+            not is_ascii_digits(key)
             or isinstance(seq, bool)
             or not isinstance(seq, int)
             or not 0 <= seq <= MAX_INT
@@ -235,10 +244,11 @@ class Session:
         try:
             frame = _parse_frame(data)
             ref = frame.get("ref")
-            if ref is not None and (not isinstance(ref, str) or len(ref) > 256):
+            if ref is not None and not _valid_ref(ref):
                 ref = None
-                raise InvalidRequest.fields({"ref": "a string of at most 256 characters"})
-            name = self.HANDLERS.get(frame.get("type"))  # type: ignore[arg-type]
+                raise InvalidRequest.fields({"ref": f"a string of at most {MAX_REF} characters"})
+            kind = frame.get("type")
+            name = self.HANDLERS.get(kind) if isinstance(kind, str) else None
             if name is None:
                 raise InvalidRequest.fields({"type": "one of " + ", ".join(self.HANDLERS)})
             reply = await getattr(self, name)(frame)
