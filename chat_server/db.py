@@ -341,6 +341,8 @@ MESSAGE_FIELDS = (
     "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted"
 )
 MESSAGE_COLUMNS = ", ".join("m." + name for name in MESSAGE_FIELDS.split(", "))
+# Most sends committed by one group-commit statement.
+SEND_BATCH_LIMIT = 200
 # The send statement of each engine (see Database.send_message).
 SEND_POSTGRES = f"""
 WITH bumped AS (
@@ -360,6 +362,41 @@ WITH bumped AS (
     WHERE room_id = $1 AND user_id = $2
 )
 SELECT * FROM inserted
+"""
+# Group commit on PostgreSQL: many sends (to any rooms) in one statement. Rooms
+# are locked in id order (no deadlock between processes), non-members'
+# sends are dropped before numbering (so no seq is skipped), each room's
+# last_seq is bumped once, and every row comes back with its batch position.
+SEND_BATCH_POSTGRES = f"""
+WITH batch AS (
+    SELECT b.* FROM unnest(
+        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]
+    ) WITH ORDINALITY AS b (room_id, sender_id, body, client_id, reply_to, created_at, ord)
+    WHERE EXISTS (
+        SELECT 1 FROM members m WHERE m.room_id = b.room_id AND m.user_id = b.sender_id
+    )
+), numbered AS (
+    SELECT batch.*, row_number() OVER (PARTITION BY room_id ORDER BY ord) AS n FROM batch
+), locked AS (
+    SELECT id FROM rooms WHERE id IN (SELECT room_id FROM numbered) ORDER BY id FOR UPDATE
+), bumped AS (
+    UPDATE rooms r SET last_seq = r.last_seq + c.count
+    FROM (SELECT room_id, count(*) AS count FROM numbered GROUP BY room_id) c
+    WHERE r.id = c.room_id AND r.id IN (SELECT id FROM locked)
+    RETURNING r.id, r.last_seq - c.count AS base
+), inserted AS (
+    INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
+    SELECT n.room_id, b.base + n.n, n.sender_id, n.body, n.client_id, n.reply_to, n.created_at
+    FROM numbered n JOIN bumped b ON b.id = n.room_id
+    RETURNING {MESSAGE_FIELDS}
+), marked AS (
+    UPDATE members m SET last_read_seq = x.seq
+    FROM (SELECT room_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2) x
+    WHERE m.room_id = x.room_id AND m.user_id = x.sender_id
+)
+SELECT inserted.*, n.ord FROM inserted
+JOIN bumped b ON b.id = inserted.room_id
+JOIN numbered n ON n.room_id = inserted.room_id AND b.base + n.n = inserted.seq
 """
 SEND_SQLITE = f"""
 INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
@@ -460,11 +497,25 @@ class NotMember(Exception):
     """A send into a room the sender is not a member of (or that does not exist)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Send:
+    room_id: int
+    sender_id: int
+    body: str
+    client_id: str | None
+    reply_to: int | None
+    created_at: int
+    attachments: tuple[Media, ...]
+
+
 class Database:
     """The named queries of the application, over either engine."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Group commit (PostgreSQL): sends waiting for the next batch statement.
+        self._pending: list[tuple[_Send, asyncio.Future[SendResult]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, url: str) -> Database:
@@ -966,14 +1017,83 @@ class Database:
 
         One statement takes the seq and inserts, so seqs commit in order with no
         gaps: on PostgreSQL a data-modifying CTE bumps rooms.last_seq under its
-        row lock, inserts the message and its attachments and moves the sender's
-        read marker; on SQLite, whose write lock covers the whole statement, the
-        insert reads last_seq + 1 and a trigger (sql/sqlite/002) bumps it. A
-        repeated (sender, client_id) hits the unique index and returns the
-        stored message. Raises NotMember when the sender is not in the room.
+        row lock and inserts (sends arriving together share one statement, see
+        `_commit_pending`); on SQLite, whose write lock covers the whole
+        statement, the insert reads last_seq + 1 and a trigger (sql/sqlite/002)
+        bumps it. A repeated (sender, client_id) hits the unique index and
+        returns the stored message. Raises NotMember when the sender is not in
+        the room.
         """
-        args = (room_id, sender_id, body, client_id, reply_to, now_ms())
-        media_ids = [media.id for media in attachments]
+        send = _Send(room_id, sender_id, body, client_id, reply_to, now_ms(), tuple(attachments))
+        if self.engine.name != "postgres" or attachments:
+            return await self._send_one(send)
+        future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((send, future))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_pending())
+        return await future
+
+    async def _commit_pending(self) -> None:
+        """Group commit: while a statement runs, sends queue up and go in the next one."""
+        try:
+            while self._pending:
+                batch = self._pending[:SEND_BATCH_LIMIT]
+                del self._pending[:SEND_BATCH_LIMIT]
+                try:
+                    results = await self._send_batch([send for send, _ in batch])
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._committer = None
+
+    async def _send_batch(self, sends: list[_Send]) -> list[SendResult | BaseException]:
+        if len(sends) == 1:
+            return [await self._capture(self._send_one(sends[0]))]
+        try:
+            rows = await self.engine.fetch(
+                SEND_BATCH_POSTGRES,
+                [s.room_id for s in sends],
+                [s.sender_id for s in sends],
+                [s.body for s in sends],
+                [s.client_id for s in sends],
+                [s.reply_to for s in sends],
+                [s.created_at for s in sends],
+            )
+        except UniqueViolation:  # a retried client_id: send one by one, which handles it
+            return [await self._capture(self._send_one(send)) for send in sends]
+        by_position = {row["ord"]: _message(row) for row in rows}
+        return [
+            SendResult(by_position[i], created=True) if i in by_position else NotMember()
+            for i in range(1, len(sends) + 1)
+        ]
+
+    @staticmethod
+    async def _capture(coroutine: Any) -> Any:
+        try:
+            return await coroutine
+        except Exception as exc:
+            return exc
+
+    async def _send_one(self, send: _Send) -> SendResult:
+        args = (
+            send.room_id,
+            send.sender_id,
+            send.body,
+            send.client_id,
+            send.reply_to,
+            send.created_at,
+        )
+        media_ids = [media.id for media in send.attachments]
         try:
             if self.engine.name == "postgres":
                 row = await self.engine.fetchrow(SEND_POSTGRES, *args, media_ids)
@@ -991,13 +1111,13 @@ class Database:
                             position,
                         )
         except UniqueViolation:
-            existing = await self._message_by_client_id(sender_id, client_id or "")
+            existing = await self._message_by_client_id(send.sender_id, send.client_id or "")
             if existing is None:
                 raise
             return SendResult(existing, created=False)
         if row is None:
             raise NotMember()
-        return SendResult(_message(row, tuple(attachments)), created=True)
+        return SendResult(_message(row, send.attachments), created=True)
 
     async def get_message(self, room_id: int, message_id: int) -> Message | None:
         rows = await self.engine.fetch(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from .conftest import error_of, signup
 from .test_rooms import create_room
 
@@ -165,3 +167,37 @@ async def test_search_only_rooms_i_am_in(client, alice, bob):
     odd = await client.get(f'{search}?q="%27)--%20OR%201=1', headers=alice.headers)
     assert odd.status == 200
     await error_of(await client.get(search, headers=alice.headers), 400)
+
+
+async def test_concurrent_sends_with_retries_and_outsiders_keep_seqs_contiguous(client, alice, bob):
+    """Sends arriving together (group-committed on PostgreSQL) keep every guarantee."""
+    room = await create_room(client, alice)
+    other = await create_room(client, alice, name="other")
+    await send(client, alice, room, "first", client_id="dup-0")
+
+    async def post(account, target, body, **extra):
+        response = await client.post(
+            messages_path(target), json={"body": body, **extra}, headers=account.headers
+        )
+        return response.status, await response.json()
+
+    results = await asyncio.gather(
+        *(post(alice, room, f"m{i}", client_id=f"c{i}") for i in range(20)),
+        *(post(alice, other, f"o{i}") for i in range(5)),
+        *(post(bob, room, "not a member") for _ in range(3)),
+    )
+    assert [status for status, _ in results] == [201] * 25 + [403] * 3
+    retries = await asyncio.gather(
+        post(alice, room, "retry", client_id="dup-0"),
+        post(alice, room, "retry again", client_id="c3"),
+        post(alice, room, "new", client_id="c-new"),
+    )
+    assert [status for status, _ in retries] == [200, 200, 201]
+    assert retries[0][1]["body"] == "first" and retries[1][1] == results[3][1]
+    history = await (await client.get(messages_path(room), headers=alice.headers)).json()
+    assert [m["seq"] for m in history["items"]] == list(range(1, 23))
+    assert len({m["client_id"] for m in history["items"]}) == 22
+    other_history = await (await client.get(messages_path(other), headers=alice.headers)).json()
+    assert [m["seq"] for m in other_history["items"]] == list(range(1, 6))
+    mine = await (await client.get(f"/api/v1/rooms/{room['id']}", headers=alice.headers)).json()
+    assert mine["my_last_read_seq"] == 22
