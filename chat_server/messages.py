@@ -10,6 +10,7 @@ from aiohttp import web
 
 from . import keys
 from .auth import require_auth
+from .connection import Event, dumps
 from .db import NotMember, SendResult
 from .errors import (
     Forbidden,
@@ -20,7 +21,6 @@ from .errors import (
     path_id,
     read_json,
 )
-from .hub import Event, dumps
 from .models import Message
 from .paging import decode_cursor, page, page_limit
 from .rooms import MANAGERS, member_room, visible_room

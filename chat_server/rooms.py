@@ -13,8 +13,8 @@ from aiohttp import web
 
 from . import keys
 from .auth import require_auth
+from .connection import Event
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Validator, path_id, read_json
-from .hub import Event
 from .models import Room, User
 from .paging import decode_cursor, page, page_limit
 

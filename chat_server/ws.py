@@ -19,6 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import keys
 from .auth import Principal, authenticate_token, bearer_token
+from .connection import Connection, Event, dumps, text_frame
 from .errors import (
     MAX_INT,
     ApiError,
@@ -31,7 +32,6 @@ from .errors import (
     is_database_outage,
     is_storable_text,
 )
-from .hub import Connection, Event, dumps, text_frame
 from .messages import mark_read, parse_send, post_message
 from .rooms import member_room
 
