@@ -110,7 +110,7 @@ class PasswordHasher:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: the user and the session their token belongs to."""
 

@@ -156,7 +156,7 @@ class Connection:
         self.metrics = metrics
         self.outbox_limit = outbox_limit
         self.rooms: dict[int, int] = {}  # room_id -> last seq delivered
-        self.outbox: deque[Any] = deque()
+        self.outbox: deque[Any] | None = None  # created when first needed
         # Rooms with live message.new events held until the first frame after
         # `ready` is handled, so a resume's replay comes first (API.md). Only
         # the room is kept: release() catches up from the database, which
@@ -195,7 +195,9 @@ class Connection:
     def push(self, item: Any) -> None:
         if self.closed:
             return
-        if len(self.outbox) >= self.outbox_limit:
+        if self.outbox is None:
+            self.outbox = deque()
+        elif len(self.outbox) >= self.outbox_limit:
             log.info("closing slow consumer user=%s", self.user_id)
             self.metrics.slow_consumers.inc()
             self.abort(WSCloseCode.TRY_AGAIN_LATER, "too slow: reconnect and resume")
@@ -240,7 +242,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
-        self.outbox.clear()
+        self.outbox = None
         if self.writer is not None:
             self.writer.cancel()
         self.closer = asyncio.create_task(self._close(code, reason))
@@ -279,6 +281,8 @@ class Connection:
             await self._close(code, "try again: reconnect and resume")
         finally:
             self.writer = None
+            if not self.outbox:
+                self.outbox = None  # idle sockets keep no empty queue
 
     async def _deliver(self, item: Ordered) -> None:
         last = self.rooms.get(item.room_id)

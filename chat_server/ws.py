@@ -198,21 +198,12 @@ class Session:
         self.strikes = 0
 
     async def run(self, resume_rooms: dict[int, int] | None) -> None:
-        db = self.app[keys.DB]
-        user = await db.get_user(self.me.user_id)
-        if user is None:
-            await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no such user")
-            return
         conn = self.conn = self.hub.connect(
             self.ws, self.request, self.me.user_id, self.me.session_id
         )
         try:
-            room_seqs = await db.room_seqs_of(self.me.user_id)
-            self.hub.set_rooms(conn, room_seqs)
-            rooms = [{"room_id": r, "last_seq": s} for r, s in sorted(room_seqs.items())]
-            await self.ws.send_str(dumps({"type": "ready", "user": user.to_json(), "rooms": rooms}))
-            self.hub.presence_of_roommates(conn)
-            conn.mark_ready()
+            if not await self._send_ready(conn):
+                return
             if resume_rooms is not None:
                 self.hub.resume(conn, resume_rooms)
                 conn.release()
@@ -223,6 +214,25 @@ class Session:
                 release_timer.cancel()
         finally:
             self.hub.disconnect(conn)
+
+    async def _send_ready(self, conn: Connection) -> bool:
+        """Follow the user's rooms from their current seqs, and say `ready`.
+
+        (A coroutine of its own so the user and room rows it reads are not
+        kept alive for the connection's lifetime.)
+        """
+        db = self.app[keys.DB]
+        user = await db.get_user(self.me.user_id)
+        if user is None:
+            await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no such user")
+            return False
+        room_seqs = await db.room_seqs_of(self.me.user_id)
+        self.hub.set_rooms(conn, room_seqs)
+        rooms = [{"room_id": r, "last_seq": s} for r, s in sorted(room_seqs.items())]
+        await self.ws.send_str(dumps({"type": "ready", "user": user.to_json(), "rooms": rooms}))
+        self.hub.presence_of_roommates(conn)
+        conn.mark_ready()
+        return True
 
     async def _read_loop(self, conn: Connection) -> None:
         frames_in = self.app[keys.METRICS].events_in
