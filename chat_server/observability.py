@@ -35,7 +35,7 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with any `extra` fields of the record."""
 
-    RESERVED = frozenset(vars(logging.makeLogRecord({})))
+    RESERVED = frozenset([*vars(logging.makeLogRecord({})), "message", "asctime"])
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
