@@ -341,8 +341,10 @@ MESSAGE_FIELDS = (
     "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted"
 )
 MESSAGE_COLUMNS = ", ".join("m." + name for name in MESSAGE_FIELDS.split(", "))
-# Most sends committed by one group-commit statement.
+# Most sends committed by one group-commit statement, and how many such
+# statements may run at once (a second one overlaps the first's commit wait).
 SEND_BATCH_LIMIT = 200
+SEND_COMMITTERS = 2
 # The send statement of each engine (see Database.send_message).
 SEND_POSTGRES = f"""
 WITH bumped AS (
@@ -515,7 +517,7 @@ class Database:
         self.engine = engine
         # Group commit (PostgreSQL): sends waiting for the next batch statement.
         self._pending: list[tuple[_Send, asyncio.Future[SendResult]]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._committers: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(cls, url: str) -> Database:
@@ -1029,32 +1031,31 @@ class Database:
             return await self._send_one(send)
         future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
         self._pending.append((send, future))
-        if self._committer is None:
-            self._committer = asyncio.create_task(self._commit_pending())
+        if len(self._committers) < SEND_COMMITTERS:
+            committer = asyncio.create_task(self._commit_pending())
+            self._committers.add(committer)
+            committer.add_done_callback(self._committers.discard)
         return await future
 
     async def _commit_pending(self) -> None:
         """Group commit: while a statement runs, sends queue up and go in the next one."""
-        try:
-            while self._pending:
-                batch = self._pending[:SEND_BATCH_LIMIT]
-                del self._pending[:SEND_BATCH_LIMIT]
-                try:
-                    results = await self._send_batch([send for send, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+        while self._pending:
+            batch = self._pending[:SEND_BATCH_LIMIT]
+            del self._pending[:SEND_BATCH_LIMIT]
+            try:
+                results = await self._send_batch([send for send, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
                     continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self._committer = None
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
     async def _send_batch(self, sends: list[_Send]) -> list[SendResult | BaseException]:
         if len(sends) == 1:

@@ -11,7 +11,7 @@ from aiohttp import web
 from . import keys
 from .auth import require_auth
 from .connection import Event, dumps
-from .db import NotMember, SendResult
+from .db import NotMember
 from .errors import (
     Forbidden,
     InvalidRequest,
@@ -57,7 +57,16 @@ def parse_send(source: dict[str, Any], room_id: int | None = None) -> SendReques
     return SendRequest(room_id, body, client_id, reply_to, tuple(attachments))
 
 
-async def post_message(app: web.Application, user_id: int, send: SendRequest) -> SendResult:
+@dataclass(frozen=True)
+class Posted:
+    """A committed (or, for a retried client_id, the original) message."""
+
+    message: Message
+    created: bool
+    encoded: str  # the Message object as JSON, serialized once for event, ack and response
+
+
+async def post_message(app: web.Application, user_id: int, send: SendRequest) -> Posted:
     """Validate, commit with the room's next seq, then announce (ack after commit).
 
     The one send path: REST, WebSocket and embedded bots all come here.
@@ -84,18 +93,30 @@ async def post_message(app: web.Application, user_id: int, send: SendRequest) ->
     except NotMember:
         await member_room(app, send.room_id, user_id)  # raises the right 404/403
         raise Forbidden("join the room first") from None
+    as_json = result.message.to_json()
+    encoded = dumps(as_json)
     if result.created:
         app[keys.METRICS].messages_persisted.inc()
-        publish_message(app, "message.new", result.message)
-    return result
+        publish_message(app, "message.new", result.message, (as_json, encoded))
+    return Posted(result.message, result.created, encoded)
 
 
-def publish_message(app: web.Application, kind: str, message: Message) -> None:
-    payload = {"type": kind, "message": message.to_json()}
+def publish_message(
+    app: web.Application,
+    kind: str,
+    message: Message,
+    encoded: tuple[dict[str, Any], str] | None = None,
+) -> None:
+    """Announce a committed message event.
+
+    `encoded` is the message's JSON object and text when the caller made them
+    already: the text is spliced into the frame rather than serialized again.
+    """
+    as_json, text = encoded or (message.to_json(), dumps(message.to_json()))
     app[keys.HUB].publish(
         Event.make(
-            payload,
-            frame=dumps(payload),
+            {"type": kind, "message": as_json},
+            frame=f'{{"type":"{kind}","message":{text}}}',
             room_id=message.room_id,
             seq=message.seq if kind == "message.new" else None,
         )
@@ -124,8 +145,12 @@ async def send_message(request: web.Request) -> web.Response:
     me = await require_auth(request)
     room_id = path_id(request, "room_id")
     send = parse_send(await read_json(request), room_id)
-    result = await post_message(request.app, me.user_id, send)
-    return web.json_response(result.message.to_json(), status=201 if result.created else 200)
+    posted = await post_message(request.app, me.user_id, send)
+    return web.Response(
+        text=posted.encoded,
+        status=201 if posted.created else 200,
+        content_type="application/json",
+    )
 
 
 async def history(request: web.Request) -> web.Response:

@@ -274,8 +274,8 @@ class Session:
                 log.exception("frame failed")
                 error = ApiError()
             return _error_frame(error, ref)
-        if reply is None:
-            return None
+        if reply is None or isinstance(reply, str):
+            return reply  # nothing, or a frame the handler serialized itself
         if ref is not None:
             reply["ref"] = ref
         return dumps(reply)
@@ -285,10 +285,12 @@ class Session:
     async def on_ping(self, frame: dict[str, Any]) -> dict[str, Any]:
         return {"type": "pong"}
 
-    async def on_send(self, frame: dict[str, Any]) -> dict[str, Any]:
-        result = await post_message(self.app, self.me.user_id, parse_send(frame))
+    async def on_send(self, frame: dict[str, Any]) -> str:
+        posted = await post_message(self.app, self.me.user_id, parse_send(frame))
         self.strikes = 0
-        return {"type": "ack", "message": result.message.to_json()}
+        ref = frame.get("ref")  # already checked by _handle
+        ref_field = "" if ref is None else f'"ref":{dumps(ref)},'
+        return f'{{"type":"ack",{ref_field}"message":{posted.encoded}}}'  # no re-serializing
 
     def _room_id(self, frame: dict[str, Any]) -> tuple[Validator, int | None]:
         v = Validator(frame)
