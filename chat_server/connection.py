@@ -133,6 +133,7 @@ class Connection:
         "request",
         "rooms",
         "session_id",
+        "unflushed",
         "user_id",
         "writer",
         "ws",
@@ -163,6 +164,7 @@ class Connection:
         # bounds memory however long the hold lasts.
         self.held: set[int] | None = set()
         self.ready = False  # nothing is written before `ready`
+        self.unflushed: list[bytes] | None = None  # frames for this turn's single write
         self.closed = False
         self.writer: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
@@ -173,7 +175,12 @@ class Connection:
         self._wake_writer()
 
     def _write_now(self, wire: bytes) -> bool:
-        """Write a pre-encoded frame at once if nothing is queued and the socket keeps up."""
+        """Write a pre-encoded frame now if nothing is queued and the socket keeps up.
+
+        Frames written in one turn of the event loop leave in one system call
+        (`_flush` runs at the end of the turn): under load a socket gets one
+        write for several messages, and a sender one for its echo and its ack.
+        """
         if self.writer is not None or self.outbox or not self.ready or self.closed:
             return False
         transport = self.request.transport
@@ -184,8 +191,26 @@ class Connection:
             or transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT
         ):
             return False
-        transport.write(wire)
+        if self.unflushed is None:
+            self.unflushed = [wire]
+            asyncio.get_running_loop().call_soon(self._flush)
+        elif len(self.unflushed) < self.outbox_limit:
+            self.unflushed.append(wire)
+        else:
+            return False
         return True
+
+    def _flush(self) -> None:
+        frames, self.unflushed = self.unflushed, None
+        transport = self.request.transport
+        if (
+            frames
+            and not self.closed
+            and not self.ws.closed
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def send(self, frame: str, wire: bytes) -> None:
         """Send an unordered frame (typing, presence, member and room events, replies)."""
@@ -248,6 +273,7 @@ class Connection:
         self.closer = asyncio.create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
+        self._flush()  # what this turn already accepted goes before the close frame
         self.closed = True
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT)
