@@ -196,13 +196,14 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return parse_json_object(raw)
 
 
-def parse_json_object(raw: bytes | str) -> dict[str, Any]:
+def parse_json_object(raw: bytes | str, what: str = "body") -> dict[str, Any]:
+    """A JSON object from a request body or a WebSocket frame, else a 400."""
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):
-        raise InvalidRequest("body is not valid JSON") from None
+        raise InvalidRequest(f"{what} is not valid JSON") from None
     if not isinstance(data, dict):
-        raise InvalidRequest("body must be a JSON object")
+        raise InvalidRequest(f"{what} must be a JSON object")
     return data
 
 

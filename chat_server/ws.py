@@ -31,6 +31,7 @@ from .errors import (
     is_ascii_digits,
     is_database_outage,
     is_storable_text,
+    parse_json_object,
 )
 from .messages import mark_read, parse_send, post_message
 from .rooms import member_room
@@ -102,7 +103,7 @@ async def _auth_frame(
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"expected an auth frame")
         return None
     try:
-        frame = _parse_frame(msg.data)
+        frame = parse_json_object(msg.data, "frame")
         if frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
             raise InvalidRequest("the first frame must be {type: auth, token}")
         rooms = _resume_rooms(frame) if "rooms" in frame else None
@@ -122,16 +123,6 @@ async def _auth_frame(
         await ws.close(code=code, message=error.code.encode())
         return None
     return principal, rooms
-
-
-def _parse_frame(data: str) -> dict[str, Any]:
-    try:
-        frame = json.loads(data)
-    except (ValueError, RecursionError):
-        raise InvalidRequest("frame is not valid JSON") from None
-    if not isinstance(frame, dict):
-        raise InvalidRequest("frame must be a JSON object")
-    return frame
 
 
 def frame_ref(data: Any) -> str | None:
@@ -252,7 +243,7 @@ class Session:
     async def _handle(self, data: str) -> str | None:
         ref = None
         try:
-            frame = _parse_frame(data)
+            frame = parse_json_object(data, "frame")
             ref = frame.get("ref")
             if ref is not None and not _valid_ref(ref):
                 ref = None

@@ -8,6 +8,7 @@ are skipped, except under CI=true, where that is a failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -60,6 +61,32 @@ def pg_database() -> Iterator[str]:
         yield _pg_url(name)
     finally:
         _run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[str]:
+    """A PostgreSQL database of its own, for server processes to migrate; dropped after."""
+    name = f"chat_scratch_{secrets.token_hex(4)}"
+    _run(_admin(f"CREATE DATABASE {name}"))
+    try:
+        yield _pg_url(name)
+    finally:
+        _run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@contextlib.contextmanager
+def engine_env(
+    engine: str, request: pytest.FixtureRequest, data_dir: Path
+) -> Iterator[dict[str, str]]:
+    """Environment for `python run.py` on `engine`: SQLite in `data_dir`, or a scratch
+    PostgreSQL database (skipped without PostgreSQL, a failure under CI=true)."""
+    env = {"CHAT_DATA_DIR": str(data_dir)}
+    if engine == "sqlite":
+        yield env
+        return
+    request.getfixturevalue("pg_database")
+    with scratch_database() as url:
+        yield env | {"CHAT_DATABASE_URL": url}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

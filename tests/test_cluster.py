@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from .conftest import PASSWORD, _admin, _pg_url, _run
+from .conftest import PASSWORD, scratch_database
 from .servers import RedisProcess, ServerProcess
 from .wsutil import assert_silent, messages_until, next_of
 
@@ -22,12 +22,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def cluster_db(pg_database: str) -> Iterator[str]:
     """A fresh database of the cluster's own (its processes migrate it at start)."""
-    name = f"chat_cluster_{secrets.token_hex(4)}"
-    _run(_admin(f"CREATE DATABASE {name}"))
-    try:
-        yield _pg_url(name)
-    finally:
-        _run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    with scratch_database() as url:
+        yield url
 
 
 def start_nodes(tmp_path: Path, db_url: str, redis_url: str, count: int = 2, **env: str):

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import glob
 import os
-import secrets
 import shutil
 import signal
 import sqlite3
@@ -37,7 +36,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from .conftest import IN_CI, PASSWORD, _admin, _pg_url, _run
+from .conftest import IN_CI, PASSWORD, _run, engine_env
 from .servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -53,17 +52,8 @@ def _missing(tool: str) -> None:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def server_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {"CHAT_DATA_DIR": str(tmp_path / "data")}
-    if request.param == "sqlite":
+    with engine_env(request.param, request, tmp_path / "data") as env:
         yield env
-        return
-    request.getfixturevalue("pg_database")  # skips (or fails under CI) without PostgreSQL
-    name = f"chat_faults_{secrets.token_hex(4)}"
-    _run(_admin(f"CREATE DATABASE {name}"))
-    try:
-        yield env | {"CHAT_DATABASE_URL": _pg_url(name)}
-    finally:
-        _run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 class Api:

@@ -11,7 +11,6 @@ content type, its headers and its body schema.
 from __future__ import annotations
 
 import json
-import secrets
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from .conftest import PASSWORD, _admin, _pg_url, _run
+from .conftest import PASSWORD, engine_env
 from .servers import REPO, ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -100,20 +99,12 @@ def _seed(url: str) -> str:
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def target(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Target]:
     workdir: Path = tmp_path_factory.mktemp(f"fuzz-{request.param}")
-    env = {"CHAT_DATA_DIR": str(workdir / "data"), "CHAT_AUTH_RATE": "0", "CHAT_MESSAGE_RATE": "0"}
-    database = None
-    if request.param == "postgres":
-        request.getfixturevalue("pg_database")  # skips (or fails under CI) without PostgreSQL
-        database = f"chat_fuzz_{secrets.token_hex(4)}"
-        _run(_admin(f"CREATE DATABASE {database}"))
-        env["CHAT_DATABASE_URL"] = _pg_url(database)
-    server = ServerProcess(env, workdir).start()
-    try:
-        yield Target(request.param, server, _seed(server.url))
-    finally:
-        server.stop()
-        if database is not None:
-            _run(_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+    with engine_env(request.param, request, workdir / "data") as env:
+        server = ServerProcess(env, workdir).start()
+        try:
+            yield Target(request.param, server, _seed(server.url))
+        finally:
+            server.stop()
 
 
 @pytest.fixture

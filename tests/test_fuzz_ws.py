@@ -28,7 +28,7 @@ import pytest
 from aiohttp import WSMsgType
 from hypothesis import strategies as st
 
-from .conftest import PASSWORD, _admin, _pg_url, _run
+from .conftest import PASSWORD, engine_env
 from .servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -129,27 +129,19 @@ async def _start(server: ServerProcess) -> tuple[aiohttp.ClientSession, str, int
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def harness(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Harness]:
     workdir: Path = tmp_path_factory.mktemp(f"wsfuzz-{request.param}")
-    env = {"CHAT_DATA_DIR": str(workdir / "data"), "CHAT_AUTH_RATE": "0", "CHAT_MESSAGE_RATE": "0"}
-    database = None
-    if request.param == "postgres":
-        request.getfixturevalue("pg_database")  # skips (or fails under CI) without PostgreSQL
-        database = f"chat_wsfuzz_{secrets.token_hex(4)}"
-        _run(_admin(f"CREATE DATABASE {database}"))
-        env["CHAT_DATABASE_URL"] = _pg_url(database)
-    server = ServerProcess(env, workdir).start()
-    loop = Loop()
-    try:
-        session, token, room_id = loop.run(_start(server))
-        h = Harness(request.param, server, loop, session, token, room_id)
-        h.fuzzed = loop.run(h.connect())
-        h.steady = loop.run(h.connect())
-        yield h
-        loop.run(session.close())
-    finally:
-        loop.close()
-        server.stop()
-        if database is not None:
-            _run(_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+    with engine_env(request.param, request, workdir / "data") as env:
+        server = ServerProcess(env, workdir).start()
+        loop = Loop()
+        try:
+            session, token, room_id = loop.run(_start(server))
+            h = Harness(request.param, server, loop, session, token, room_id)
+            h.fuzzed = loop.run(h.connect())
+            h.steady = loop.run(h.connect())
+            yield h
+            loop.run(session.close())
+        finally:
+            loop.close()
+            server.stop()
 
 
 # --- strategies ------------------------------------------------------------------------
