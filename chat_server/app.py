@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -29,7 +30,8 @@ WEB_CSP = (
 def create_app(config: Config | None = None) -> web.Application:
     config = config or Config.from_env()
     app = web.Application(
-        middlewares=[observability.observe, error_middleware], client_max_size=MAX_JSON_BYTES
+        middlewares=[observability.observe, cors, error_middleware],
+        client_max_size=MAX_JSON_BYTES,
     )
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
@@ -124,6 +126,43 @@ def _add_routes(app: web.Application) -> None:
     if app[keys.CONFIG].metrics:
         app.router.add_get("/metrics", observability.metrics_endpoint)
     app.router.add_static("/web", WEB_DIR, name="web")
+
+
+# --- CORS ------------------------------------------------------------------------------
+
+# What browsers on an allowed origin (CHAT_ALLOWED_ORIGINS) may send and read.
+CORS_ALLOW_METHODS = "GET, POST, PATCH, DELETE"
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-None-Match, Range, X-Request-ID"
+CORS_EXPOSE_HEADERS = "Retry-After, X-Request-ID, ETag, Content-Range, Content-Disposition"
+CORS_MAX_AGE = "600"
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """CORS for the origins in CHAT_ALLOWED_ORIGINS; others get no CORS headers at all.
+
+    Tokens travel in the Authorization header, never in cookies, so credentials
+    are not allowed.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None or origin.rstrip("/") not in request.app[keys.CONFIG].allowed_origins:
+        return await handler(request)
+    cors_headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return web.Response(
+            status=204,
+            headers=cors_headers
+            | {
+                "Access-Control-Allow-Methods": CORS_ALLOW_METHODS,
+                "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+                "Access-Control-Max-Age": CORS_MAX_AGE,
+            },
+        )
+    response = await handler(request)
+    if not response.prepared:
+        response.headers.update(cors_headers)
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+    return response
 
 
 # --- operations ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from aiohttp import web
 from chat_server import Config, create_app
 from chat_server.app import openapi_paths
 
-from .conftest import error_of
+from .conftest import error_of, make_config
 
 METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
 
@@ -58,3 +58,31 @@ def test_every_route_is_documented_and_every_documented_route_exists(tmp_path):
     assert documented - registered == set(), "documented routes that are not registered"
     for _, path in documented:
         assert re.fullmatch(r"/[a-z0-9_./{}-]*", path), path
+
+
+async def test_cors_only_for_allowed_origins(aiohttp_client, tmp_path, database_url):
+    config = make_config(tmp_path, database_url, allowed_origins=("https://chat.example",))
+    client = await aiohttp_client(create_app(config))
+    preflight = await client.options(
+        "/api/v1/users/me",
+        headers={
+            "Origin": "https://chat.example",
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://chat.example"
+    assert "PATCH" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    simple = await client.get("/healthz", headers={"Origin": "https://chat.example"})
+    assert simple.headers["Access-Control-Allow-Origin"] == "https://chat.example"
+    assert "Retry-After" in simple.headers["Access-Control-Expose-Headers"]
+    foreign = await client.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in foreign.headers
+    foreign_preflight = await client.options(
+        "/api/v1/users/me",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "PATCH"},
+    )
+    assert foreign_preflight.status == 405
+    assert "Access-Control-Allow-Origin" not in foreign_preflight.headers

@@ -6,8 +6,10 @@ import asyncio
 import json
 import socket
 
+import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, WSServerHandshakeError
+from aiohttp.test_utils import TestServer
 
 from chat_server import create_app, keys
 from chat_server.config import Rate
@@ -433,3 +435,24 @@ async def test_a_client_that_stops_reading_is_closed_with_1013(
         await asyncio.wait_for(caught_up.wait(), 30)
     watching.cancel()
     assert [m["seq"] for m in received] == list(range(1, sent + 1))
+
+
+async def test_shutdown_closes_sockets_with_1001(config):
+    server = TestServer(create_app(config))
+    await server.start_server()
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            server.make_url("/api/v1/auth/signup"),
+            json={"username": "alice", "password": PASSWORD},
+        ) as response:
+            token = (await response.json())["access_token"]
+        ws = await session.ws_connect(
+            server.make_url(WS), headers={"Authorization": f"Bearer {token}"}
+        )
+        await next_of(ws, "ready")
+        closing = asyncio.create_task(server.close())
+        msg = await ws.receive(timeout=10)
+        while msg.type == WSMsgType.TEXT:
+            msg = await ws.receive(timeout=10)
+        assert msg.type == WSMsgType.CLOSE and msg.data == WSCloseCode.GOING_AWAY
+        await closing
