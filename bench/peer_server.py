@@ -1,0 +1,93 @@
+"""Peer baseline: the same room broadcast on python-socketio's ``AsyncServer``
+in aiohttp mode (what many Python chat servers are built on).
+
+Events: ``join`` ``{"room_id"}`` (acknowledged), ``send`` ``{"room_id", "body",
+"client_id"?}`` -> ``message.new`` ``{"message": {...}}`` emitted to the room,
+``ping`` -> ``pong``. The load generator speaks the raw Engine.IO v4 /
+Socket.IO v5 wire protocol over the websocket transport.
+Run: ``python -m bench.peer_server --port 8101 [--uvloop]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+
+import socketio
+from aiohttp import web
+
+from bench.ceiling_server import _iso_now
+
+
+def make_app() -> web.Application:
+    # Heartbeat as Socket.IO's defaults (25 s interval): the generator answers
+    # the server's "2" with "3".
+    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
+    app = web.Application()
+    sio.attach(app)
+    seqs: dict[int, int] = {}
+    ids = itertools.count(1)
+
+    @sio.event
+    async def join(sid: str, data: dict) -> bool:
+        await sio.enter_room(sid, str(int(data["room_id"])))
+        return True
+
+    @sio.event
+    async def send(sid: str, data: dict) -> None:
+        rid = int(data["room_id"])
+        seq = seqs.get(rid, 0) + 1
+        seqs[rid] = seq
+        message = {
+            "id": next(ids),
+            "room_id": rid,
+            "seq": seq,
+            "sender_id": 1,
+            "body": data["body"],
+            "client_id": data.get("client_id"),
+            "reply_to": None,
+            "attachments": [],
+            "created_at": _iso_now(),
+            "edited_at": None,
+            "deleted": False,
+        }
+        await sio.emit("message.new", {"message": message}, room=str(rid))
+
+    @sio.event
+    async def ping(sid: str, data: object = None) -> None:
+        await sio.emit("pong", {}, to=sid)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8101)
+    ap.add_argument("--uvloop", action="store_true")
+    args = ap.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    web.run_app(
+        make_app(),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        backlog=1024,
+        loop=loop,
+    )
+
+
+if __name__ == "__main__":
+    main()
