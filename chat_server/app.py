@@ -29,10 +29,12 @@ WEB_CSP = (
 
 def create_app(config: Config | None = None) -> web.Application:
     config = config or Config.from_env()
-    app = web.Application(
-        middlewares=[observability.observe, cors, error_middleware],
-        client_max_size=MAX_JSON_BYTES,
-    )
+    # CORS only when origins are allowed: each middleware stays suspended for a
+    # WebSocket's whole life, so idle sockets pay for the ones we add.
+    middlewares = [observability.observe, error_middleware]
+    if config.allowed_origins:
+        middlewares.insert(1, cors)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_JSON_BYTES)
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
     app[keys.TOKENS] = auth.TokenService(
@@ -140,6 +142,8 @@ CORS_MAX_AGE = "600"
 @web.middleware
 async def cors(request: web.Request, handler: Any) -> web.StreamResponse:
     """CORS for the origins in CHAT_ALLOWED_ORIGINS; others get no CORS headers at all.
+
+    (Installed only when CHAT_ALLOWED_ORIGINS is set.)
 
     Tokens travel in the Authorization header, never in cookies, so credentials
     are not allowed.

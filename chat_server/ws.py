@@ -185,7 +185,7 @@ class Session:
         self.me = me
         self.hub = request.app[keys.HUB]
         self.conn: Connection | None = None
-        self.typing_sent: dict[int, float] = {}
+        self.typing_sent: dict[int, float] | None = None  # room -> last typing notice
         self.strikes = 0
 
     async def run(self, resume_rooms: dict[int, int] | None) -> None:
@@ -294,6 +294,8 @@ class Session:
         if self.conn is None or room_id not in self.conn.rooms:
             await member_room(self.app, room_id, self.me.user_id)  # 404/403 as appropriate
         now = time.monotonic()
+        if self.typing_sent is None:
+            self.typing_sent = {}
         if now - self.typing_sent.get(room_id, 0.0) < TYPING_INTERVAL:
             return None
         self.typing_sent[room_id] = now
