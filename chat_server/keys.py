@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .auth import PasswordHasher, TokenService
     from .db import Database
     from .hub import Hub
+    from .media import MediaStore
     from .observability import Metrics
     from .ratelimit import RateLimiter
     from .relay import Relay
@@ -23,6 +24,7 @@ HASHER: web.AppKey[PasswordHasher] = web.AppKey("hasher")
 AUTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("auth_limiter")
 MESSAGE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("message_limiter")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
+MEDIA: web.AppKey[MediaStore] = web.AppKey("media")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
 

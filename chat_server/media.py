@@ -96,16 +96,13 @@ class MediaStore:
         return asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
 
 
-STORE: web.AppKey[MediaStore] = web.AppKey("media_store", MediaStore)
-
-
 async def media_store(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the media directories and the executor doing their I/O."""
     root = app[keys.CONFIG].resolved_media_dir
     executor = ThreadPoolExecutor(MEDIA_THREADS, thread_name_prefix="media")
     store = MediaStore(root, executor, asyncio.Semaphore(THUMBNAIL_CONCURRENCY))
     await store.run(_prepare_dirs, root)
-    app[STORE] = store
+    app[keys.MEDIA] = store
     yield
     executor.shutdown(wait=True, cancel_futures=True)
 
@@ -294,7 +291,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
 
 
 async def _receive(request: web.Request, part: BodyPartReader, user_id: int, limit: int) -> Media:
-    store = request.app[STORE]
+    store = request.app[keys.MEDIA]
     filename = display_filename(_part_filename(part))
     try:
         spool: _Spool = await store.run(_Spool, store.root / "tmp")
@@ -383,7 +380,7 @@ async def _readable(request: web.Request) -> tuple[MediaStore, Media]:
     media = await request.app[keys.DB].readable_media(media_id, me.user_id)
     if media is None:
         raise NotFound("no such media")
-    return request.app[STORE], media
+    return request.app[keys.MEDIA], media
 
 
 async def download(request: web.Request) -> web.StreamResponse:
