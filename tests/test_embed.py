@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from aiohttp import web
 
 from chat_server import ApiError, create_app, post_message, subscribe
 
@@ -43,3 +44,19 @@ async def test_bot_posts_and_subscribers_see_committed_events(aiohttp_client, co
     unsubscribe[0]()
     await post_message(app, bot.id, room["id"], "unseen")
     assert len([e for e in seen if e["type"] == "message.new"]) == 1
+
+
+async def test_mounted_under_a_prefix_in_another_app(aiohttp_client, config):
+    parent = web.Application()
+    parent.add_subapp("/chat/", create_app(config))
+    client = await aiohttp_client(parent)
+    response = await client.post(
+        "/chat/api/v1/auth/signup", json={"username": "alice", "password": "password123"}
+    )
+    assert response.status == 201
+    token = (await response.json())["access_token"]
+    me = await client.get("/chat/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert (await me.json())["username"] == "alice"
+    ws = await client.ws_connect("/chat/api/v1/ws", headers={"Authorization": f"Bearer {token}"})
+    assert (await next_of(ws, "ready"))["user"]["username"] == "alice"
+    await ws.close()
