@@ -15,6 +15,7 @@ import itertools
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
@@ -88,10 +89,11 @@ def make_app() -> web.Application:
     return app
 
 
-def main() -> None:
+def serve(make_app: Callable[[], web.Application], default_port: int) -> None:
+    """Command line of a baseline server: --host, --port, --uvloop."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8100)
+    ap.add_argument("--port", type=int, default=default_port)
     ap.add_argument("--uvloop", action="store_true")
     args = ap.parse_args()
     if args.uvloop:
@@ -110,6 +112,10 @@ def main() -> None:
         backlog=1024,
         loop=loop,
     )
+
+
+def main() -> None:
+    serve(make_app, 8100)
 
 
 if __name__ == "__main__":

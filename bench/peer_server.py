@@ -10,14 +10,12 @@ Run: ``python -m bench.peer_server --port 8101 [--uvloop]``.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import itertools
 
 import socketio
 from aiohttp import web
 
-from bench.ceiling_server import _iso_now
+from bench.ceiling_server import _iso_now, serve
 
 
 def make_app() -> web.Application:
@@ -66,27 +64,7 @@ def make_app() -> web.Application:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8101)
-    ap.add_argument("--uvloop", action="store_true")
-    args = ap.parse_args()
-    if args.uvloop:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    web.run_app(
-        make_app(),
-        host=args.host,
-        port=args.port,
-        access_log=None,
-        print=None,
-        backlog=1024,
-        loop=loop,
-    )
+    serve(make_app, 8101)
 
 
 if __name__ == "__main__":
