@@ -200,7 +200,24 @@ class Session:
                 conn.release()
             release_timer = asyncio.get_running_loop().call_later(HOLD_TIMEOUT, conn.release)
             try:
-                await self._read_loop(conn)
+                # The frame loop lives here, not in a helper coroutine: an idle
+                # socket keeps every suspended frame of its handler alive.
+                frames_in = self.app[keys.METRICS].events_in
+                async for msg in self.ws:
+                    frames_in.inc()
+                    if msg.type == WSMsgType.TEXT:
+                        reply = await self._handle(msg.data)
+                        if reply is not None:
+                            conn.send(reply, text_frame(reply))
+                    elif msg.type == WSMsgType.BINARY:
+                        error = InvalidRequest("binary frames are not supported")
+                        conn.push(_error_frame(error, None))
+                    conn.release()  # the first frame after `ready` has been handled
+                    if self.strikes >= RATE_LIMIT_STRIKES:
+                        await conn.flush_and_close(
+                            WSCloseCode.POLICY_VIOLATION, "rate limit exceeded"
+                        )
+                        return
             finally:
                 release_timer.cancel()
         finally:
@@ -224,21 +241,6 @@ class Session:
         self.hub.presence_of_roommates(conn)
         conn.mark_ready()
         return True
-
-    async def _read_loop(self, conn: Connection) -> None:
-        frames_in = self.app[keys.METRICS].events_in
-        async for msg in self.ws:
-            frames_in.inc()
-            if msg.type == WSMsgType.TEXT:
-                reply = await self._handle(msg.data)
-                if reply is not None:
-                    conn.send(reply, text_frame(reply))
-            elif msg.type == WSMsgType.BINARY:
-                conn.push(_error_frame(InvalidRequest("binary frames are not supported"), None))
-            conn.release()  # the first frame after `ready` has been handled
-            if self.strikes >= RATE_LIMIT_STRIKES:
-                await conn.flush_and_close(WSCloseCode.POLICY_VIOLATION, "rate limit exceeded")
-                return
 
     async def _handle(self, data: str) -> str | None:
         ref = None
