@@ -13,7 +13,7 @@ from aiohttp import web
 from . import auth, keys, media, messages, observability, rooms, users, ws
 from .config import Config
 from .db import Database
-from .errors import MAX_JSON_BYTES, Unavailable, error_middleware
+from .errors import MAX_JSON_BYTES, Unavailable
 from .hub import Hub
 from .observability import Metrics
 from .ratelimit import make_limiter
@@ -29,11 +29,11 @@ WEB_CSP = (
 
 def create_app(config: Config | None = None) -> web.Application:
     config = config or Config.from_env()
-    # CORS only when origins are allowed: each middleware stays suspended for a
-    # WebSocket's whole life, so idle sockets pay for the ones we add.
-    middlewares = [observability.observe, error_middleware]
+    # CORS (outermost, so error responses carry its headers too) only when
+    # origins are allowed: a WebSocket keeps its middleware frames for life.
+    middlewares = [observability.observe]
     if config.allowed_origins:
-        middlewares.insert(1, cors)
+        middlewares.insert(0, cors)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_JSON_BYTES)
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()

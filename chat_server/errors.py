@@ -1,7 +1,8 @@
-"""The one error family, the middleware that renders it, and request-body helpers.
+"""The one error family, the one renderer of it, and request-body helpers.
 
-Handlers raise `ApiError`s; `error_middleware` turns them, aiohttp's own HTTP
-exceptions and database outages into the contract's error shape. Nothing a
+Handlers raise `ApiError`s; `render_error` (called by the request middleware
+in observability.py) turns them, aiohttp's own HTTP exceptions, malformed
+bodies and database outages into the contract's error shape. Nothing a
 client sends may surface as a 500.
 """
 
@@ -161,24 +162,24 @@ def is_database_outage(exc: BaseException) -> bool:
     )
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as error:
-        return error_response(error)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(_from_http_exception(exc))
-    except HttpProcessingError as exc:  # malformed input found while reading the body
+def render_error(exc: Exception, request: web.Request) -> web.Response | None:
+    """The contract's error response for what a handler raised (None: not an error).
+
+    The one renderer: ApiErrors, aiohttp's own HTTP errors (404, 405, 413, ...),
+    malformed bodies and database outages all end up in the error shape; any
+    other exception is logged and becomes a 500 that reveals nothing.
+    """
+    if isinstance(exc, ApiError):
+        return error_response(exc)
+    if isinstance(exc, web.HTTPException):
+        return None if exc.status < 400 else error_response(_from_http_exception(exc))
+    if isinstance(exc, HttpProcessingError):  # malformed input found while reading
         return error_response(InvalidRequest(f"malformed request: {exc.message}"))
-    except Exception as exc:
-        if is_database_outage(exc):
-            log.warning("database unavailable: %s", type(exc).__name__)
-            return error_response(Unavailable("database unavailable"))
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(ApiError())
+    if is_database_outage(exc):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return error_response(Unavailable("database unavailable"))
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(ApiError())
 
 
 # --- request bodies -------------------------------------------------------------

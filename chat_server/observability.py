@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 
 from . import keys
+from .errors import render_error
 
 access_log = logging.getLogger("chat_server.access")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -140,13 +141,25 @@ def _request_id(request: web.Request) -> str:
 
 @web.middleware
 async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Request id in and out, one access-log line and the HTTP metrics per request."""
+    """Around every request: its id in and out, the contract's error shape for
+    whatever the handler raised (errors.render_error), one access-log line and
+    the HTTP metrics.
+
+    One middleware, not three: a WebSocket keeps its middleware frames
+    suspended for as long as it is open.
+    """
     request_id = _request_id(request)
     request[keys.REQUEST_ID] = request_id
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            rendered = render_error(exc, request)
+            if rendered is None:  # a redirect: aiohttp sends it
+                raise
+            response = rendered
         status = response.status
         if not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
