@@ -28,6 +28,5 @@ MEDIA: web.AppKey[MediaStore] = web.AppKey("media")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
 
-# Per-request values, for the access log.
-REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+# The authenticated user of a request, for the access log.
 USER_ID: web.RequestKey[int] = web.RequestKey("user_id")

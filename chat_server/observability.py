@@ -149,7 +149,6 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
     suspended for as long as it is open.
     """
     request_id = _request_id(request)
-    request[keys.REQUEST_ID] = request_id
     started = time.perf_counter()
     status = 500
     try:
