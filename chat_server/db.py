@@ -737,18 +737,6 @@ class Database:
         )
         return None if row is None else _media(row)
 
-    async def media_bytes_of(self, uploader_id: int) -> int:
-        """Total size of a user's uploads (for the optional quota)."""
-        total = await self.engine.fetchval(
-            "SELECT COALESCE(SUM(size), 0) FROM media WHERE uploader_id = $1", uploader_id
-        )
-        return int(total)
-
-    async def sha256_in_use(self, sha256: str) -> bool:
-        return (
-            await self.engine.fetchval("SELECT 1 FROM media WHERE sha256 = $1", sha256) is not None
-        )
-
     # Who may read a media row `md` (`$2` is the reader): its uploader; anyone when it
     # is someone's avatar; whoever may read a room where a non-deleted message
     # attaches it (members; anyone signed in for a public room).
@@ -762,31 +750,14 @@ class Database:
         "     SELECT 1 FROM members mb WHERE mb.room_id = r.id AND mb.user_id = $2))))"
     )
 
-    async def can_read_media(self, media_id: int, user_id: int) -> bool:
-        """Uploader, someone's avatar, or attached in a room the user may read."""
-        row = await self.engine.fetchrow(
-            f"SELECT 1 FROM media md WHERE md.id = $1 AND {self._MEDIA_READABLE}",
-            media_id,
-            user_id,
-        )
-        return row is not None
-
     async def readable_media(self, media_id: int, user_id: int) -> Media | None:
-        """The media if `user_id` may read it (as `can_read_media`), in one query."""
+        """The media if `user_id` may read it (see _MEDIA_READABLE), in one query."""
         row = await self.engine.fetchrow(
             f"SELECT {MEDIA_COLUMNS} FROM media md WHERE md.id = $1 AND {self._MEDIA_READABLE}",
             media_id,
             user_id,
         )
         return None if row is None else _media(row)
-
-    async def owned_media_ids(self, uploader_id: int, media_ids: Sequence[int]) -> set[int]:
-        rows = await self.engine.fetch(
-            f"SELECT id FROM media WHERE uploader_id = $1 AND id {self.engine.in_ids('$2')}",
-            uploader_id,
-            self.engine.ids_param(media_ids),
-        )
-        return {r["id"] for r in rows}
 
     # --- rooms and members -----------------------------------------------------------
 

@@ -19,7 +19,6 @@ from .models import Room, User
 from .paging import decode_cursor, page, page_limit
 
 ROOM_KINDS = ("public", "private")
-ROLES = ("owner", "admin", "member")
 MANAGERS = ("owner", "admin")
 
 
