@@ -15,7 +15,8 @@ import itertools
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -27,6 +28,27 @@ IDS = web.AppKey("ids", itertools.count)
 def _iso_now() -> str:
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def next_message(
+    frame: dict[str, Any], room_id: int, seqs: dict[int, int], ids: Iterator[int]
+) -> dict[str, Any]:
+    """The Message object (API.md's shape) a baseline builds for a `send`: next seq
+    of the room, next id. Shared by both baselines so they do the same work."""
+    seq = seqs[room_id] = seqs.get(room_id, 0) + 1
+    return {
+        "id": next(ids),
+        "room_id": room_id,
+        "seq": seq,
+        "sender_id": 1,
+        "body": frame["body"],
+        "client_id": frame.get("client_id"),
+        "reply_to": None,
+        "attachments": [],
+        "created_at": _iso_now(),
+        "edited_at": None,
+        "deleted": False,
+    }
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
@@ -47,21 +69,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
             kind = frame.get("type")
             if kind == "send":
                 rid = int(frame["room_id"])
-                seq = seqs.get(rid, 0) + 1
-                seqs[rid] = seq
-                message = {
-                    "id": next(ids),
-                    "room_id": rid,
-                    "seq": seq,
-                    "sender_id": 1,
-                    "body": frame["body"],
-                    "client_id": frame.get("client_id"),
-                    "reply_to": None,
-                    "attachments": [],
-                    "created_at": _iso_now(),
-                    "edited_at": None,
-                    "deleted": False,
-                }
+                message = next_message(frame, rid, seqs, ids)
                 data = json.dumps(
                     {"type": "message.new", "message": message}, separators=(",", ":")
                 )

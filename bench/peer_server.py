@@ -15,7 +15,7 @@ import itertools
 import socketio
 from aiohttp import web
 
-from bench.ceiling_server import _iso_now, serve
+from bench.ceiling_server import next_message, serve
 
 
 def make_app() -> web.Application:
@@ -35,21 +35,7 @@ def make_app() -> web.Application:
     @sio.event
     async def send(sid: str, data: dict) -> None:
         rid = int(data["room_id"])
-        seq = seqs.get(rid, 0) + 1
-        seqs[rid] = seq
-        message = {
-            "id": next(ids),
-            "room_id": rid,
-            "seq": seq,
-            "sender_id": 1,
-            "body": data["body"],
-            "client_id": data.get("client_id"),
-            "reply_to": None,
-            "attachments": [],
-            "created_at": _iso_now(),
-            "edited_at": None,
-            "deleted": False,
-        }
+        message = next_message(data, rid, seqs, ids)
         await sio.emit("message.new", {"message": message}, room=str(rid))
 
     @sio.event

@@ -112,7 +112,10 @@ def publish_message(
     `encoded` is the message's JSON object and text when the caller made them
     already: the text is spliced into the frame rather than serialized again.
     """
-    as_json, text = encoded or (message.to_json(), dumps(message.to_json()))
+    if encoded is None:
+        as_json = message.to_json()
+        encoded = as_json, dumps(as_json)
+    as_json, text = encoded
     app[keys.HUB].publish(
         Event.make(
             {"type": kind, "message": as_json},
