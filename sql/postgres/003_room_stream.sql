@@ -1,0 +1,28 @@
+-- The room stream (API.md "Room stream"): every change to a room is an event
+-- numbered by the room's `pos`, committed with the change under the room's row
+-- lock. A message's own row carries the pos of its `message.new` (the hot path
+-- writes one row, not two); every other event is a row of room_events. Events
+-- are rebuilt from the current rows when read, so a deleted body is never sent
+-- again.
+ALTER TABLE rooms ADD COLUMN last_pos BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN pos BIGINT;
+UPDATE messages SET pos = seq;
+UPDATE rooms SET last_pos = last_seq;
+ALTER TABLE messages ALTER COLUMN pos SET NOT NULL;
+CREATE UNIQUE INDEX messages_room_pos ON messages (room_id, pos);
+
+-- The pos of the member's own `member.joined`: where a connection starts
+-- following a room it learns of by polling (0 for members from before the stream).
+ALTER TABLE members ADD COLUMN joined_pos BIGINT NOT NULL DEFAULT 0;
+
+CREATE TABLE room_events (
+    room_id     BIGINT NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    pos         BIGINT NOT NULL,
+    type        TEXT NOT NULL,
+    message_id  BIGINT REFERENCES messages (id),
+    user_id     BIGINT REFERENCES users (id),
+    actor_id    BIGINT REFERENCES users (id) ON DELETE SET NULL,
+    detail      TEXT,           -- the role (member.joined, member.role) or reason (member.left)
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (room_id, pos)
+);

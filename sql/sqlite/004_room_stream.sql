@@ -1,0 +1,29 @@
+-- The room stream (API.md "Room stream"): see sql/postgres/003_room_stream.sql.
+-- SQLite's single writer numbers events: the send statement reads last_pos + 1
+-- and this trigger bumps it with last_seq.
+ALTER TABLE rooms ADD COLUMN last_pos INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN pos INTEGER NOT NULL DEFAULT 0;
+UPDATE messages SET pos = seq;
+UPDATE rooms SET last_pos = last_seq;
+CREATE UNIQUE INDEX messages_room_pos ON messages (room_id, pos);
+
+ALTER TABLE members ADD COLUMN joined_pos INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE room_events (
+    room_id     INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    pos         INTEGER NOT NULL,
+    type        TEXT NOT NULL,
+    message_id  INTEGER REFERENCES messages (id),
+    user_id     INTEGER REFERENCES users (id),
+    actor_id    INTEGER REFERENCES users (id) ON DELETE SET NULL,
+    detail      TEXT,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (room_id, pos)
+) WITHOUT ROWID;
+
+DROP TRIGGER messages_take_seq;
+CREATE TRIGGER messages_take_seq AFTER INSERT ON messages BEGIN
+    UPDATE rooms SET last_seq = new.seq, last_pos = new.pos WHERE id = new.room_id;
+    UPDATE members SET last_read_seq = new.seq
+        WHERE room_id = new.room_id AND user_id = new.sender_id;
+END;
