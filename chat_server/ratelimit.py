@@ -7,6 +7,7 @@ until one is available (the request is then refused and spends nothing).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Protocol
 
@@ -57,6 +58,11 @@ class MemoryRateLimiter:
             self._buckets = dict(keep)
 
 
+# How long a shared-limit call may wait for Redis before this process decides
+# alone, and how long it then decides alone before asking Redis again.
+REDIS_TIMEOUT = 0.1
+BACKOFF_SECONDS = 1.0
+
 # The same token bucket, kept in Redis so every process shares one limit.
 # Redis's own clock is used, so processes with skewed clocks agree.
 _REDIS_BUCKET = """
@@ -81,7 +87,12 @@ return tostring(wait)
 
 
 class RedisRateLimiter:
-    """Token buckets in Redis; falls back to this process's own buckets if Redis is away."""
+    """Token buckets in Redis; falls back to this process's own buckets if Redis is away.
+
+    A Redis that does not answer within REDIS_TIMEOUT counts as away (a stalled
+    Redis must not stall sends and logins, DESIGN.md invariant 11), and is not
+    asked again for BACKOFF_SECONDS: meanwhile each process limits on its own.
+    """
 
     def __init__(self, rate: Rate, client: Any, prefix: str) -> None:
         self.rate = rate
@@ -89,15 +100,23 @@ class RedisRateLimiter:
         self.prefix = prefix
         self.fallback = MemoryRateLimiter(rate)
         self._script = client.register_script(_REDIS_BUCKET)
+        self._skip_until = 0.0  # monotonic time before which Redis is not asked
 
     async def hit(self, key: str) -> float:
+        now = time.monotonic()
+        if now < self._skip_until:
+            return self.fallback.hit_now(key, now)
         try:
-            wait = await self._script(
-                keys=[f"{self.prefix}{key}"],
-                args=[self.rate.count, self.rate.count / self.rate.per_seconds],
+            wait = await asyncio.wait_for(
+                self._script(
+                    keys=[f"{self.prefix}{key}"],
+                    args=[self.rate.count, self.rate.count / self.rate.per_seconds],
+                ),
+                REDIS_TIMEOUT,
             )
-        except (RedisError, OSError):
-            return await self.fallback.hit(key)
+        except (RedisError, OSError, TimeoutError):
+            self._skip_until = time.monotonic() + BACKOFF_SECONDS
+            return self.fallback.hit_now(key, time.monotonic())
         return float(wait)
 
 
