@@ -17,6 +17,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .engines import DatabaseUnavailable
+
 log = logging.getLogger("chat_server")
 
 # Largest JSON body we accept (API.md: JSON body over 1 MiB is 413).
@@ -146,20 +148,7 @@ def _from_http_exception(exc: web.HTTPException) -> ApiError:
 
 def is_database_outage(exc: BaseException) -> bool:
     """True for errors meaning the database is unreachable, not that a query is wrong."""
-    import asyncpg
-
-    return isinstance(
-        exc,
-        ConnectionError
-        | OSError
-        | TimeoutError
-        | asyncpg.PostgresConnectionError  # cannot connect now, connection gone, ...
-        | asyncpg.InterfaceError
-        | asyncpg.InternalClientError  # a connection broken mid-query
-        | asyncpg.exceptions.AdminShutdownError
-        | asyncpg.exceptions.CannotConnectNowError
-        | asyncpg.exceptions.TooManyConnectionsError,
-    )
+    return isinstance(exc, DatabaseUnavailable)
 
 
 def render_error(exc: Exception, request: web.Request) -> web.Response | None:
