@@ -71,7 +71,8 @@ _SQLITE_OUTAGES = (OSError,)
 
 
 def _unavailable(exc: BaseException) -> DatabaseUnavailable:
-    return DatabaseUnavailable(f"{type(exc).__name__}: {exc}")
+    # Named by the driver's exception type only: its text may name hosts and users.
+    return DatabaseUnavailable(type(exc).__name__)
 
 
 class Conn(ABC):

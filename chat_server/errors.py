@@ -165,7 +165,7 @@ def render_error(exc: Exception, request: web.Request) -> web.Response | None:
     if isinstance(exc, HttpProcessingError):  # malformed input found while reading
         return error_response(InvalidRequest(f"malformed request: {exc.message}"))
     if is_database_outage(exc):
-        log.warning("database unavailable: %s", type(exc).__name__)
+        log.warning("database unavailable: %s", exc)  # the driver's exception type
         return error_response(Unavailable("database unavailable"))
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(ApiError())
