@@ -1,14 +1,17 @@
 """The two database engines: an asyncpg pool and a pair of aiosqlite connections.
 
-Both offer the same asyncpg-style `Conn` (fetch, fetchrow, fetchval, execute)
-and `transaction()`, and raise the same two exceptions: `UniqueViolation` for a
-unique constraint and `DatabaseUnavailable` for a driver outage. What differs:
-SQLite gets `$n` parameters rewritten to `?n`, one writer connection behind a
-lock (reads go to a second connection; WAL lets them overlap) and id lists as
-JSON; PostgreSQL commits concurrent sends of the same statement together
-(`group_commit`). This is the only module that imports a driver; the
-application's SQL lives in db.py, the only statements here manage
-transactions and connections.
+Both offer the same asyncpg-style `Conn` (fetch, fetchrow, fetchval, execute),
+`write()` for one autocommitted statement and `transaction()`, and raise the
+same two exceptions: `UniqueViolation` for a unique constraint and
+`DatabaseUnavailable` for a driver outage. What differs: SQLite gets `$n`
+parameters rewritten to `?n`, has one writer connection behind a lock (reads
+go to a second connection; WAL lets them overlap) and binds id lists as JSON
+(`in_ids`); PostgreSQL binds them as arrays and commits writes that arrive
+together in one statement when the caller offers one (`group_commit`).
+
+This is the only module that imports a driver. The application's SQL lives in
+db.py; the statements here only open, commit and roll back transactions and
+set connection pragmas.
 """
 
 from __future__ import annotations
@@ -111,9 +114,11 @@ class Engine(Conn):
         one: Callable[[T], Awaitable[R]],
         many: Callable[[list[T]], Awaitable[list[R | BaseException] | None]],
     ) -> Callable[[T], Awaitable[R]]:
-        """How to commit items: each through `one`, or, where the engine gains by
-        it, those arriving together through `many` in one statement (see
-        `GroupCommit`). The default commits each alone."""
+        """The function that commits one item, given how to commit one and many.
+
+        By default each item goes alone through `one`; PostgreSQL hands items
+        arriving together to `many`, in one statement (see `GroupCommit`).
+        """
         return one
 
     @abstractmethod
