@@ -26,7 +26,7 @@ from aiohttp import web
 
 from . import keys
 from .config import Config, ConfigError
-from .db import UniqueViolation
+from .engines import UniqueViolation
 from .errors import (
     Conflict,
     NotFound,

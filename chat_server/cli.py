@@ -18,7 +18,8 @@ from aiohttp import web
 from .app import create_app
 from .auth import USERNAME, USERNAME_RULE, PasswordHasher
 from .config import SETTINGS, Config, ConfigError
-from .db import Database, UniqueViolation
+from .db import Database
+from .engines import UniqueViolation
 from .observability import setup_logging
 
 

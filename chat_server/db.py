@@ -1,413 +1,39 @@
-"""All SQL, behind one `Database` API over two engines (asyncpg and aiosqlite).
+"""All the application's SQL: the `Database` of small named queries, over either engine.
 
-Statements are written once in PostgreSQL style with `$1, $2` parameters; the
-SQLite engine rewrites them to `?1, ?2`. Reads run on the engine directly;
-every write runs in `transaction()`. Only full-text search and id lists branch
-on the engine. Times are epoch milliseconds.
+Statements are written once, in PostgreSQL style with `$1, $2` parameters
+(engines.py runs them on asyncpg or aiosqlite). Reads run on the engine
+directly; every write runs in `transaction()` or, for one statement, `write()`.
+Times are epoch milliseconds. What differs by engine: id lists are bound
+through `in_ids()`/`ids_param()`; the send statement (PostgreSQL numbers,
+inserts, attaches and marks read in one data-modifying CTE, and commits the
+sends that arrive together in one statement; SQLite inserts with
+`last_seq + 1` and a trigger bumps the room, attachments follow in the same
+transaction); and full-text search (tsvector vs FTS5).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import json
 import re
-import sqlite3
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-from urllib.parse import unquote
 
-import aiosqlite
-import asyncpg
-
+from .engines import Conn, Engine, Row, UniqueViolation, connect
+from .migrations import migrate
 from .models import Media, Member, Message, Room, Session, User, now_ms
+from .rows import to_media, to_member, to_message, to_room, to_session, to_user
 
-Row = Any  # asyncpg.Record or sqlite3.Row: both index by column name
+# --- columns: each list written once; `*_FIELDS` bare (RETURNING), `*_COLUMNS` qualified
 
-# Connections kept open to PostgreSQL per process; sends hold one for a
-# transaction of a few statements, so 10 keeps 2 cores busy.
-PG_POOL_SIZE = 10
-# How long a SQLite connection waits on another process's write lock.
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-# Arbitrary constant naming the advisory lock that serialises migrations.
-MIGRATION_LOCK_ID = 0x43484154
 
+def _qualified(alias: str, fields: str) -> str:
+    return ", ".join(f"{alias}.{name}" for name in fields.split(", "))
 
-class UniqueViolation(Exception):
-    """An INSERT or UPDATE hit a unique constraint (both engines)."""
 
-
-class Conn(ABC):
-    """One connection (or a transaction on it) with asyncpg-style methods."""
-
-    @abstractmethod
-    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
-
-    @abstractmethod
-    async def execute(self, sql: str, *args: Any) -> None: ...
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        rows = await self.fetch(sql, *args)
-        return rows[0] if rows else None
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        row = await self.fetchrow(sql, *args)
-        return None if row is None else row[0]
-
-
-class Engine(Conn):
-    name: str
-
-    async def write(self, sql: str, *args: Any) -> Row | None:
-        """One statement that writes, committed on its own; returns its first row."""
-        async with self.transaction() as tx:
-            return await tx.fetchrow(sql, *args)
-
-    @abstractmethod
-    def connections_in_use(self) -> int: ...
-
-    @abstractmethod
-    def transaction(self) -> Any:
-        """Async context manager yielding a `Conn` whose work commits together."""
-
-    @abstractmethod
-    def ids_param(self, ids: Sequence[int]) -> Any:
-        """`ids` as one parameter usable with `in_ids()`."""
-
-    @abstractmethod
-    def in_ids(self, param: str) -> str:
-        """SQL testing membership in the id list bound to `param` (e.g. `$2`)."""
-
-    @abstractmethod
-    async def run_script(self, conn: Conn, script: str) -> None: ...
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
-
-# --- PostgreSQL -------------------------------------------------------------------
-
-
-class _PgConn(Conn):
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
-            return await self._conn.fetch(sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
-
-    async def execute(self, sql: str, *args: Any) -> None:
-        try:
-            await self._conn.execute(sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
-
-
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    """Pool reset hook that skips asyncpg's per-release round trip.
-
-    Safe because nothing here leaves session state on a pooled connection:
-    no SET, no session advisory locks, no LISTEN (DESIGN.md).
-    """
-
-
-class PostgresEngine(Engine):
-    name = "postgres"
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    @classmethod
-    async def connect(cls, url: str) -> PostgresEngine:
-        url = "postgresql://" + url.split("://", 1)[1]
-        pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=PG_POOL_SIZE, reset=_no_reset, command_timeout=60
-        )
-        return cls(pool)
-
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        async with self.pool.acquire() as conn:
-            return await _PgConn(conn).fetch(sql, *args)
-
-    async def execute(self, sql: str, *args: Any) -> None:
-        async with self.pool.acquire() as conn:
-            await _PgConn(conn).execute(sql, *args)
-
-    async def write(self, sql: str, *args: Any) -> Row | None:
-        return await self.fetchrow(sql, *args)  # autocommit: one round trip
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Conn]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield _PgConn(conn)
-
-    def connections_in_use(self) -> int:
-        return self.pool.get_size() - self.pool.get_idle_size()
-
-    def ids_param(self, ids: Sequence[int]) -> Any:
-        return list(ids)
-
-    def in_ids(self, param: str) -> str:
-        return f"= ANY({param}::bigint[])"
-
-    async def run_script(self, conn: Conn, script: str) -> None:
-        await conn.execute(script)
-
-    async def close(self) -> None:
-        await self.pool.close()
-
-
-# --- SQLite -----------------------------------------------------------------------
-
-_PARAM = re.compile(r"\$(\d+)")
-
-
-@functools.lru_cache(maxsize=512)
-def _sqlite_sql(sql: str) -> str:
-    return _PARAM.sub(r"?\1", sql)
-
-
-class _SqliteConn(Conn):
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
-            return list(await self._conn.execute_fetchall(_sqlite_sql(sql), args))
-        except sqlite3.IntegrityError as exc:
-            if "UNIQUE" in str(exc):
-                raise UniqueViolation(str(exc)) from exc
-            raise
-
-    async def execute(self, sql: str, *args: Any) -> None:
-        await self.fetch(sql, *args)
-
-
-class SqliteEngine(Engine):
-    """One writer connection behind a lock, one reader: WAL lets them overlap."""
-
-    name = "sqlite"
-
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
-        self._writer = writer
-        self._reader = _SqliteConn(reader)
-        self._reader_conn = reader
-        self._write_lock = asyncio.Lock()
-
-    @classmethod
-    async def connect(cls, url: str) -> SqliteEngine:
-        # sqlite:///relative/path or sqlite:////absolute/path
-        path = Path(unquote(url.removeprefix("sqlite:///")))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conns = []
-        for _ in range(2):
-            conn = await aiosqlite.connect(path, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            for pragma in (
-                "PRAGMA journal_mode=WAL",
-                "PRAGMA synchronous=FULL",
-                "PRAGMA foreign_keys=ON",
-                f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
-            ):
-                await conn.execute(pragma)
-            conns.append(conn)
-        return cls(*conns)
-
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._reader.fetch(sql, *args)
-
-    async def execute(self, sql: str, *args: Any) -> None:
-        async with self.transaction() as tx:
-            await tx.execute(sql, *args)
-
-    async def write(self, sql: str, *args: Any) -> Row | None:
-        async with self._write_lock:  # autocommit: one call to the database thread
-            return await _SqliteConn(self._writer).fetchrow(sql, *args)
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Conn]:
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SqliteConn(self._writer)
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
-
-    def connections_in_use(self) -> int:
-        return 1 if self._write_lock.locked() else 0
-
-    def ids_param(self, ids: Sequence[int]) -> Any:
-        return json.dumps(list(ids))
-
-    def in_ids(self, param: str) -> str:
-        return f"IN (SELECT value FROM json_each({param}))"
-
-    async def run_script(self, conn: Conn, script: str) -> None:
-        # executescript() would COMMIT first; split into statements instead
-        # (complete_statement knows a trigger body's semicolons are not the end).
-        statement = ""
-        for line in script.splitlines(keepends=True):
-            statement += line
-            if sqlite3.complete_statement(statement):
-                await conn.execute(statement)
-                statement = ""
-        if statement.strip() and not statement.strip().startswith("--"):
-            await conn.execute(statement)
-
-    async def close(self) -> None:
-        await self._writer.close()
-        await self._reader_conn.close()
-
-
-# --- migrations --------------------------------------------------------------------
-
-
-def _migrations_dir(engine: str) -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "sql", here.parent / "sql"):  # installed, then checkout
-        if (candidate / engine).is_dir():
-            return candidate / engine
-    raise FileNotFoundError(f"no migrations folder for {engine}")
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-def load_migrations(engine: str) -> list[Migration]:
-    found = []
-    for path in sorted(_migrations_dir(engine).glob("*.sql")):
-        number, _, name = path.stem.partition("_")
-        found.append(Migration(int(number), name, path.read_text()))
-    return found
-
-
-async def migrate(engine: Engine) -> list[int]:
-    """Apply pending migrations in one transaction; returns the versions applied.
-
-    PostgreSQL takes a transaction-scoped advisory lock first and SQLite's
-    BEGIN IMMEDIATE takes the write lock, so processes starting together
-    apply each migration once.
-    """
-    async with engine.transaction() as tx:
-        if engine.name == "postgres":
-            await tx.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
-        await tx.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
-        )
-        applied = {r["version"] for r in await tx.fetch("SELECT version FROM schema_migrations")}
-        done = []
-        for migration in load_migrations(engine.name):
-            if migration.version in applied:
-                continue
-            await engine.run_script(tx, migration.sql)
-            await tx.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-                migration.version,
-                migration.name,
-                now_ms(),
-            )
-            done.append(migration.version)
-        return done
-
-
-async def connect(url: str) -> Engine:
-    if url.startswith("sqlite://"):
-        return await SqliteEngine.connect(url)
-    return await PostgresEngine.connect(url)
-
-
-# --- row mapping --------------------------------------------------------------------
-
-USER_COLUMNS = "u.id, u.username, u.display_name, u.bio, u.avatar_media_id, u.created_at"
-SESSION_COLUMNS = "id, user_id, created_at, last_used_at, user_agent, revoked_at"
-MEDIA_COLUMNS = (
-    "md.id, md.uploader_id, md.filename, md.content_type, md.size, md.sha256,"
-    " md.created_at, md.width, md.height"
-)
-MESSAGE_FIELDS = (
-    "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted"
-)
-MESSAGE_COLUMNS = ", ".join("m." + name for name in MESSAGE_FIELDS.split(", "))
-# Most sends committed by one group-commit statement, and how many such
-# statements may run at once (a second one overlaps the first's commit wait).
-SEND_BATCH_LIMIT = 200
-SEND_COMMITTERS = 2
-# The send statement of each engine (see Database.send_message).
-SEND_POSTGRES = f"""
-WITH bumped AS (
-    UPDATE rooms SET last_seq = last_seq + 1
-    WHERE id = $1 AND EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)
-    RETURNING last_seq
-), inserted AS (
-    INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
-    SELECT $1, last_seq, $2, $3::text, $4::text, $5::bigint, $6::bigint FROM bumped
-    RETURNING {MESSAGE_FIELDS}
-), attached AS (
-    INSERT INTO message_attachments (message_id, media_id, position)
-    SELECT inserted.id, a.media_id, a.position - 1
-    FROM inserted, unnest($7::bigint[]) WITH ORDINALITY AS a (media_id, position)
-), marked AS (
-    UPDATE members SET last_read_seq = bumped.last_seq FROM bumped
-    WHERE room_id = $1 AND user_id = $2
-)
-SELECT * FROM inserted
-"""
-# Group commit on PostgreSQL: many sends (to any rooms) in one statement. Rooms
-# are locked in id order (no deadlock between processes), non-members'
-# sends are dropped before numbering (so no seq is skipped), each room's
-# last_seq is bumped once, and every row comes back with its batch position.
-SEND_BATCH_POSTGRES = f"""
-WITH batch AS (
-    SELECT b.* FROM unnest(
-        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]
-    ) WITH ORDINALITY AS b (room_id, sender_id, body, client_id, reply_to, created_at, ord)
-    WHERE EXISTS (
-        SELECT 1 FROM members m WHERE m.room_id = b.room_id AND m.user_id = b.sender_id
-    )
-), numbered AS (
-    SELECT batch.*, row_number() OVER (PARTITION BY room_id ORDER BY ord) AS n FROM batch
-), locked AS (
-    SELECT id FROM rooms WHERE id IN (SELECT room_id FROM numbered) ORDER BY id FOR UPDATE
-), bumped AS (
-    UPDATE rooms r SET last_seq = r.last_seq + c.count
-    FROM (SELECT room_id, count(*) AS count FROM numbered GROUP BY room_id) c
-    WHERE r.id = c.room_id AND r.id IN (SELECT id FROM locked)
-    RETURNING r.id, r.last_seq - c.count AS base
-), inserted AS (
-    INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
-    SELECT n.room_id, b.base + n.n, n.sender_id, n.body, n.client_id, n.reply_to, n.created_at
-    FROM numbered n JOIN bumped b ON b.id = n.room_id
-    RETURNING {MESSAGE_FIELDS}
-), marked AS (
-    UPDATE members m SET last_read_seq = x.seq
-    FROM (SELECT room_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2) x
-    WHERE m.room_id = x.room_id AND m.user_id = x.sender_id
-)
-SELECT inserted.*, n.ord FROM inserted
-JOIN bumped b ON b.id = inserted.room_id
-JOIN numbered n ON n.room_id = inserted.room_id AND b.base + n.n = inserted.seq
-"""
-SEND_SQLITE = f"""
-INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
-SELECT $1, last_seq + 1, $2, $3, $4, $5, $6 FROM rooms
-WHERE id = $1 AND EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)
-RETURNING {MESSAGE_FIELDS}
-"""
-# Larger than any seq: the upper bound of "newest messages" queries.
-MAX_SEQ = 2**63 - 1
+USER_FIELDS = "id, username, display_name, bio, avatar_media_id, created_at"
+USER_COLUMNS = _qualified("u", USER_FIELDS)
+SESSION_FIELDS = "id, user_id, created_at, last_used_at, user_agent, revoked_at"
+MEDIA_FIELDS = "id, uploader_id, filename, content_type, size, sha256, created_at, width, height"
+MEDIA_COLUMNS = _qualified("md", MEDIA_FIELDS)
 ROOM_COLUMNS = (
     "r.id, r.kind, r.name, r.topic, r.created_by, r.created_at, r.last_seq,"
     " (SELECT count(*) FROM members mc WHERE mc.room_id = r.id) AS member_count,"
@@ -415,73 +41,13 @@ ROOM_COLUMNS = (
 )
 # Rooms joined with the viewer's own membership row (`$1` is the viewer).
 ROOMS_FOR_VIEWER = "rooms r LEFT JOIN members me ON me.room_id = r.id AND me.user_id = $1"
-
-
-def _user(row: Row) -> User:
-    return User(
-        row["id"],
-        row["username"],
-        row["display_name"],
-        row["bio"],
-        row["avatar_media_id"],
-        row["created_at"],
-    )
-
-
-def _session(row: Row) -> Session:
-    return Session(
-        row["id"],
-        row["user_id"],
-        row["created_at"],
-        row["last_used_at"],
-        row["user_agent"],
-        row["revoked_at"] is not None,
-    )
-
-
-def _room(row: Row) -> Room:
-    return Room(
-        row["id"],
-        row["kind"],
-        row["name"],
-        row["topic"],
-        row["created_by"],
-        row["created_at"],
-        row["last_seq"],
-        row["member_count"],
-        row["my_role"],
-        row["my_last_read_seq"],
-    )
-
-
-def _media(row: Row) -> Media:
-    return Media(
-        row["id"],
-        row["uploader_id"],
-        row["filename"],
-        row["content_type"],
-        row["size"],
-        row["sha256"],
-        row["created_at"],
-        row["width"],
-        row["height"],
-    )
-
-
-def _message(row: Row, attachments: tuple[Media, ...] = ()) -> Message:
-    return Message(
-        row["id"],
-        row["room_id"],
-        row["seq"],
-        row["sender_id"],
-        row["body"],
-        row["client_id"],
-        row["reply_to"],
-        row["created_at"],
-        row["edited_at"],
-        bool(row["deleted"]),
-        attachments,
-    )
+MEMBER_COLUMNS = f"{USER_COLUMNS}, mb.role, mb.joined_at"
+MESSAGE_FIELDS = (
+    "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted"
+)
+MESSAGE_COLUMNS = _qualified("m", MESSAGE_FIELDS)
+# Larger than any seq: the upper bound of "newest messages" queries.
+MAX_SEQ = 2**63 - 1
 
 
 def _like_prefix(text: str) -> str:
@@ -515,9 +81,9 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # Group commit (PostgreSQL): sends waiting for the next batch statement.
-        self._pending: list[tuple[_Send, asyncio.Future[SendResult]]] = []
-        self._committers: set[asyncio.Task[None]] = set()
+        # Sends without attachments: each alone, or on PostgreSQL those
+        # arriving together in one statement (`_send_batch`).
+        self._commit_send = engine.group_commit(self._send_one, self._send_batch)
 
     @classmethod
     async def open(cls, url: str) -> Database:
@@ -545,27 +111,26 @@ class Database:
         async with self.engine.transaction() as tx:
             row = await tx.fetchrow(
                 "INSERT INTO users (username, display_name, password_hash, created_at)"
-                " VALUES ($1, $2, $3, $4)"
-                " RETURNING id, username, display_name, bio, avatar_media_id, created_at",
+                f" VALUES ($1, $2, $3, $4) RETURNING {USER_FIELDS}",
                 username,
                 display_name,
                 password_hash,
                 now_ms(),
             )
-        return _user(row)
+        return to_user(row)
 
     async def get_user(self, user_id: int) -> User | None:
         row = await self.engine.fetchrow(
             f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1", user_id
         )
-        return None if row is None else _user(row)
+        return None if row is None else to_user(row)
 
     async def get_credentials(self, username: str) -> tuple[User, str] | None:
         row = await self.engine.fetchrow(
             f"SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.username = $1",
             username,
         )
-        return None if row is None else (_user(row), row["password_hash"])
+        return None if row is None else (to_user(row), row["password_hash"])
 
     async def get_password_hash(self, user_id: int) -> str | None:
         return await self.engine.fetchval("SELECT password_hash FROM users WHERE id = $1", user_id)
@@ -584,15 +149,14 @@ class Database:
                 "UPDATE users SET display_name = COALESCE($2, display_name),"
                 " bio = COALESCE($3, bio),"
                 " avatar_media_id = CASE WHEN $4 THEN $5 ELSE avatar_media_id END"
-                " WHERE id = $1"
-                " RETURNING id, username, display_name, bio, avatar_media_id, created_at",
+                f" WHERE id = $1 RETURNING {USER_FIELDS}",
                 user_id,
                 display_name,
                 bio,
                 set_avatar,
                 avatar_media_id,
             )
-        return _user(row)
+        return to_user(row)
 
     async def search_users(self, prefix: str, after_username: str, limit: int) -> list[User]:
         rows = await self.engine.fetch(
@@ -603,7 +167,7 @@ class Database:
             after_username,
             limit,
         )
-        return [_user(r) for r in rows]
+        return [to_user(r) for r in rows]
 
     async def set_password(
         self, user_id: int, password_hash: str, keep_session_id: int
@@ -629,19 +193,19 @@ class Database:
         async with self.engine.transaction() as tx:
             row = await tx.fetchrow(
                 "INSERT INTO sessions (user_id, refresh_jti, user_agent, created_at, last_used_at)"
-                f" VALUES ($1, $2, $3, $4, $4) RETURNING {SESSION_COLUMNS}",
+                f" VALUES ($1, $2, $3, $4, $4) RETURNING {SESSION_FIELDS}",
                 user_id,
                 refresh_jti,
                 user_agent,
                 now,
             )
-        return _session(row)
+        return to_session(row)
 
     async def get_session(self, session_id: int) -> Session | None:
         row = await self.engine.fetchrow(
-            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id
+            f"SELECT {SESSION_FIELDS} FROM sessions WHERE id = $1", session_id
         )
-        return None if row is None else _session(row)
+        return None if row is None else to_session(row)
 
     async def touch_session(self, session_id: int, stale_before: int) -> None:
         """Record use, at most once per staleness window (avoids a write per request)."""
@@ -696,11 +260,11 @@ class Database:
 
     async def list_sessions(self, user_id: int) -> list[Session]:
         rows = await self.engine.fetch(
-            f"SELECT {SESSION_COLUMNS} FROM sessions"
+            f"SELECT {SESSION_FIELDS} FROM sessions"
             " WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id",
             user_id,
         )
-        return [_session(r) for r in rows]
+        return [to_session(r) for r in rows]
 
     # --- media ---------------------------------------------------------------------
 
@@ -718,8 +282,7 @@ class Database:
             row = await tx.fetchrow(
                 "INSERT INTO media (uploader_id, sha256, filename, content_type, size, width,"
                 " height, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                " RETURNING id, uploader_id, filename, content_type, size, sha256, created_at,"
-                " width, height",
+                f" RETURNING {MEDIA_FIELDS}",
                 uploader_id,
                 sha256,
                 filename,
@@ -729,13 +292,13 @@ class Database:
                 height,
                 now_ms(),
             )
-        return _media(row)
+        return to_media(row)
 
     async def get_media(self, media_id: int) -> Media | None:
         row = await self.engine.fetchrow(
             f"SELECT {MEDIA_COLUMNS} FROM media md WHERE md.id = $1", media_id
         )
-        return None if row is None else _media(row)
+        return None if row is None else to_media(row)
 
     # Who may read a media row `md` (`$2` is the reader): its uploader; anyone when it
     # is someone's avatar; whoever may read a room where a non-deleted message
@@ -757,9 +320,9 @@ class Database:
             media_id,
             user_id,
         )
-        return None if row is None else _media(row)
+        return None if row is None else to_media(row)
 
-    # --- rooms and members -----------------------------------------------------------
+    # --- rooms ------------------------------------------------------------------------
 
     async def create_room(self, kind: str, name: str, topic: str, owner_id: int) -> Room:
         now = now_ms()
@@ -786,13 +349,13 @@ class Database:
         row = await conn.fetchrow(
             f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER} WHERE r.id = $2", viewer_id, room_id
         )
-        return _room(row)
+        return to_room(row)
 
     async def get_room(self, room_id: int, viewer_id: int) -> Room | None:
         row = await self.engine.fetchrow(
             f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER} WHERE r.id = $2", viewer_id, room_id
         )
-        return None if row is None else _room(row)
+        return None if row is None else to_room(row)
 
     async def list_my_rooms(self, user_id: int) -> list[Room]:
         rows = await self.engine.fetch(
@@ -800,7 +363,7 @@ class Database:
             " JOIN members me ON me.room_id = r.id AND me.user_id = $1 ORDER BY r.id",
             user_id,
         )
-        return [_room(r) for r in rows]
+        return [to_room(r) for r in rows]
 
     async def list_public_rooms(
         self, viewer_id: int, prefix: str, after_id: int, limit: int
@@ -814,7 +377,7 @@ class Database:
             after_id,
             limit,
         )
-        return [_room(r) for r in rows]
+        return [to_room(r) for r in rows]
 
     async def update_room(
         self, room_id: int, viewer_id: int, name: str | None, topic: str | None
@@ -862,6 +425,27 @@ class Database:
         assert room is not None
         return room, False
 
+    async def room_last_seq(self, room_id: int) -> int | None:
+        return await self.engine.fetchval("SELECT last_seq FROM rooms WHERE id = $1", room_id)
+
+    async def last_seqs(self, room_ids: Sequence[int]) -> dict[int, int]:
+        rows = await self.engine.fetch(
+            f"SELECT id, last_seq FROM rooms WHERE id {self.engine.in_ids('$1')}",
+            self.engine.ids_param(room_ids),
+        )
+        return {r["id"]: r["last_seq"] for r in rows}
+
+    async def room_seqs_of(self, user_id: int) -> dict[int, int]:
+        """{room_id: last_seq} of every room the user is in."""
+        rows = await self.engine.fetch(
+            "SELECT r.id, r.last_seq FROM rooms r JOIN members mb ON mb.room_id = r.id"
+            " WHERE mb.user_id = $1",
+            user_id,
+        )
+        return {r["id"]: r["last_seq"] for r in rows}
+
+    # --- members ----------------------------------------------------------------------
+
     async def add_member(self, room_id: int, user_id: int, role: str) -> bool:
         """Adds a member; False if they already were one (their role is unchanged)."""
         async with self.engine.transaction() as tx:
@@ -887,46 +471,27 @@ class Database:
 
     async def get_member(self, room_id: int, user_id: int) -> Member | None:
         row = await self.engine.fetchrow(
-            f"SELECT {USER_COLUMNS}, mb.role, mb.joined_at FROM members mb"
+            f"SELECT {MEMBER_COLUMNS} FROM members mb"
             " JOIN users u ON u.id = mb.user_id WHERE mb.room_id = $1 AND mb.user_id = $2",
             room_id,
             user_id,
         )
-        return None if row is None else Member(_user(row), row["role"], row["joined_at"])
+        return None if row is None else to_member(row)
 
     async def list_members(self, room_id: int, after_user_id: int, limit: int) -> list[Member]:
         rows = await self.engine.fetch(
-            f"SELECT {USER_COLUMNS}, mb.role, mb.joined_at FROM members mb"
+            f"SELECT {MEMBER_COLUMNS} FROM members mb"
             " JOIN users u ON u.id = mb.user_id WHERE mb.room_id = $1 AND mb.user_id > $2"
             " ORDER BY mb.user_id LIMIT $3",
             room_id,
             after_user_id,
             limit,
         )
-        return [Member(_user(r), r["role"], r["joined_at"]) for r in rows]
+        return [to_member(r) for r in rows]
 
     async def member_ids(self, room_id: int) -> list[int]:
         rows = await self.engine.fetch("SELECT user_id FROM members WHERE room_id = $1", room_id)
         return [r["user_id"] for r in rows]
-
-    async def room_last_seq(self, room_id: int) -> int | None:
-        return await self.engine.fetchval("SELECT last_seq FROM rooms WHERE id = $1", room_id)
-
-    async def last_seqs(self, room_ids: Sequence[int]) -> dict[int, int]:
-        rows = await self.engine.fetch(
-            f"SELECT id, last_seq FROM rooms WHERE id {self.engine.in_ids('$1')}",
-            self.engine.ids_param(room_ids),
-        )
-        return {r["id"]: r["last_seq"] for r in rows}
-
-    async def room_seqs_of(self, user_id: int) -> dict[int, int]:
-        """{room_id: last_seq} of every room the user is in."""
-        rows = await self.engine.fetch(
-            "SELECT r.id, r.last_seq FROM rooms r JOIN members mb ON mb.room_id = r.id"
-            " WHERE mb.user_id = $1",
-            user_id,
-        )
-        return {r["id"]: r["last_seq"] for r in rows}
 
     async def mark_read(self, room_id: int, user_id: int, seq: int) -> int | None:
         """Moves the read marker forward to `seq`, clamped to the room's last_seq.
@@ -965,8 +530,8 @@ class Database:
         )
         by_message: dict[int, list[Media]] = {}
         for row in media_rows:
-            by_message.setdefault(row["message_id"], []).append(_media(row))
-        return [_message(r, tuple(by_message.get(r["id"], ()))) for r in rows]
+            by_message.setdefault(row["message_id"], []).append(to_media(row))
+        return [to_message(r, tuple(by_message.get(r["id"], ()))) for r in rows]
 
     async def _message_by_client_id(self, sender_id: int, client_id: str) -> Message | None:
         rows = await self.engine.fetch(
@@ -976,6 +541,72 @@ class Database:
         )
         messages = await self._attach(rows)
         return messages[0] if messages else None
+
+    # The send statements (see send_message). PostgreSQL: one data-modifying
+    # CTE bumps rooms.last_seq under its row lock, inserts, attaches and moves
+    # the sender's read marker.
+    _SEND_POSTGRES = f"""
+WITH bumped AS (
+    UPDATE rooms SET last_seq = last_seq + 1
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)
+    RETURNING last_seq
+), inserted AS (
+    INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
+    SELECT $1, last_seq, $2, $3::text, $4::text, $5::bigint, $6::bigint FROM bumped
+    RETURNING {MESSAGE_FIELDS}
+), attached AS (
+    INSERT INTO message_attachments (message_id, media_id, position)
+    SELECT inserted.id, a.media_id, a.position - 1
+    FROM inserted, unnest($7::bigint[]) WITH ORDINALITY AS a (media_id, position)
+), marked AS (
+    UPDATE members SET last_read_seq = bumped.last_seq FROM bumped
+    WHERE room_id = $1 AND user_id = $2
+)
+SELECT * FROM inserted
+"""
+    # Group commit on PostgreSQL: many sends (to any rooms) in one statement. Rooms
+    # are locked in id order (no deadlock between processes), non-members'
+    # sends are dropped before numbering (so no seq is skipped), each room's
+    # last_seq is bumped once, and every row comes back with its batch position.
+    _SEND_BATCH_POSTGRES = f"""
+WITH batch AS (
+    SELECT b.* FROM unnest(
+        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]
+    ) WITH ORDINALITY AS b (room_id, sender_id, body, client_id, reply_to, created_at, ord)
+    WHERE EXISTS (
+        SELECT 1 FROM members m WHERE m.room_id = b.room_id AND m.user_id = b.sender_id
+    )
+), numbered AS (
+    SELECT batch.*, row_number() OVER (PARTITION BY room_id ORDER BY ord) AS n FROM batch
+), locked AS (
+    SELECT id FROM rooms WHERE id IN (SELECT room_id FROM numbered) ORDER BY id FOR UPDATE
+), bumped AS (
+    UPDATE rooms r SET last_seq = r.last_seq + c.count
+    FROM (SELECT room_id, count(*) AS count FROM numbered GROUP BY room_id) c
+    WHERE r.id = c.room_id AND r.id IN (SELECT id FROM locked)
+    RETURNING r.id, r.last_seq - c.count AS base
+), inserted AS (
+    INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
+    SELECT n.room_id, b.base + n.n, n.sender_id, n.body, n.client_id, n.reply_to, n.created_at
+    FROM numbered n JOIN bumped b ON b.id = n.room_id
+    RETURNING {MESSAGE_FIELDS}
+), marked AS (
+    UPDATE members m SET last_read_seq = x.seq
+    FROM (SELECT room_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2) x
+    WHERE m.room_id = x.room_id AND m.user_id = x.sender_id
+)
+SELECT inserted.*, n.ord FROM inserted
+JOIN bumped b ON b.id = inserted.room_id
+JOIN numbered n ON n.room_id = inserted.room_id AND b.base + n.n = inserted.seq
+"""
+    # SQLite, whose write lock covers the whole statement: the insert reads
+    # last_seq + 1 and a trigger (sql/sqlite/002) bumps it and the read marker.
+    _SEND_SQLITE = f"""
+INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
+SELECT $1, last_seq + 1, $2, $3, $4, $5, $6 FROM rooms
+WHERE id = $1 AND EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)
+RETURNING {MESSAGE_FIELDS}
+"""
 
     async def send_message(
         self,
@@ -989,51 +620,21 @@ class Database:
         """Commits a message with the room's next seq (DESIGN.md invariants 1 and 4).
 
         One statement takes the seq and inserts, so seqs commit in order with no
-        gaps: on PostgreSQL a data-modifying CTE bumps rooms.last_seq under its
-        row lock and inserts (sends arriving together share one statement, see
-        `_commit_pending`); on SQLite, whose write lock covers the whole
-        statement, the insert reads last_seq + 1 and a trigger (sql/sqlite/002)
-        bumps it. A repeated (sender, client_id) hits the unique index and
-        returns the stored message. Raises NotMember when the sender is not in
-        the room.
+        gaps (see the send statements above); on PostgreSQL, sends without
+        attachments that arrive together share one statement (`_send_batch`).
+        A repeated (sender, client_id) hits the unique index and returns the
+        stored message. Raises NotMember when the sender is not in the room.
         """
         send = _Send(room_id, sender_id, body, client_id, reply_to, now_ms(), tuple(attachments))
-        if self.engine.name != "postgres" or attachments:
+        if attachments:  # the batch statement carries none
             return await self._send_one(send)
-        future: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
-        self._pending.append((send, future))
-        if len(self._committers) < SEND_COMMITTERS:
-            committer = asyncio.create_task(self._commit_pending())
-            self._committers.add(committer)
-            committer.add_done_callback(self._committers.discard)
-        return await future
+        return await self._commit_send(send)
 
-    async def _commit_pending(self) -> None:
-        """Group commit: while a statement runs, sends queue up and go in the next one."""
-        while self._pending:
-            batch = self._pending[:SEND_BATCH_LIMIT]
-            del self._pending[:SEND_BATCH_LIMIT]
-            try:
-                results = await self._send_batch([send for send, _ in batch])
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-
-    async def _send_batch(self, sends: list[_Send]) -> list[SendResult | BaseException]:
-        if len(sends) == 1:
-            return [await self._capture(self._send_one(sends[0]))]
+    async def _send_batch(self, sends: list[_Send]) -> list[SendResult | BaseException] | None:
+        """Several sends in one statement (PostgreSQL); None: send them one by one."""
         try:
             rows = await self.engine.fetch(
-                SEND_BATCH_POSTGRES,
+                self._SEND_BATCH_POSTGRES,
                 [s.room_id for s in sends],
                 [s.sender_id for s in sends],
                 [s.body for s in sends],
@@ -1041,20 +642,13 @@ class Database:
                 [s.reply_to for s in sends],
                 [s.created_at for s in sends],
             )
-        except UniqueViolation:  # a retried client_id: send one by one, which handles it
-            return [await self._capture(self._send_one(send)) for send in sends]
-        by_position = {row["ord"]: _message(row) for row in rows}
+        except UniqueViolation:  # a retried client_id: sending one by one handles it
+            return None
+        by_position = {row["ord"]: to_message(row) for row in rows}
         return [
             SendResult(by_position[i], created=True) if i in by_position else NotMember()
             for i in range(1, len(sends) + 1)
         ]
-
-    @staticmethod
-    async def _capture(coroutine: Any) -> Any:
-        try:
-            return await coroutine
-        except Exception as exc:
-            return exc
 
     async def _send_one(self, send: _Send) -> SendResult:
         args = (
@@ -1068,20 +662,21 @@ class Database:
         media_ids = [media.id for media in send.attachments]
         try:
             if self.engine.name == "postgres":
-                row = await self.engine.fetchrow(SEND_POSTGRES, *args, media_ids)
+                row = await self.engine.write(self._SEND_POSTGRES, *args, media_ids)
             elif not media_ids:
-                row = await self.engine.write(SEND_SQLITE, *args)
+                row = await self.engine.write(self._SEND_SQLITE, *args)
             else:
                 async with self.engine.transaction() as tx:
-                    row = await tx.fetchrow(SEND_SQLITE, *args)
-                    for position, media_id in enumerate(media_ids if row else ()):
-                        await tx.execute(
-                            "INSERT INTO message_attachments (message_id, media_id, position)"
-                            " VALUES ($1, $2, $3)",
-                            row["id"],
-                            media_id,
-                            position,
-                        )
+                    row = await tx.fetchrow(self._SEND_SQLITE, *args)
+                    if row is not None:
+                        for position, media_id in enumerate(media_ids):
+                            await tx.execute(
+                                "INSERT INTO message_attachments (message_id, media_id, position)"
+                                " VALUES ($1, $2, $3)",
+                                row["id"],
+                                media_id,
+                                position,
+                            )
         except UniqueViolation:
             existing = await self._message_by_client_id(send.sender_id, send.client_id or "")
             if existing is None:
@@ -1089,7 +684,7 @@ class Database:
             return SendResult(existing, created=False)
         if row is None:
             raise NotMember()
-        return SendResult(_message(row, send.attachments), created=True)
+        return SendResult(to_message(row, send.attachments), created=True)
 
     async def get_message(self, room_id: int, message_id: int) -> Message | None:
         rows = await self.engine.fetch(
@@ -1127,7 +722,7 @@ class Database:
                 await tx.execute(
                     "DELETE FROM message_attachments WHERE message_id = $1", message_id
                 )
-        return None if row is None else _message(row)
+        return None if row is None else to_message(row)
 
     async def history(
         self, room_id: int, *, after_seq: int | None, before_seq: int | None, limit: int
@@ -1160,6 +755,8 @@ class Database:
         if after_seq is None:
             rows.reverse()
         return await self._attach(rows), has_more
+
+    # --- search -----------------------------------------------------------------------
 
     async def search_messages(
         self, user_id: int, query: str, room_id: int | None, before_id: int, limit: int

@@ -17,6 +17,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .engines import DatabaseUnavailable
+
 log = logging.getLogger("chat_server")
 
 # Largest JSON body we accept (API.md: JSON body over 1 MiB is 413).
@@ -146,20 +148,7 @@ def _from_http_exception(exc: web.HTTPException) -> ApiError:
 
 def is_database_outage(exc: BaseException) -> bool:
     """True for errors meaning the database is unreachable, not that a query is wrong."""
-    import asyncpg
-
-    return isinstance(
-        exc,
-        ConnectionError
-        | OSError
-        | TimeoutError
-        | asyncpg.PostgresConnectionError  # cannot connect now, connection gone, ...
-        | asyncpg.InterfaceError
-        | asyncpg.InternalClientError  # a connection broken mid-query
-        | asyncpg.exceptions.AdminShutdownError
-        | asyncpg.exceptions.CannotConnectNowError
-        | asyncpg.exceptions.TooManyConnectionsError,
-    )
+    return isinstance(exc, DatabaseUnavailable)
 
 
 def render_error(exc: Exception, request: web.Request) -> web.Response | None:
@@ -176,7 +165,7 @@ def render_error(exc: Exception, request: web.Request) -> web.Response | None:
     if isinstance(exc, HttpProcessingError):  # malformed input found while reading
         return error_response(InvalidRequest(f"malformed request: {exc.message}"))
     if is_database_outage(exc):
-        log.warning("database unavailable: %s", type(exc).__name__)
+        log.warning("database unavailable: %s", exc)  # the driver's exception type
         return error_response(Unavailable("database unavailable"))
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(ApiError())

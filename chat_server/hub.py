@@ -255,8 +255,11 @@ class Hub:
                 self._announce_presence(user_id, status, rooms)
         elif kind == "alive":
             users = {int(user): rooms for user, rooms in message["users"].items()}
-            for user_id, rooms in self.presence.remote_alive(message["node"], users, time.time()):
+            appeared, vanished = self.presence.remote_alive(message["node"], users, time.time())
+            for user_id, rooms in appeared:
                 self._announce_presence(user_id, "online", rooms)
+            for user_id, rooms in vanished:
+                self._announce_presence(user_id, "offline", rooms)
 
     # --- presence ------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from .errors import MAX_INT, Validator
+from .errors import MAX_INT, Validator, is_storable_text
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -31,7 +31,10 @@ def decode_cursor(v: Validator, *, numeric: bool) -> str | int | None:
         position = int(text) if numeric else text
     except (binascii.Error, UnicodeDecodeError, ValueError):
         position = None
-    if position is None or (numeric and not 0 <= position <= MAX_INT):
+    # A text position goes to the database as a parameter: PostgreSQL refuses NUL in text.
+    if position is None or not (
+        0 <= position <= MAX_INT if isinstance(position, int) else is_storable_text(position)
+    ):
         v.errors.setdefault("cursor", "not a cursor returned by this endpoint")
         return None
     return position

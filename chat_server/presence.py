@@ -42,12 +42,17 @@ class Presence:
 
     def remote_alive(
         self, node: str, users: dict[int, list[int]], now: float
-    ) -> list[tuple[int, list[int]]]:
-        """A process's full list of online users; returns those newly online."""
+    ) -> tuple[list[tuple[int, list[int]]], list[tuple[int, list[int]]]]:
+        """A process's full list of online users; returns those newly online and
+        those now offline (their `offline` was missed, e.g. while Redis was away)."""
         self.heard_from[node] = now
         appeared = [(u, r) for u, r in users.items() if not self.online_anywhere(u)]
+        before = self.remote.get(node, {})
         self.remote[node] = users
-        return appeared
+        vanished = [
+            (u, r) for u, r in before.items() if u not in users and not self.online_anywhere(u)
+        ]
+        return appeared, vanished
 
     def expire(self, silent_since: float) -> list[tuple[int, list[int]]]:
         """Forget processes not heard from since then; returns users now offline."""

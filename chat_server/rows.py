@@ -1,0 +1,80 @@
+"""Row -> model mappers for the rows db.py's queries return (by column name).
+
+The column lists that produce these rows live next to the queries in db.py.
+"""
+
+from __future__ import annotations
+
+from .engines import Row
+from .models import Media, Member, Message, Room, Session, User
+
+
+def to_user(row: Row) -> User:
+    return User(
+        row["id"],
+        row["username"],
+        row["display_name"],
+        row["bio"],
+        row["avatar_media_id"],
+        row["created_at"],
+    )
+
+
+def to_session(row: Row) -> Session:
+    return Session(
+        row["id"],
+        row["user_id"],
+        row["created_at"],
+        row["last_used_at"],
+        row["user_agent"],
+        row["revoked_at"] is not None,
+    )
+
+
+def to_media(row: Row) -> Media:
+    return Media(
+        row["id"],
+        row["uploader_id"],
+        row["filename"],
+        row["content_type"],
+        row["size"],
+        row["sha256"],
+        row["created_at"],
+        row["width"],
+        row["height"],
+    )
+
+
+def to_room(row: Row) -> Room:
+    return Room(
+        row["id"],
+        row["kind"],
+        row["name"],
+        row["topic"],
+        row["created_by"],
+        row["created_at"],
+        row["last_seq"],
+        row["member_count"],
+        row["my_role"],
+        row["my_last_read_seq"],
+    )
+
+
+def to_message(row: Row, attachments: tuple[Media, ...] = ()) -> Message:
+    return Message(
+        row["id"],
+        row["room_id"],
+        row["seq"],
+        row["sender_id"],
+        row["body"],
+        row["client_id"],
+        row["reply_to"],
+        row["created_at"],
+        row["edited_at"],
+        bool(row["deleted"]),
+        attachments,
+    )
+
+
+def to_member(row: Row) -> Member:
+    return Member(to_user(row), row["role"], row["joined_at"])
