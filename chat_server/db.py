@@ -19,8 +19,16 @@ from dataclasses import dataclass
 
 from .engines import Conn, Engine, Row, UniqueViolation, connect
 from .migrations import migrate
-from .models import Media, Member, Message, Room, Session, User, now_ms
-from .rows import to_media, to_member, to_message, to_room, to_session, to_user
+from .models import Media, Member, Message, Room, Session, StreamEntry, User, now_ms
+from .rows import (
+    to_media,
+    to_member,
+    to_message,
+    to_room,
+    to_session,
+    to_stream_entry,
+    to_user,
+)
 
 # --- columns: each list written once; `*_FIELDS` bare (RETURNING), `*_COLUMNS` qualified
 
@@ -35,7 +43,7 @@ SESSION_FIELDS = "id, user_id, created_at, last_used_at, user_agent, revoked_at"
 MEDIA_FIELDS = "id, uploader_id, filename, content_type, size, sha256, created_at, width, height"
 MEDIA_COLUMNS = _qualified("md", MEDIA_FIELDS)
 ROOM_COLUMNS = (
-    "r.id, r.kind, r.name, r.topic, r.created_by, r.created_at, r.last_seq,"
+    "r.id, r.kind, r.name, r.topic, r.created_by, r.created_at, r.last_seq, r.last_pos,"
     " (SELECT count(*) FROM members mc WHERE mc.room_id = r.id) AS member_count,"
     " me.role AS my_role, COALESCE(me.last_read_seq, 0) AS my_last_read_seq"
 )
@@ -43,11 +51,14 @@ ROOM_COLUMNS = (
 ROOMS_FOR_VIEWER = "rooms r LEFT JOIN members me ON me.room_id = r.id AND me.user_id = $1"
 MEMBER_COLUMNS = f"{USER_COLUMNS}, mb.role, mb.joined_at"
 MESSAGE_FIELDS = (
-    "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted"
+    "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted, pos"
 )
 MESSAGE_COLUMNS = _qualified("m", MESSAGE_FIELDS)
-# Larger than any seq: the upper bound of "newest messages" queries.
+STREAM_FIELDS = "room_id, pos, type, message_id, user_id, actor_id, detail"
+# Larger than any seq or pos: the upper bound of "newest first" queries.
 MAX_SEQ = 2**63 - 1
+# Roles that manage a room (edit it, add and remove members, delete others' messages).
+MANAGERS = ("owner", "admin")
 
 
 def _like_prefix(text: str) -> str:
@@ -62,7 +73,11 @@ class SendResult:
 
 
 class NotMember(Exception):
-    """A send into a room the sender is not a member of (or that does not exist)."""
+    """A change to a room by someone who is not (or no longer) a member of it."""
+
+
+class _AlreadyMember(Exception):
+    """Rolls back a join that lost a race with the same join."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +139,15 @@ class Database:
             f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1", user_id
         )
         return None if row is None else to_user(row)
+
+    async def users_by_ids(self, ids: Sequence[int]) -> dict[int, User]:
+        if not ids:
+            return {}
+        rows = await self.engine.fetch(
+            f"SELECT {USER_COLUMNS} FROM users u WHERE u.id {self.engine.in_ids('$1')}",
+            self.engine.ids_param(ids),
+        )
+        return {user.id: user for user in map(to_user, rows)}
 
     async def get_credentials(self, username: str) -> tuple[User, str] | None:
         row = await self.engine.fetchrow(
@@ -336,13 +360,7 @@ class Database:
                 owner_id,
                 now,
             )
-            await tx.execute(
-                "INSERT INTO members (room_id, user_id, role, joined_at)"
-                " VALUES ($1, $2, 'owner', $3)",
-                room_id,
-                owner_id,
-                now,
-            )
+            await self._join(tx, room_id, owner_id, "owner", None)
             return await self._room_in(tx, room_id, owner_id)
 
     async def _room_in(self, conn: Conn, room_id: int, viewer_id: int) -> Room:
@@ -381,8 +399,15 @@ class Database:
 
     async def update_room(
         self, room_id: int, viewer_id: int, name: str | None, topic: str | None
-    ) -> Room:
+    ) -> tuple[Room, int] | None:
+        """Renames a room as one of its managers, as the room event `room.updated`.
+
+        Returns the room as the viewer sees it and the event's pos, or None when
+        the viewer does not manage the room (checked under the member row's lock).
+        """
         async with self.engine.transaction() as tx:
+            if await self._locked_role(tx, room_id, viewer_id) not in MANAGERS:
+                return None
             await tx.execute(
                 "UPDATE rooms SET name = COALESCE($2, name), topic = COALESCE($3, topic)"
                 " WHERE id = $1",
@@ -390,7 +415,8 @@ class Database:
                 name,
                 topic,
             )
-            return await self._room_in(tx, room_id, viewer_id)
+            pos = await self._append_event(tx, room_id, "room.updated", actor_id=viewer_id)
+            return await self._room_in(tx, room_id, viewer_id), pos
 
     async def get_or_create_dm(self, user_id: int, other_id: int) -> tuple[Room, bool]:
         """The one DM room of two users; True when this call created it."""
@@ -409,13 +435,7 @@ class Database:
                         dm_key,
                     )
                     for member in (low, high):
-                        await tx.execute(
-                            "INSERT INTO members (room_id, user_id, role, joined_at)"
-                            " VALUES ($1, $2, 'member', $3)",
-                            room_id,
-                            member,
-                            now,
-                        )
+                        await self._join(tx, room_id, member, "member", None)
                     return await self._room_in(tx, room_id, user_id), True
             except UniqueViolation:  # created concurrently by the other user
                 existing = await self.engine.fetchval(
@@ -425,49 +445,168 @@ class Database:
         assert room is not None
         return room, False
 
-    async def room_last_seq(self, room_id: int) -> int | None:
-        return await self.engine.fetchval("SELECT last_seq FROM rooms WHERE id = $1", room_id)
+    async def room_last_pos(self, room_id: int) -> int | None:
+        return await self.engine.fetchval("SELECT last_pos FROM rooms WHERE id = $1", room_id)
 
-    async def last_seqs(self, room_ids: Sequence[int]) -> dict[int, int]:
+    async def last_positions(self, room_ids: Sequence[int]) -> dict[int, int]:
+        """{room_id: last_pos} of the given rooms."""
         rows = await self.engine.fetch(
-            f"SELECT id, last_seq FROM rooms WHERE id {self.engine.in_ids('$1')}",
+            f"SELECT id, last_pos FROM rooms WHERE id {self.engine.in_ids('$1')}",
             self.engine.ids_param(room_ids),
         )
-        return {r["id"]: r["last_seq"] for r in rows}
+        return {r["id"]: r["last_pos"] for r in rows}
 
-    async def room_seqs_of(self, user_id: int) -> dict[int, int]:
-        """{room_id: last_seq} of every room the user is in."""
+    async def positions_of(self, user_id: int) -> dict[int, tuple[int, int]]:
+        """{room_id: (last_seq, last_pos)} of every room the user is in."""
         rows = await self.engine.fetch(
-            "SELECT r.id, r.last_seq FROM rooms r JOIN members mb ON mb.room_id = r.id"
-            " WHERE mb.user_id = $1",
+            "SELECT r.id, r.last_seq, r.last_pos FROM rooms r"
+            " JOIN members mb ON mb.room_id = r.id WHERE mb.user_id = $1",
             user_id,
         )
-        return {r["id"]: r["last_seq"] for r in rows}
+        return {r["id"]: (r["last_seq"], r["last_pos"]) for r in rows}
+
+    async def memberships(self, user_ids: Sequence[int]) -> list[tuple[int, int, int]]:
+        """(user_id, room_id, joined_pos) of every membership of the given users."""
+        rows = await self.engine.fetch(
+            f"SELECT user_id, room_id, joined_pos FROM members WHERE user_id"
+            f" {self.engine.in_ids('$1')}",
+            self.engine.ids_param(user_ids),
+        )
+        return [(r["user_id"], r["room_id"], r["joined_pos"]) for r in rows]
+
+    # --- the room stream ----------------------------------------------------------------
+
+    async def _append_event(
+        self,
+        tx: Conn,
+        room_id: int,
+        kind: str,
+        *,
+        message_id: int | None = None,
+        user_id: int | None = None,
+        actor_id: int | None = None,
+        detail: str | None = None,
+    ) -> int:
+        """Numbers a change with the room's next pos, in the change's transaction.
+
+        The UPDATE takes the room's row lock (SQLite: the writer's), so events
+        commit in pos order with no gaps (DESIGN.md invariant 3).
+        """
+        pos: int = await tx.fetchval(
+            "UPDATE rooms SET last_pos = last_pos + 1 WHERE id = $1 RETURNING last_pos", room_id
+        )
+        await tx.execute(
+            f"INSERT INTO room_events ({STREAM_FIELDS}, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            room_id,
+            pos,
+            kind,
+            message_id,
+            user_id,
+            actor_id,
+            detail,
+            now_ms(),
+        )
+        return pos
+
+    async def _locked_role(self, tx: Conn, room_id: int, user_id: int) -> str | None:
+        """The user's role in the room, its member row locked until the transaction ends.
+
+        A change that needs membership checks it here, so a removal committing
+        meanwhile either waits for the change or makes it fail (invariant 9).
+        Member rows are locked before the room row everywhere: no deadlock.
+        """
+        role: str | None = await tx.fetchval(
+            "SELECT role FROM members WHERE room_id = $1 AND user_id = $2 FOR SHARE",
+            room_id,
+            user_id,
+        )
+        return role
+
+    async def stream_entries(
+        self, room_id: int, *, after_pos: int | None, before_pos: int | None, limit: int
+    ) -> tuple[list[StreamEntry], bool]:
+        """Up to `limit` stream entries in ascending pos, and whether more lie beyond.
+
+        A message's `message.new` is its own row; every other event a room_events row.
+        """
+        upper = MAX_SEQ if before_pos is None else before_pos
+        entries = (
+            "SELECT room_id, pos, 'message.new' AS type, id AS message_id,"
+            " CAST(NULL AS BIGINT) AS user_id, CAST(NULL AS BIGINT) AS actor_id,"
+            " CAST(NULL AS TEXT) AS detail FROM messages WHERE room_id = $1 AND pos > $2"
+            f" AND pos < $3 UNION ALL SELECT {STREAM_FIELDS} FROM room_events"
+            " WHERE room_id = $1 AND pos > $2 AND pos < $3"
+        )
+        order = "ASC" if after_pos is not None else "DESC"
+        rows = await self.engine.fetch(
+            f"{entries} ORDER BY pos {order} LIMIT $4", room_id, after_pos or 0, upper, limit + 1
+        )
+        has_more = len(rows) > limit
+        found = [to_stream_entry(r) for r in rows[:limit]]
+        if after_pos is None:
+            found.reverse()
+        return found, has_more
 
     # --- members ----------------------------------------------------------------------
 
-    async def add_member(self, room_id: int, user_id: int, role: str) -> bool:
-        """Adds a member; False if they already were one (their role is unchanged)."""
-        async with self.engine.transaction() as tx:
-            row = await tx.fetchrow(
-                "INSERT INTO members (room_id, user_id, role, joined_at, last_read_seq)"
-                " SELECT $1, $2, $3, $4, 0 WHERE NOT EXISTS"
-                " (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2) RETURNING user_id",
-                room_id,
-                user_id,
-                role,
-                now_ms(),
-            )
-        return row is not None
+    async def add_member(
+        self, room_id: int, user_id: int, role: str, actor_id: int | None
+    ) -> int | None:
+        """Adds a member as the room event `member.joined`; returns its pos.
 
-    async def remove_member(self, room_id: int, user_id: int) -> bool:
+        None if they already were one (their role is unchanged), also when the
+        same join commits concurrently: the unique key decides, never a 500.
+        """
+        try:
+            async with self.engine.transaction() as tx:
+                return await self._join(tx, room_id, user_id, role, actor_id)
+        except _AlreadyMember:
+            return None
+
+    async def _join(
+        self, tx: Conn, room_id: int, user_id: int, role: str, actor_id: int | None
+    ) -> int:
+        inserted = await tx.fetchval(
+            "INSERT INTO members (room_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (room_id, user_id) DO NOTHING RETURNING user_id",
+            room_id,
+            user_id,
+            role,
+            now_ms(),
+        )
+        if inserted is None:
+            raise _AlreadyMember()
+        pos = await self._append_event(
+            tx, room_id, "member.joined", user_id=user_id, actor_id=actor_id, detail=role
+        )
+        await tx.execute(
+            "UPDATE members SET joined_pos = $3 WHERE room_id = $1 AND user_id = $2",
+            room_id,
+            user_id,
+            pos,
+        )
+        return pos
+
+    async def remove_member(
+        self, room_id: int, user_id: int, reason: str, actor_id: int | None
+    ) -> int | None:
+        """Removes a member as the room event `member.left`; returns its pos (None: not one).
+
+        The member row is deleted before the room row is locked, as every
+        change locks them (see `_locked_role`).
+        """
         async with self.engine.transaction() as tx:
-            row = await tx.fetchrow(
+            removed = await tx.fetchval(
                 "DELETE FROM members WHERE room_id = $1 AND user_id = $2 RETURNING user_id",
                 room_id,
                 user_id,
             )
-        return row is not None
+            if removed is None:
+                return None
+            return await self._append_event(
+                tx, room_id, "member.left", user_id=user_id, actor_id=actor_id, detail=reason
+            )
 
     async def get_member(self, room_id: int, user_id: int) -> Member | None:
         row = await self.engine.fetchrow(
@@ -543,16 +682,20 @@ class Database:
         return messages[0] if messages else None
 
     # The send statements (see send_message). PostgreSQL: one data-modifying
-    # CTE bumps rooms.last_seq under its row lock, inserts, attaches and moves
-    # the sender's read marker.
+    # CTE locks the sender's member row (a removal committing meanwhile makes
+    # the send fail rather than slip in after it: invariant 9), bumps
+    # rooms.last_seq and last_pos under the room's row lock, inserts, attaches
+    # and moves the sender's read marker.
     _SEND_POSTGRES = f"""
-WITH bumped AS (
-    UPDATE rooms SET last_seq = last_seq + 1
-    WHERE id = $1 AND EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)
-    RETURNING last_seq
+WITH member AS (
+    SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2 FOR SHARE
+), bumped AS (
+    UPDATE rooms SET last_seq = last_seq + 1, last_pos = last_pos + 1
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM member)
+    RETURNING last_seq, last_pos
 ), inserted AS (
-    INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
-    SELECT $1, last_seq, $2, $3::text, $4::text, $5::bigint, $6::bigint FROM bumped
+    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at)
+    SELECT $1, last_seq, last_pos, $2, $3::text, $4::text, $5::bigint, $6::bigint FROM bumped
     RETURNING {MESSAGE_FIELDS}
 ), attached AS (
     INSERT INTO message_attachments (message_id, media_id, position)
@@ -564,30 +707,37 @@ WITH bumped AS (
 )
 SELECT * FROM inserted
 """
-    # Group commit on PostgreSQL: many sends (to any rooms) in one statement. Rooms
-    # are locked in id order (no deadlock between processes), non-members'
-    # sends are dropped before numbering (so no seq is skipped), each room's
-    # last_seq is bumped once, and every row comes back with its batch position.
+    # Group commit on PostgreSQL: many sends (to any rooms) in one statement. The
+    # senders' member rows are locked first (in key order, as removals lock
+    # them), then the rooms in id order (no deadlock between processes);
+    # non-members' sends are dropped before numbering (so no seq or pos is
+    # skipped), each room's counters are bumped once, and every row comes back
+    # with its batch position.
     _SEND_BATCH_POSTGRES = f"""
-WITH batch AS (
-    SELECT b.* FROM unnest(
+WITH sends AS (
+    SELECT * FROM unnest(
         $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]
     ) WITH ORDINALITY AS b (room_id, sender_id, body, client_id, reply_to, created_at, ord)
-    WHERE EXISTS (
-        SELECT 1 FROM members m WHERE m.room_id = b.room_id AND m.user_id = b.sender_id
-    )
+), member AS (
+    SELECT m.room_id, m.user_id FROM members m
+    WHERE (m.room_id, m.user_id) IN (SELECT room_id, sender_id FROM sends)
+    ORDER BY m.room_id, m.user_id FOR SHARE
+), batch AS (
+    SELECT s.* FROM sends s
+    WHERE (s.room_id, s.sender_id) IN (SELECT room_id, user_id FROM member)
 ), numbered AS (
     SELECT batch.*, row_number() OVER (PARTITION BY room_id ORDER BY ord) AS n FROM batch
 ), locked AS (
     SELECT id FROM rooms WHERE id IN (SELECT room_id FROM numbered) ORDER BY id FOR UPDATE
 ), bumped AS (
-    UPDATE rooms r SET last_seq = r.last_seq + c.count
+    UPDATE rooms r SET last_seq = r.last_seq + c.count, last_pos = r.last_pos + c.count
     FROM (SELECT room_id, count(*) AS count FROM numbered GROUP BY room_id) c
     WHERE r.id = c.room_id AND r.id IN (SELECT id FROM locked)
-    RETURNING r.id, r.last_seq - c.count AS base
+    RETURNING r.id, r.last_seq - c.count AS base, r.last_pos - c.count AS base_pos
 ), inserted AS (
-    INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
-    SELECT n.room_id, b.base + n.n, n.sender_id, n.body, n.client_id, n.reply_to, n.created_at
+    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at)
+    SELECT n.room_id, b.base + n.n, b.base_pos + n.n, n.sender_id, n.body, n.client_id,
+        n.reply_to, n.created_at
     FROM numbered n JOIN bumped b ON b.id = n.room_id
     RETURNING {MESSAGE_FIELDS}
 ), marked AS (
@@ -600,10 +750,11 @@ JOIN bumped b ON b.id = inserted.room_id
 JOIN numbered n ON n.room_id = inserted.room_id AND b.base + n.n = inserted.seq
 """
     # SQLite, whose write lock covers the whole statement: the insert reads
-    # last_seq + 1 and a trigger (sql/sqlite/002) bumps it and the read marker.
+    # last_seq + 1 and last_pos + 1, and a trigger (sql/sqlite/004) bumps them
+    # and the read marker.
     _SEND_SQLITE = f"""
-INSERT INTO messages (room_id, seq, sender_id, body, client_id, reply_to, created_at)
-SELECT $1, last_seq + 1, $2, $3, $4, $5, $6 FROM rooms
+INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at)
+SELECT $1, last_seq + 1, last_pos + 1, $2, $3, $4, $5, $6 FROM rooms
 WHERE id = $1 AND EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)
 RETURNING {MESSAGE_FIELDS}
 """
@@ -695,34 +846,77 @@ RETURNING {MESSAGE_FIELDS}
         messages = await self._attach(rows)
         return messages[0] if messages else None
 
-    async def edit_message(self, room_id: int, message_id: int, body: str) -> Message | None:
+    async def messages_by_ids(self, ids: Sequence[int]) -> dict[int, Message]:
+        """The messages with these ids, as they are now (tombstones included)."""
+        if not ids:
+            return {}
+        rows = await self.engine.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id {self.engine.in_ids('$1')}",
+            self.engine.ids_param(ids),
+        )
+        return {message.id: message for message in await self._attach(rows)}
+
+    async def edit_message(
+        self, room_id: int, message_id: int, editor_id: int, body: str
+    ) -> tuple[Message, int] | None:
+        """Replaces the body of the editor's own message, as the room event `message.edited`.
+
+        Returns the message and the event's pos, or None when there is no such
+        live message of the editor's; raises NotMember when the editor is not
+        (or no longer) in the room.
+        """
         async with self.engine.transaction() as tx:
+            if await self._locked_role(tx, room_id, editor_id) is None:
+                raise NotMember()
             row = await tx.fetchrow(
-                "UPDATE messages SET body = $3, edited_at = $4"
-                f" WHERE id = $1 AND room_id = $2 AND NOT deleted RETURNING {MESSAGE_FIELDS}",
+                "UPDATE messages SET body = $4, edited_at = $5 WHERE id = $1 AND room_id = $2"
+                f" AND sender_id = $3 AND NOT deleted RETURNING {MESSAGE_FIELDS}",
                 message_id,
                 room_id,
+                editor_id,
                 body,
                 now_ms(),
             )
-        messages = await self._attach([row] if row else [])
-        return messages[0] if messages else None
+            if row is None:
+                return None
+            pos = await self._append_event(
+                tx, room_id, "message.edited", message_id=message_id, actor_id=editor_id
+            )
+        messages = await self._attach([row])
+        return messages[0], pos
 
-    async def delete_message(self, room_id: int, message_id: int) -> Message | None:
-        """Tombstones a message: id and seq stay, body and attachments go."""
+    async def delete_message(
+        self, room_id: int, message_id: int, actor_id: int
+    ) -> tuple[Message, int] | None:
+        """Tombstones a message as the room event `message.deleted`: id and seq stay,
+        body and attachments go.
+
+        The actor is its sender or one of the room's managers (checked under the
+        member row's lock). Returns the tombstone and the event's pos, or None
+        when there is no such live message the actor may delete; raises
+        NotMember when the actor is not (or no longer) in the room.
+        """
         async with self.engine.transaction() as tx:
+            role = await self._locked_role(tx, room_id, actor_id)
+            if role is None:
+                raise NotMember()
             row = await tx.fetchrow(
                 "UPDATE messages SET body = '', deleted = TRUE, edited_at = $3"
-                f" WHERE id = $1 AND room_id = $2 AND NOT deleted RETURNING {MESSAGE_FIELDS}",
+                " WHERE id = $1 AND room_id = $2 AND NOT deleted AND (sender_id = $4 OR $5)"
+                f" RETURNING {MESSAGE_FIELDS}",
                 message_id,
                 room_id,
                 now_ms(),
+                actor_id,
+                role in MANAGERS,
             )
-            if row is not None:
-                await tx.execute(
-                    "DELETE FROM message_attachments WHERE message_id = $1", message_id
-                )
-        return None if row is None else to_message(row)
+            if row is None:
+                return None
+            await tx.execute("DELETE FROM message_attachments WHERE message_id = $1", message_id)
+            pos = await self._append_event(
+                tx, room_id, "message.deleted", message_id=message_id, actor_id=actor_id
+            )
+        return to_message(row), pos
 
     async def history(
         self, room_id: int, *, after_seq: int | None, before_seq: int | None, limit: int

@@ -315,11 +315,13 @@ class GroupCommit(Generic[T, R]):
 # --- SQLite -----------------------------------------------------------------------
 
 _PARAM = re.compile(r"\$(\d+)")
+# Row locks: SQLite's single writer already serializes every write transaction.
+_ROW_LOCK = re.compile(r"\s+FOR (?:SHARE|UPDATE)\b")
 
 
 @functools.lru_cache(maxsize=512)
 def _sqlite_sql(sql: str) -> str:
-    return _PARAM.sub(r"?\1", sql)
+    return _PARAM.sub(r"?\1", _ROW_LOCK.sub("", sql))
 
 
 class _SqliteConn(Conn):

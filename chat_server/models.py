@@ -73,6 +73,7 @@ class Room:
     created_by: int | None
     created_at: int
     last_seq: int
+    last_pos: int
     member_count: int
     my_role: str | None
     my_last_read_seq: int
@@ -86,11 +87,25 @@ class Room:
             "created_by": self.created_by,
             "created_at": iso(self.created_at),
             "last_seq": self.last_seq,
+            "last_pos": self.last_pos,
             "member_count": self.member_count,
             "my_role": self.my_role,
             "my_last_read_seq": self.my_last_read_seq,
             "unread_count": max(0, self.last_seq - self.my_last_read_seq),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One position of a room stream as stored: the event type and the rows it names."""
+
+    room_id: int
+    pos: int
+    type: str
+    message_id: int | None
+    user_id: int | None
+    actor_id: int | None
+    detail: str | None  # the role of member.joined/member.role, the reason of member.left
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +159,7 @@ class Message:
     created_at: int
     edited_at: int | None
     deleted: bool
+    pos: int  # of its `message.new` in the room stream (not part of the Message object)
     attachments: tuple[Media, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:

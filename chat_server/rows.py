@@ -6,7 +6,7 @@ The column lists that produce these rows live next to the queries in db.py.
 from __future__ import annotations
 
 from .engines import Row
-from .models import Media, Member, Message, Room, Session, User
+from .models import Media, Member, Message, Room, Session, StreamEntry, User
 
 
 def to_user(row: Row) -> User:
@@ -54,6 +54,7 @@ def to_room(row: Row) -> Room:
         row["created_by"],
         row["created_at"],
         row["last_seq"],
+        row["last_pos"],
         row["member_count"],
         row["my_role"],
         row["my_last_read_seq"],
@@ -72,9 +73,22 @@ def to_message(row: Row, attachments: tuple[Media, ...] = ()) -> Message:
         row["created_at"],
         row["edited_at"],
         bool(row["deleted"]),
+        row["pos"],
         attachments,
     )
 
 
 def to_member(row: Row) -> Member:
     return Member(to_user(row), row["role"], row["joined_at"])
+
+
+def to_stream_entry(row: Row) -> StreamEntry:
+    return StreamEntry(
+        row["room_id"],
+        row["pos"],
+        row["type"],
+        row["message_id"],
+        row["user_id"],
+        row["actor_id"],
+        row["detail"],
+    )
