@@ -90,6 +90,7 @@ def _add_routes(app: web.Application) -> None:
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             web.get(f"{api}/openapi.json", openapi_document),
+            web.get(f"{api}/asyncapi.json", asyncapi_document),
             web.post(f"{api}/auth/signup", auth.signup),
             web.post(f"{api}/auth/login", auth.login),
             web.post(f"{api}/auth/refresh", auth.refresh),
@@ -193,6 +194,12 @@ def _load_openapi() -> bytes:
 
 async def openapi_document(request: web.Request) -> web.Response:
     return web.Response(body=_load_openapi(), content_type="application/json")
+
+
+async def asyncapi_document(request: web.Request) -> web.Response:
+    """The AsyncAPI 3.0 description of the WebSocket's frames."""
+    body = resources.files("chat_server").joinpath("asyncapi.json").read_bytes()
+    return web.Response(body=body, content_type="application/json")
 
 
 async def web_client(request: web.Request) -> web.FileResponse:
