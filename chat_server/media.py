@@ -48,9 +48,9 @@ from .errors import (
     RangeNotSatisfiable,
     UnsupportedMediaType,
     error_response,
-    path_id,
 )
 from .models import IMAGE_TYPES, Media
+from .validation import path_id
 
 log = logging.getLogger("chat_server.media")
 

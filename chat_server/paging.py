@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from .errors import MAX_INT, Validator
+from .validation import MAX_INT, Validator
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100

@@ -14,9 +14,10 @@ from aiohttp import web
 from . import keys
 from .auth import require_auth
 from .connection import Event
-from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Validator, path_id, read_json
+from .errors import Conflict, Forbidden, InvalidRequest, NotFound
 from .models import Room, User
 from .paging import decode_cursor, page, page_limit
+from .validation import Validator, path_id, read_json
 
 ROOM_KINDS = ("public", "private")
 MANAGERS = ("owner", "admin")
