@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from chat_server import create_app, keys, media
+from chat_server import create_app, keys
+from chat_server.media.store import Spool
 
 from .conftest import error_of, make_config, signup
 from .test_messages import messages_path, send
@@ -268,7 +269,7 @@ async def test_full_disk_is_507_and_leaves_nothing(client, alice, monkeypatch):
     def disk_full(self, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(media._Spool, "write", disk_full)
+    monkeypatch.setattr(Spool, "write", disk_full)
     response = await upload(client, alice, os.urandom(600_000))
     assert (await error_of(response, 507))["code"] == "insufficient_storage"
     assert stored_files(media_dir(client)) == []
