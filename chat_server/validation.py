@@ -30,10 +30,16 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise UnsupportedMediaType("expected Content-Type: application/json")
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise PayloadTooLarge("JSON body over 1 MiB")
-    raw = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise PayloadTooLarge("JSON body over 1 MiB")
-    return parse_json_object(raw)
+    # Reads until the body ends: one read returns only what has arrived so far.
+    # Counting what was read, not the Content-Length, also bounds a chunked body.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            raise PayloadTooLarge("JSON body over 1 MiB")
+        chunks.append(chunk)
+    return parse_json_object(b"".join(chunks))
 
 
 def parse_json_object(raw: bytes | str, what: str = "body") -> dict[str, Any]:
