@@ -87,6 +87,7 @@ class Validator:
         min_len: int = ...,
         max_len: int,
         strip: bool = ...,
+        max_after_strip: bool = ...,
         pattern: re.Pattern[str] | None = ...,
         reason: str | None = ...,
     ) -> str: ...
@@ -100,6 +101,7 @@ class Validator:
         min_len: int = ...,
         max_len: int,
         strip: bool = ...,
+        max_after_strip: bool = ...,
         pattern: re.Pattern[str] | None = ...,
         reason: str | None = ...,
     ) -> str | None: ...
@@ -112,9 +114,13 @@ class Validator:
         min_len: int = 0,
         max_len: int,
         strip: bool = False,
+        max_after_strip: bool = False,
         pattern: re.Pattern[str] | None = None,
         reason: str | None = None,
     ) -> str | None:
+        """A string; `strip` trims it, and min_len and the pattern then apply to what is
+        left. max_len applies to the value as sent unless `max_after_strip` (which implies
+        `strip`) says the limit, too, counts only what is left."""
         missing = "" if required else None
         if name not in self.source:
             if required:
@@ -122,15 +128,15 @@ class Validator:
             return missing
         value = self.source[name]
         explain = reason or f"a string of {min_len}-{max_len} characters"
-        if not isinstance(value, str) or len(value) > max_len:
+        if not isinstance(value, str) or (len(value) > max_len and not max_after_strip):
             self._fail(name, explain)
             return missing
-        if strip:
+        if strip or max_after_strip:
             value = value.strip()
         if not is_storable_text(value):
             self._fail(name, "must be valid Unicode text without NUL characters")
             return missing
-        if len(value) < min_len or (pattern and not pattern.fullmatch(value)):
+        if not min_len <= len(value) <= max_len or (pattern and not pattern.fullmatch(value)):
             self._fail(name, explain)
             return missing
         return value

@@ -10,7 +10,7 @@ import pytest
 from chat_server.errors import InvalidRequest
 from chat_server.validation import MAX_JSON_BYTES, Validator
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, error_of
 from .rawhttp import chunk, connect, request_head
 from .test_messages import messages_path
 from .test_rooms import create_room
@@ -92,6 +92,31 @@ async def test_json_body_of_exactly_one_mib_is_read(client, alice):
         client, messages_path(room), alice.headers, body, 100, 500_000, chunked=True
     )
     assert status == 201, sent
+
+
+# --- message bodies count after trimming --------------------------------------------
+
+
+async def test_body_of_4000_characters_after_trimming_is_valid(client, alice):
+    room = await create_room(client, alice)
+    padded = "  " + "x" * 4000 + "  "
+    response = await client.post(messages_path(room), json={"body": padded}, headers=alice.headers)
+    assert response.status == 201, await response.text()
+    message = await response.json()
+    assert message["body"] == "x" * 4000
+    path = f"{messages_path(room)}/{message['id']}"
+    edited = await client.patch(
+        path, json={"body": "\n" + "y" * 4000 + "\n"}, headers=alice.headers
+    )
+    assert edited.status == 200, await edited.text()
+    assert (await edited.json())["body"] == "y" * 4000
+    for too_long in ("x" * 4001, "  " + "x" * 4001 + "  "):
+        refused = await client.post(
+            messages_path(room), json={"body": too_long}, headers=alice.headers
+        )
+        assert (await error_of(refused, 400))["details"]["fields"].keys() == {"body"}
+        refused = await client.patch(path, json={"body": too_long}, headers=alice.headers)
+        assert (await error_of(refused, 400))["details"]["fields"].keys() == {"body"}
 
 
 def test_required_getters_give_placeholders_that_check_refuses() -> None:
