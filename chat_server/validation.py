@@ -180,13 +180,11 @@ class Validator:
         value = self.source[name]
         if self.query and isinstance(value, str):
             value = _query_int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
+        number = json_int(value)
+        if number is None or not minimum <= number <= maximum:
             self._fail(name, f"an integer {minimum}-{maximum}")
             return missing
-        if not minimum <= value <= maximum:
-            self._fail(name, f"an integer {minimum}-{maximum}")
-            return missing
-        return value
+        return number
 
     @overload
     def choice(self, name: str, allowed: tuple[str, ...], *, required: Literal[True]) -> str: ...
@@ -212,16 +210,26 @@ class Validator:
         if name not in self.source:
             return []
         value = self.source[name]
-        if (
-            not isinstance(value, list)
-            or len(value) > max_items
-            or not all(
-                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INT for v in value
-            )
-        ):
+        ids = [json_int(item) for item in value] if isinstance(value, list) else [None]
+        if len(ids) > max_items or not all(i is not None and 1 <= i <= MAX_INT for i in ids):
             self._fail(name, f"a list of at most {max_items} ids")
             return []
-        return list(dict.fromkeys(value))
+        return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def json_int(value: Any) -> int | None:
+    """An integer from JSON, where whole-number floats (`1.0`) are integers too.
+
+    JSON Schema's `type: integer` (the OpenAPI document's) accepts them, so
+    generated clients may send them. Booleans are not numbers here.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _query_int(text: str) -> int | str:

@@ -14,6 +14,8 @@ from .conftest import PASSWORD, error_of
 from .rawhttp import chunk, connect, request_head
 from .test_messages import messages_path
 from .test_rooms import create_room
+from .wsutil import connect as ws_connect
+from .wsutil import next_of, receive
 
 PAUSE = 0.05  # long enough that the server has read what came before
 
@@ -117,6 +119,98 @@ async def test_body_of_4000_characters_after_trimming_is_valid(client, alice):
         assert (await error_of(refused, 400))["details"]["fields"].keys() == {"body"}
         refused = await client.patch(path, json={"body": too_long}, headers=alice.headers)
         assert (await error_of(refused, 400))["details"]["fields"].keys() == {"body"}
+
+
+# --- whole-number floats are integers (JSON Schema `type: integer`) -----------------
+
+
+async def test_whole_number_floats_are_accepted_as_integers(client, alice, bob):
+    room = await create_room(client, alice)
+    members = f"/api/v1/rooms/{room['id']}/members"
+    added = await client.post(
+        members, json={"user_id": float(bob.id), "role": "member"}, headers=alice.headers
+    )
+    assert added.status == 201, await added.text()
+    assert (await added.json())["user"]["id"] == bob.id
+
+    first = await client.post(messages_path(room), json={"body": "one"}, headers=alice.headers)
+    parent = await first.json()
+    reply = await client.post(
+        messages_path(room),
+        json={"body": "two", "reply_to": float(parent["id"])},
+        headers=alice.headers,
+    )
+    assert reply.status == 201, await reply.text()
+    assert (await reply.json())["reply_to"] == parent["id"]
+
+    read = await client.post(
+        f"/api/v1/rooms/{room['id']}/read", json={"seq": 1.0}, headers=bob.headers
+    )
+    assert read.status == 204, await read.text()
+
+    dm = await client.post("/api/v1/dm", json={"user_id": float(bob.id)}, headers=alice.headers)
+    assert dm.status == 201, await dm.text()
+
+
+async def test_whole_number_floats_in_id_lists(client, alice):
+    room = await create_room(client, alice)
+    form_response = await client.post(
+        "/api/v1/media",
+        data={"file": b"attached text"},
+        headers=alice.headers,
+    )
+    assert form_response.status == 201, await form_response.text()
+    media = await form_response.json()
+    sent = await client.post(
+        messages_path(room),
+        json={"body": "", "attachments": [float(media["id"])]},
+        headers=alice.headers,
+    )
+    assert sent.status == 201, await sent.text()
+    assert [m["id"] for m in (await sent.json())["attachments"]] == [media["id"]]
+
+
+async def test_whole_number_floats_over_websocket(client, alice):
+    room = await create_room(client, alice)
+    await client.post(messages_path(room), json={"body": "one"}, headers=alice.headers)
+    ws = await ws_connect(client, alice)
+    try:
+        await ws.send_json({"type": "read", "ref": "r1", "room_id": float(room["id"]), "seq": 1.0})
+        await ws.send_json({"type": "ping"})
+        kinds = []
+        while not kinds or kinds[-1] != "pong":
+            kinds.append((await receive(ws))["type"])
+        assert "error" not in kinds, kinds
+        await ws.send_json({"type": "read", "ref": "r2", "room_id": room["id"], "seq": 1.5})
+        error = await next_of(ws, "error")
+        assert (error["ref"], error["code"]) == ("r2", "invalid_request")
+    finally:
+        await ws.close()
+
+
+@pytest.mark.parametrize("value", [1.5, -1.0, 0.0, 1e300, 9.3e18, True])
+async def test_other_numbers_in_integer_fields_stay_400(client, alice, value):
+    room = await create_room(client, alice)
+    path = f"/api/v1/rooms/{room['id']}/members"
+    response = await client.post(path, json={"user_id": value}, headers=alice.headers)
+    assert (await error_of(response, 400))["details"]["fields"].keys() == {"user_id"}
+
+
+def test_validator_reads_whole_number_floats_as_int() -> None:
+    v = Validator({"a": 3.0, "b": 2.5, "ids": [1.0, 2, 2.0], "bad": [1.5]})
+    assert v.integer("a", required=True) == 3
+    assert type(v.integer("a")) is int
+    assert v.integer("b") is None
+    assert v.id_list("ids", max_items=5) == [1, 2]
+    assert v.id_list("bad", max_items=5) == []
+    assert v.errors.keys() == {"b", "bad"}
+
+
+def test_validator_query_strings_stay_digits_only() -> None:
+    v = Validator({"limit": "5", "cursor": "1.0"}, query=True)
+    assert v.integer("limit") == 5
+    assert v.integer("cursor") is None
+    assert v.errors.keys() == {"cursor"}
 
 
 def test_required_getters_give_placeholders_that_check_refuses() -> None:
