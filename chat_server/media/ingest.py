@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import re
 import unicodedata
+from typing import cast
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 
 from .. import keys
 from ..errors import InvalidRequest, PayloadTooLarge
@@ -15,9 +16,12 @@ from ..models import IMAGE_TYPES, Media
 from .sniffing import image_info, sniff
 from .store import CHUNK, Spool, storage_error, store_blob
 
-# A Content-Length beyond the upload limit plus this much multipart framing is
-# refused before reading anything.
+# The whole request body may exceed the upload limit by this much multipart
+# framing (a Content-Length beyond it is refused before reading anything).
 MULTIPART_SLACK = 1024 * 1024
+# Parts before the one named `file` (clients send none or a few form fields):
+# each costs a header parse, so thousands of tiny parts are refused early.
+MAX_PARTS_BEFORE_FILE = 16
 MAX_FILENAME = 255
 # Bidi overrides and invisible marks that make "evil\u202egnp.exe" show as "evilexe.png".
 _INVISIBLE = re.compile("[\u200b\u200e\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
@@ -40,12 +44,42 @@ def display_filename(raw: str | None) -> str:
     return name
 
 
+class _BoundedBody:
+    """The request body as the multipart parser reads it, refused (413) once the client
+    has sent more than `limit` bytes of it: preamble, headers and boundaries included."""
+
+    def __init__(self, stream: StreamReader, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+
+    def _checked(self, data: bytes) -> bytes:
+        if self._stream.total_bytes > self._limit:
+            raise PayloadTooLarge(f"upload body over {self._limit} bytes")
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        return self._checked(await self._stream.read(n))
+
+    async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        return self._checked(await self._stream.readline(max_line_length=max_line_length))
+
+    def at_eof(self) -> bool:
+        return self._stream.at_eof()
+
+    def unread_data(self, data: bytes) -> None:
+        self._stream.unread_data(data)
+
+
 async def file_part(request: web.Request, limit: int) -> BodyPartReader:
-    """The first part named `file`; parts before it are skipped but count to the limit."""
+    """The first part named `file`; parts before it are skipped but count to the limit.
+
+    The body as a whole may exceed `limit` by MULTIPART_SLACK bytes of framing.
+    """
+    body = _BoundedBody(request.content, limit + MULTIPART_SLACK)
     try:
-        reader = await request.multipart()
+        reader = MultipartReader(request.headers, cast(StreamReader, body))
         skipped = 0
-        while True:
+        for _ in range(MAX_PARTS_BEFORE_FILE + 1):
             part = await reader.next()
             if part is None:
                 break
@@ -57,6 +91,8 @@ async def file_part(request: web.Request, limit: int) -> BodyPartReader:
                 skipped += len(chunk)
                 if skipped > limit:
                     raise PayloadTooLarge(f"upload over {limit} bytes")
+        else:
+            raise PayloadTooLarge(f"more than {MAX_PARTS_BEFORE_FILE} parts before the file")
     except (ValueError, AssertionError, KeyError):
         pass  # malformed multipart
     raise InvalidRequest.fields({"file": "multipart/form-data with one part named file"})
