@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Literal, overload
 
 from .validation import MAX_INT, Validator
 
@@ -21,17 +22,26 @@ def encode_cursor(position: str | int) -> str:
     return base64.urlsafe_b64encode(str(position).encode()).decode().rstrip("=")
 
 
+@overload
+def decode_cursor(v: Validator, *, numeric: Literal[True]) -> int | None: ...
+
+
+@overload
+def decode_cursor(v: Validator, *, numeric: Literal[False]) -> str | None: ...
+
+
 def decode_cursor(v: Validator, *, numeric: bool) -> str | int | None:
     """The `cursor` query parameter as the position it encodes, or None on the first page."""
     raw = v.source.get("cursor")
     if raw is None:
         return None
+    position: str | int | None
     try:
         text = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
         position = int(text) if numeric else text
     except (binascii.Error, UnicodeDecodeError, ValueError):
         position = None
-    if position is None or (numeric and not 0 <= position <= MAX_INT):
+    if position is None or (isinstance(position, int) and not 0 <= position <= MAX_INT):
         v.errors.setdefault("cursor", "not a cursor returned by this endpoint")
         return None
     return position
