@@ -118,9 +118,12 @@ class Validator:
         pattern: re.Pattern[str] | None = None,
         reason: str | None = None,
     ) -> str | None:
-        """A string; `strip` trims it, and min_len and the pattern then apply to what is
-        left. max_len applies to the value as sent unless `max_after_strip` (which implies
-        `strip`) says the limit, too, counts only what is left."""
+        """A string field, trimmed if `strip` or `max_after_strip` asks.
+
+        min_len and the pattern apply to the trimmed value; max_len to the value as
+        sent, or with `max_after_strip` to the trimmed value too (API.md's message
+        body: "1-4000 characters after trimming").
+        """
         missing = "" if required else None
         if name not in self.source:
             if required:
