@@ -13,11 +13,12 @@ from aiohttp import web
 from . import auth, keys, media, messages, observability, rooms, users, ws
 from .config import Config
 from .db import Database
-from .errors import MAX_JSON_BYTES, Unavailable
+from .errors import Unavailable
 from .hub import Hub
 from .observability import Metrics
 from .ratelimit import make_limiter
 from .relay import Relay
+from .validation import MAX_JSON_BYTES
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 # The web client's page may load only our own scripts, styles and images.

@@ -27,17 +27,9 @@ from aiohttp import web
 from . import keys
 from .config import Config, ConfigError
 from .engines import UniqueViolation
-from .errors import (
-    Conflict,
-    NotFound,
-    RateLimited,
-    Unauthorized,
-    Validator,
-    is_ascii_digits,
-    path_id,
-    read_json,
-)
+from .errors import Conflict, NotFound, RateLimited, Unauthorized
 from .models import User, now_ms
+from .validation import Validator, is_ascii_digits, path_id, read_json
 
 ALGORITHM = "HS256"
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
