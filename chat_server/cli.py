@@ -39,8 +39,8 @@ RESERVED_FDS = 64
 CANCELLED = 130
 
 
-class StartupError(Exception):
-    """A start-up problem the user can fix; the message says what and how."""
+class CommandError(Exception):
+    """A problem the user can fix (settings, services, input); the message says what and how."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "create-user":
             return _create_user(config, names, args)
         return _serve(config, names)
-    except (StartupError, ConfigError) as exc:
+    except (CommandError, ConfigError) as exc:
         return _fail(str(exc))
 
 
@@ -129,9 +129,9 @@ def _writable_dir(path: Path, name: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except (FileExistsError, NotADirectoryError):
-        raise StartupError(f"{path} is not a directory: set {name} to a directory") from None
+        raise CommandError(f"{path} is not a directory: set {name} to a directory") from None
     except OSError as exc:
-        raise StartupError(
+        raise CommandError(
             f"cannot write to {path} ({exc.strerror}): make it writable by this user"
             f" or set {name} to another directory"
         ) from None
@@ -155,7 +155,7 @@ async def _open_database(config: Config, names: _NameOf) -> Database:
             if url.startswith("postgres")
             else "check that its directory exists and is writable"
         )
-        raise StartupError(
+        raise CommandError(
             f"cannot open the database {mask_password(url)} ({reason or type(exc).__name__}):"
             f" {hint}, or set {names('database_url')}"
         ) from None
@@ -211,7 +211,7 @@ def _serve(config: Config, names: _NameOf) -> int:
             if exc.errno == errno.EACCES
             else f"set {names('host')} to an address of this machine"
         )
-        raise StartupError(
+        raise CommandError(
             f"cannot listen on {config.host}:{config.port} ({reason}): {hint}"
         ) from None
     return 0
@@ -251,18 +251,18 @@ def _banner(config: Config, files: tuple[int, int]) -> None:
 
 def _create_user(config: Config, names: _NameOf, args: argparse.Namespace) -> int:
     if not USERNAME.fullmatch(args.username):
-        raise StartupError(f"username {args.username!r}: {USERNAME_RULE}")
+        raise CommandError(f"username {args.username!r}: {USERNAME_RULE}")
     username = args.username.lower()
     _prepare_dirs(config, names)
     if asyncio.run(_username_taken(config, names, username)):
-        raise StartupError(f"username {username!r} is taken: choose another")
+        raise CommandError(f"username {username!r} is taken: choose another")
     try:
         password = _read_password(args.password_stdin)
     except (KeyboardInterrupt, EOFError):
         print(file=sys.stderr)
         return _fail("cancelled: no account was created", status=CANCELLED)
     if not 8 <= len(password) <= 1024:
-        raise StartupError("the password must be 8-1024 characters")
+        raise CommandError("the password must be 8-1024 characters")
     user = asyncio.run(_insert_user(config, names, username, password, args.display_name))
     print(f"created user {user.username} (id {user.id})")
     return 0
@@ -272,15 +272,15 @@ def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline()
         if not line:
-            raise StartupError("no password on standard input (--password-stdin reads one line)")
+            raise CommandError("no password on standard input (--password-stdin reads one line)")
         return line.rstrip("\r\n")
     if not sys.stdin.isatty():
-        raise StartupError(
+        raise CommandError(
             "standard input is not a terminal: to pipe the password, add --password-stdin"
         )
     password = getpass.getpass("Password: ")
     if getpass.getpass("Repeat password: ") != password:
-        raise StartupError("the passwords differ: try again")
+        raise CommandError("the passwords differ: try again")
     return password
 
 
@@ -300,7 +300,7 @@ async def _insert_user(
     try:
         return await create_account(db, hasher, username, password, display_name)
     except Conflict:
-        raise StartupError(f"username {username!r} is taken: choose another") from None
+        raise CommandError(f"username {username!r} is taken: choose another") from None
     finally:
         await db.close()
         hasher.close()

@@ -146,7 +146,7 @@ def _redis_url(value: Any) -> str:
     if parts.scheme == "unix":
         ok = bool(parts.path)
     else:
-        ok = parts.scheme in ("redis", "rediss") and re.fullmatch(r"(/[0-9]*)?", parts.path)
+        ok = parts.scheme in ("redis", "rediss") and bool(re.fullmatch(r"(/[0-9]*)?", parts.path))
     if not ok:
         raise ValueError(expected)
     return value.strip()

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -79,12 +80,20 @@ def test_a_secret_is_not_repeated_in_its_error(tmp_path):
 # --- start-up errors -------------------------------------------------------------------
 
 
+def with_password(url: str, path: str | None = None) -> tuple[str, str]:
+    """`url` with a password (trust authentication ignores it), and that password."""
+    parts = urlsplit(url)
+    password = parts.password or "hunter2"
+    netloc = f"{parts.username}:{password}@{parts.hostname}:{parts.port or 5432}"
+    return parts._replace(netloc=netloc, path=path or parts.path).geturl(), password
+
+
 def test_a_missing_postgres_database(tmp_path, pg_database):
-    missing = pg_database.rsplit("/", 1)[0].replace("postgres@", "postgres:pw@") + "/no_such_db"
+    missing, password = with_password(pg_database, "/no_such_db")
     status, _, stderr = run("serve", "--database-url", missing, "--data-dir", str(tmp_path))
     line = one_line_error(status, stderr)
     assert "no_such_db" in line and "does not exist" in line and "--database-url" in line
-    assert ":pw@" not in line and ":***@" in line
+    assert f":{password}@" not in line and ":***@" in line
 
 
 def test_an_unreachable_database(tmp_path):
@@ -132,8 +141,8 @@ def test_serve_takes_flags_after_the_command_and_says_where_everything_is(tmp_pa
     port = free_port()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     log_path = tmp_path / "server.log"
-    with scratch_database() as url, log_path.open("wb") as log:
-        url = url.replace("postgres@", "postgres:hunter2@")  # trust auth ignores it
+    with scratch_database() as scratch, log_path.open("wb") as log:
+        url, password = with_password(scratch)
         clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
         process = subprocess.Popen(
             [sys.executable, "run.py", "serve", "--port", str(port), "--data-dir", str(tmp_path)],
@@ -154,8 +163,8 @@ def test_serve_takes_flags_after_the_command_and_says_where_everything_is(tmp_pa
     banner = log_path.read_text()
     assert f"open http://127.0.0.1:{port}" in banner
     assert f"data: {tmp_path.resolve()}" in banner
-    assert f"database: {url.replace(':hunter2@', ':***@')}" in banner
-    assert "hunter2" not in banner
+    assert f"database: {url.replace(f':{password}@', ':***@')}" in banner
+    assert password not in banner
     assert "redis: none" in banner
     assert f"open-file limit {hard:,}, raised from 256" in banner
     assert "Traceback" not in banner
