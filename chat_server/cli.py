@@ -184,6 +184,8 @@ def raise_open_file_limit() -> tuple[int, int]:
 
 
 def _serve(config: Config, names: _NameOf) -> int:
+    # Directories and database first, on their own: what is wrong with them is
+    # said in one line before the app (which opens them again) starts.
     asyncio.run(_migrate(config, names))
     files = raise_open_file_limit()
     app = create_app(config)

@@ -163,7 +163,10 @@ def test_the_readme_table_is_the_settings_table():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
     table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
-    assert table == markdown_table(), "README.md's table is stale; paste markdown_table()"
+    assert table == markdown_table(), (
+        "README.md's configuration table is stale; print the current one with"
+        " python -c 'from chat_server.config import markdown_table as t; print(t(), end=\"\")'"
+    )
 
 
 async def test_the_metrics_token_guards_metrics(aiohttp_client, tmp_path, database_url):
