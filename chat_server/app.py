@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -13,7 +14,7 @@ from aiohttp import web
 from . import auth, keys, media, messages, observability, rooms, users, ws
 from .config import Config
 from .db import Database
-from .errors import Unavailable
+from .errors import Unauthorized, Unavailable
 from .hub import Hub
 from .observability import Metrics
 from .ratelimit import make_limiter
@@ -128,7 +129,7 @@ def _add_routes(app: web.Application) -> None:
         ]
     )
     if app[keys.CONFIG].metrics:
-        app.router.add_get("/metrics", observability.metrics_endpoint)
+        app.router.add_get("/metrics", metrics)
     app.router.add_static("/web", WEB_DIR, name="web")
 
 
@@ -187,6 +188,16 @@ async def readyz(request: web.Request) -> web.Response:
     if relay is not None and not await relay.ping():
         raise Unavailable("redis unreachable")
     return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics; with CHAT_METRICS_TOKEN set, only for its Bearer token."""
+    expected = request.app[keys.CONFIG].metrics_token
+    if expected is not None:
+        given = auth.bearer_token(request) or ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Unauthorized("metrics need the CHAT_METRICS_TOKEN as a Bearer token")
+    return await observability.metrics_endpoint(request)
 
 
 def _load_openapi() -> bytes:

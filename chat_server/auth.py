@@ -26,6 +26,7 @@ from aiohttp import web
 
 from . import keys
 from .config import Config, ConfigError
+from .db import Database
 from .engines import UniqueViolation
 from .errors import Conflict, NotFound, RateLimited, Unauthorized
 from .models import User, now_ms
@@ -212,6 +213,18 @@ async def _start_session(request: web.Request, user: User, status: int) -> web.R
     return web.json_response({"user": user.to_json(), **tokens}, status=status)
 
 
+async def create_account(
+    db: Database, hasher: PasswordHasher, username: str, password: str, display_name: str | None
+) -> User:
+    """Signup's and `create-user`'s one way to make an account, from checked fields;
+    Conflict when the (case-insensitive) username is taken."""
+    username = username.lower()
+    try:
+        return await db.create_user(username, display_name or username, await hasher.hash(password))
+    except UniqueViolation:
+        raise Conflict("username is taken", details={"fields": {"username": "taken"}}) from None
+
+
 # --- routes ------------------------------------------------------------------------
 
 
@@ -225,13 +238,8 @@ async def signup(request: web.Request) -> web.Response:
     v.check()
     username = username.lower()
     await _check_auth_rate(request, username)
-    password_hash = await request.app[keys.HASHER].hash(password)
-    try:
-        user = await request.app[keys.DB].create_user(
-            username, display_name or username, password_hash
-        )
-    except UniqueViolation:
-        raise Conflict("username is taken", details={"fields": {"username": "taken"}}) from None
+    app = request.app
+    user = await create_account(app[keys.DB], app[keys.HASHER], username, password, display_name)
     return await _start_session(request, user, 201)
 
 
