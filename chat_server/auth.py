@@ -212,10 +212,17 @@ async def _check_auth_rate(request: web.Request, username: str) -> None:
         raise RateLimited(max(waits), "too many attempts, try again later")
 
 
-async def _start_session(request: web.Request, user: User, status: int) -> web.Response:
+async def _start_session(
+    request: web.Request, user: User, password_hash: str, status: int
+) -> web.Response:
+    """A new session for `user`, if `password_hash`, just verified or set, is still theirs."""
     jti = secrets.token_urlsafe(16)
     user_agent = request.headers.get("User-Agent", "")[:512]
-    session = await request.app[keys.DB].create_session(user.id, jti, user_agent)
+    db = request.app[keys.DB]
+    session = await db.create_session(user.id, password_hash, jti, user_agent)
+    if session is None:  # the password changed since it was verified
+        request.app[keys.METRICS].login_failures.inc()
+        raise Unauthorized("wrong username or password")
     tokens = request.app[keys.TOKENS].issue(user.id, session.id, jti)
     return web.json_response({"user": user.to_json(), **tokens}, status=status)
 
@@ -240,7 +247,7 @@ async def signup(request: web.Request) -> web.Response:
         )
     except UniqueViolation:
         raise Conflict("username is taken", details={"fields": {"username": "taken"}}) from None
-    return await _start_session(request, user, 201)
+    return await _start_session(request, user, password_hash, 201)
 
 
 async def login(request: web.Request) -> web.Response:
@@ -255,7 +262,7 @@ async def login(request: web.Request) -> web.Response:
     if not ok or found is None:
         request.app[keys.METRICS].login_failures.inc()
         raise Unauthorized("wrong username or password")
-    return await _start_session(request, found[0], 200)
+    return await _start_session(request, found[0], found[1], 200)
 
 
 async def refresh(request: web.Request) -> web.Response:
@@ -310,8 +317,11 @@ async def change_password(request: web.Request) -> web.Response:
     new = v.string("new_password", required=True, min_len=8, max_len=1024, reason=PASSWORD_RULE)
     v.check()
     db, hasher = request.app[keys.DB], request.app[keys.HASHER]
-    if not await hasher.verify(old, await db.get_password_hash(me.user_id)):
+    old_hash = await db.get_password_hash(me.user_id)
+    if old_hash is None or not await hasher.verify(old, old_hash):
         raise Unauthorized("wrong password")
-    revoked = await db.set_password(me.user_id, await hasher.hash(new), me.session_id)
+    revoked = await db.set_password(me.user_id, old_hash, await hasher.hash(new), me.session_id)
+    if revoked is None:  # another change won the race; `old` is no longer the password
+        raise Unauthorized("wrong password")
     request.app[keys.HUB].close_sessions(revoked)
     return web.Response(status=204)
