@@ -2,8 +2,10 @@
 
 Access and refresh tokens are HS256 JWTs naming the user (`sub`) and the
 session (`sid`); a `typ` claim keeps a refresh token from passing as an access
-token. Each request checks its session in the database, so logout is
-effective at once on every process.
+token, and `iss` names the database that issued them (its installation id),
+so another database sharing the secret key, where the same ids may name other
+rows, refuses them. Each request checks its session in the database, so
+logout is effective at once on every process.
 """
 
 from __future__ import annotations
@@ -119,33 +121,50 @@ class Principal:
 
 
 class TokenService:
+    """Issues and checks tokens; `installation` is the id of the database
+    whose sessions they name (`Database.installation_id`)."""
+
     def __init__(self, key: bytes, access_ttl: int, refresh_ttl: int) -> None:
         self._key = key
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
 
-    def _encode(self, typ: str, user_id: int, session_id: int, ttl: int, **extra: str) -> str:
+    def _encode(
+        self, installation: str, typ: str, user_id: int, session_id: int, ttl: int, **extra: str
+    ) -> str:
         now = int(time.time())
-        claims = {"sub": str(user_id), "sid": session_id, "typ": typ, "iat": now, "exp": now + ttl}
+        claims = {
+            "iss": installation,
+            "sub": str(user_id),
+            "sid": session_id,
+            "typ": typ,
+            "iat": now,
+            "exp": now + ttl,
+        }
         return jwt.encode(claims | extra, self._key, algorithm=ALGORITHM)
 
-    def issue(self, user_id: int, session_id: int, refresh_jti: str) -> dict[str, object]:
+    def issue(
+        self, installation: str, user_id: int, session_id: int, refresh_jti: str
+    ) -> dict[str, object]:
         return {
-            "access_token": self._encode("access", user_id, session_id, self.access_ttl),
+            "access_token": self._encode(
+                installation, "access", user_id, session_id, self.access_ttl
+            ),
             "refresh_token": self._encode(
-                "refresh", user_id, session_id, self.refresh_ttl, jti=refresh_jti
+                installation, "refresh", user_id, session_id, self.refresh_ttl, jti=refresh_jti
             ),
             "expires_in": self.access_ttl,
         }
 
-    def decode(self, token: str, typ: str) -> dict:
-        """Claims of a valid token of type `typ`, else Unauthorized."""
+    def decode(self, token: str, typ: str, installation: str) -> dict:
+        """Claims of a valid token of type `typ` issued by `installation`, else Unauthorized."""
         try:
             claims = jwt.decode(
                 token,
                 self._key,
                 algorithms=[ALGORITHM],
-                options={"require": ["exp", "iat", "sub", "sid", "typ"]},
+                issuer=installation,
+                options={"require": ["exp", "iat", "iss", "sub", "sid", "typ"]},
             )
         except jwt.PyJWTError:
             raise Unauthorized("invalid or expired token") from None
@@ -163,7 +182,7 @@ class TokenService:
 
 async def authenticate_token(app: web.Application, token: str) -> Principal:
     """The principal of a valid access token whose session is still live."""
-    claims = app[keys.TOKENS].decode(token, "access")
+    claims = app[keys.TOKENS].decode(token, "access", app[keys.DB].installation_id)
     principal = Principal(int(claims["sub"]), claims["sid"])
     session = await app[keys.DB].get_session(principal.session_id)
     if session is None or session.revoked or session.user_id != principal.user_id:
@@ -223,7 +242,7 @@ async def _start_session(
     if session is None:  # the password changed since it was verified
         request.app[keys.METRICS].login_failures.inc()
         raise Unauthorized("wrong username or password")
-    tokens = request.app[keys.TOKENS].issue(user.id, session.id, jti)
+    tokens = request.app[keys.TOKENS].issue(db.installation_id, user.id, session.id, jti)
     return web.json_response({"user": user.to_json(), **tokens}, status=status)
 
 
@@ -269,9 +288,9 @@ async def refresh(request: web.Request) -> web.Response:
     v = Validator(await read_json(request))
     token = v.string("refresh_token", required=True, min_len=1, max_len=4096)
     v.check()
-    claims = request.app[keys.TOKENS].decode(token, "refresh")
-    user_id, session_id = int(claims["sub"]), claims["sid"]
     db = request.app[keys.DB]
+    claims = request.app[keys.TOKENS].decode(token, "refresh", db.installation_id)
+    user_id, session_id = int(claims["sub"]), claims["sid"]
     session = await db.get_session(session_id)
     if session is None or session.user_id != user_id:
         raise Unauthorized("invalid or expired token")
@@ -284,7 +303,7 @@ async def refresh(request: web.Request) -> web.Response:
     user = await db.get_user(user_id)
     if user is None:
         raise Unauthorized("invalid or expired token")
-    tokens = request.app[keys.TOKENS].issue(user_id, session_id, new_jti)
+    tokens = request.app[keys.TOKENS].issue(db.installation_id, user_id, session_id, new_jti)
     return web.json_response({"user": user.to_json(), **tokens})
 
 

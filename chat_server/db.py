@@ -81,8 +81,10 @@ class _Send:
 class Database:
     """The named queries of the application, over either engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, installation_id: str) -> None:
         self.engine = engine
+        # This database's id (sql/*/NNN_installation.sql), which tokens carry.
+        self.installation_id = installation_id
         # Sends without attachments: each alone, or on PostgreSQL those
         # arriving together in one statement (`_send_batch`).
         self._commit_send = engine.group_commit(self._send_one, self._send_batch)
@@ -92,10 +94,11 @@ class Database:
         engine = await connect(url)
         try:
             await migrate(engine)
+            installation_id = await cls._installation_id(engine)
         except BaseException:
             await engine.close()
             raise
-        return cls(engine)
+        return cls(engine, installation_id)
 
     async def close(self) -> None:
         await self.engine.close()
@@ -198,6 +201,10 @@ class Database:
         return [r["id"] for r in rows]
 
     # --- sessions ------------------------------------------------------------------
+
+    @staticmethod
+    async def _installation_id(engine: Engine) -> str:
+        return await engine.fetchval("SELECT id FROM installation")
 
     async def create_session(
         self, user_id: int, password_hash: str, refresh_jti: str, user_agent: str

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from .conftest import PASSWORD, Account, error_of
+import jwt
+import pytest
+
+from chat_server import create_app
+
+from .conftest import PASSWORD, Account, error_of, make_config, scratch_database, signup
 
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
@@ -108,3 +116,45 @@ async def test_concurrent_password_changes_keep_one_password(client, alice):
     assert (await client.get(ME, headers=winner.headers)).status == 200
     await error_of(await client.get(ME, headers=loser.headers), 401)
     assert await _login(client, password) is not None
+
+
+@contextlib.contextmanager
+def _other_database(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A second, empty database of the same engine."""
+    if engine == "sqlite":
+        yield f"sqlite:///{tmp_path / 'other.db'}"
+        return
+    request.getfixturevalue("pg_database")
+    with scratch_database() as url:
+        yield url
+
+
+async def test_tokens_are_refused_by_another_database(
+    aiohttp_client, tmp_path, database_url, engine, request
+):
+    """Same secret key, another database: the ids in a token name other rows there."""
+    first = await aiohttp_client(create_app(make_config(tmp_path, database_url)))
+    alice = await signup(first, "alice")
+    with _other_database(engine, tmp_path, request) as other_url:
+        config = make_config(tmp_path, other_url, data_dir=tmp_path / "other")
+        second = await aiohttp_client(create_app(config))
+        bob = await signup(second, "bob")  # the same user and session ids as alice's
+        assert (bob.id, _claims(bob.access_token)["sid"]) == (
+            alice.id,
+            _claims(alice.access_token)["sid"],
+        )
+        refused = await error_of(await second.get(ME, headers=alice.headers), 401)
+        assert refused["code"] == "unauthorized"
+        refresh = await second.post(REFRESH, json={"refresh_token": alice.refresh_token})
+        assert (await error_of(refresh, 401))["code"] == "unauthorized"
+        await error_of(await first.get(ME, headers=bob.headers), 401)
+        assert (await second.get(ME, headers=bob.headers)).status == 200
+        await second.close()
+    assert (await first.get(ME, headers=alice.headers)).status == 200
+    unbound = {k: v for k, v in _claims(alice.access_token).items() if k != "iss"}
+    no_issuer = jwt.encode(unbound, SECRET, algorithm="HS256")
+    await error_of(await first.get(ME, headers=_bearer(no_issuer)), 401)
+
+
+def _claims(token: str) -> dict[str, Any]:
+    return jwt.decode(token, options={"verify_signature": False})
