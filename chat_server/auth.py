@@ -50,6 +50,13 @@ SESSION_TOUCH_INTERVAL_MS = 60_000
 SECRET_FILE = "secret_key"
 # Domain separation for the password pre-hash (see PasswordHasher).
 PREHASH_KEY = b"chat_server/bcrypt-prehash/v1"
+# Seconds a token's `iat`/`nbf` may lie in the future: the clock skew tolerated
+# between the node that issued it and the node checking it. Without it a node
+# whose clock is behind refuses fresh tokens, refresh tokens included, so the
+# client has no way out until its clock catches up. It does not extend `exp`
+# (see TokenService.decode): a lifetime stays a hard upper bound, and a node
+# whose clock is ahead only ends a token early, which a refresh covers.
+CLOCK_SKEW_LEEWAY_S = 30
 
 
 def load_secret_key(config: Config) -> bytes:
@@ -157,20 +164,30 @@ class TokenService:
         }
 
     def decode(self, token: str, typ: str, installation: str) -> dict:
-        """Claims of a valid token of type `typ` issued by `installation`, else Unauthorized."""
+        """Claims of a valid token of type `typ` issued by `installation`, else Unauthorized.
+
+        PyJWT's `leeway` would stretch `exp` as much as `iat`/`nbf`, so expiry
+        is checked here, without it (see CLOCK_SKEW_LEEWAY_S).
+        """
         try:
             claims = jwt.decode(
                 token,
                 self._key,
                 algorithms=[ALGORITHM],
                 issuer=installation,
-                options={"require": ["exp", "iat", "iss", "sub", "sid", "typ"]},
+                leeway=CLOCK_SKEW_LEEWAY_S,
+                options={
+                    "require": ["exp", "iat", "iss", "sub", "sid", "typ"],
+                    "verify_exp": False,
+                },
             )
         except jwt.PyJWTError:
             raise Unauthorized("invalid or expired token") from None
-        sid, sub = claims.get("sid"), claims.get("sub")
+        exp, sid, sub = claims.get("exp"), claims.get("sid"), claims.get("sub")
         if (
-            claims.get("typ") != typ
+            not isinstance(exp, int)
+            or exp <= time.time()
+            or claims.get("typ") != typ
             or not isinstance(sid, int)
             or not isinstance(sub, str)
             or not is_ascii_digits(sub)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,30 @@ async def test_tokens_are_refused_by_another_database(
 
 def _claims(token: str) -> dict[str, Any]:
     return jwt.decode(token, options={"verify_signature": False})
+
+
+def _shifted(token: str, seconds: int, **overrides: Any) -> str:
+    """The token as a node whose clock is `seconds` ahead would have issued it."""
+    claims = _claims(token)
+    claims["iat"] += seconds
+    claims["exp"] += seconds
+    return jwt.encode(claims | overrides, SECRET, algorithm="HS256")
+
+
+async def test_tokens_from_a_node_slightly_ahead_are_accepted(client, alice):
+    ahead = _shifted(alice.access_token, 5)
+    assert (await client.get(ME, headers=_bearer(ahead))).status == 200
+    not_before = _shifted(alice.access_token, 0, nbf=int(time.time()) + 5)
+    assert (await client.get(ME, headers=_bearer(not_before))).status == 200
+    refreshed = await client.post(REFRESH, json={"refresh_token": _shifted(alice.refresh_token, 5)})
+    assert refreshed.status == 200
+
+
+async def test_clock_leeway_is_bounded_and_does_not_extend_expiry(client, alice):
+    far_ahead = _shifted(alice.access_token, 120)
+    await error_of(await client.get(ME, headers=_bearer(far_ahead)), 401)
+    now = int(time.time())
+    just_expired = _shifted(alice.access_token, 0, exp=now - 2)
+    await error_of(await client.get(ME, headers=_bearer(just_expired)), 401)
+    refresh_expired = _shifted(alice.refresh_token, 0, exp=now - 2)
+    await error_of(await client.post(REFRESH, json={"refresh_token": refresh_expired}), 401)
