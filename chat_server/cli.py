@@ -300,7 +300,8 @@ async def _insert_user(
     db = await _open_database(config, names)
     hasher = PasswordHasher(config.bcrypt_rounds)
     try:
-        return await create_account(db, hasher, username, password, display_name)
+        user, _ = await create_account(db, hasher, username, password, display_name)
+        return user
     except Conflict:
         raise CommandError(f"username {username!r} is taken: choose another") from None
     finally:
