@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -13,11 +14,12 @@ from aiohttp import web
 from . import auth, keys, media, messages, observability, rooms, users, ws
 from .config import Config
 from .db import Database
-from .errors import MAX_JSON_BYTES, Unavailable
+from .errors import Unauthorized, Unavailable
 from .hub import Hub
 from .observability import Metrics
 from .ratelimit import make_limiter
 from .relay import Relay
+from .validation import MAX_JSON_BYTES
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 # The web client's page may load only our own scripts, styles and images.
@@ -90,6 +92,7 @@ def _add_routes(app: web.Application) -> None:
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             web.get(f"{api}/openapi.json", openapi_document),
+            web.get(f"{api}/asyncapi.json", asyncapi_document),
             web.post(f"{api}/auth/signup", auth.signup),
             web.post(f"{api}/auth/login", auth.login),
             web.post(f"{api}/auth/refresh", auth.refresh),
@@ -126,7 +129,7 @@ def _add_routes(app: web.Application) -> None:
         ]
     )
     if app[keys.CONFIG].metrics:
-        app.router.add_get("/metrics", observability.metrics_endpoint)
+        app.router.add_get("/metrics", metrics)
     app.router.add_static("/web", WEB_DIR, name="web")
 
 
@@ -187,12 +190,28 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics; with CHAT_METRICS_TOKEN set, only for its Bearer token."""
+    expected = request.app[keys.CONFIG].metrics_token
+    if expected is not None:
+        given = auth.bearer_token(request) or ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Unauthorized("metrics need the CHAT_METRICS_TOKEN as a Bearer token")
+    return await observability.metrics_endpoint(request)
+
+
 def _load_openapi() -> bytes:
     return resources.files("chat_server").joinpath("openapi.json").read_bytes()
 
 
 async def openapi_document(request: web.Request) -> web.Response:
     return web.Response(body=_load_openapi(), content_type="application/json")
+
+
+async def asyncapi_document(request: web.Request) -> web.Response:
+    """The AsyncAPI 3.0 description of the WebSocket's frames."""
+    body = resources.files("chat_server").joinpath("asyncapi.json").read_bytes()
+    return web.Response(body=body, content_type="application/json")
 
 
 async def web_client(request: web.Request) -> web.FileResponse:

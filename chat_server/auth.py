@@ -2,8 +2,10 @@
 
 Access and refresh tokens are HS256 JWTs naming the user (`sub`) and the
 session (`sid`); a `typ` claim keeps a refresh token from passing as an access
-token. Each request checks its session in the database, so logout is
-effective at once on every process.
+token, and `iss` names the database that issued them (its installation id),
+so another database sharing the secret key, where the same ids may name other
+rows, refuses them. Each request checks its session in the database, so
+logout is effective at once on every process.
 """
 
 from __future__ import annotations
@@ -26,18 +28,11 @@ from aiohttp import web
 
 from . import keys
 from .config import Config, ConfigError
+from .db import Database
 from .engines import UniqueViolation
-from .errors import (
-    Conflict,
-    NotFound,
-    RateLimited,
-    Unauthorized,
-    Validator,
-    is_ascii_digits,
-    path_id,
-    read_json,
-)
+from .errors import Conflict, NotFound, RateLimited, Unauthorized
 from .models import User, now_ms
+from .validation import Validator, is_ascii_digits, path_id, read_json
 
 ALGORITHM = "HS256"
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
@@ -48,6 +43,13 @@ SESSION_TOUCH_INTERVAL_MS = 60_000
 SECRET_FILE = "secret_key"
 # Domain separation for the password pre-hash (see PasswordHasher).
 PREHASH_KEY = b"chat_server/bcrypt-prehash/v1"
+# Seconds a token's `iat`/`nbf` may lie in the future: the clock skew tolerated
+# between the node that issued it and the node checking it. Without it a node
+# whose clock is behind refuses fresh tokens, refresh tokens included, so the
+# client has no way out until its clock catches up. It does not extend `exp`
+# (see TokenService.decode): a lifetime stays a hard upper bound, and a node
+# whose clock is ahead only ends a token early, which a refresh covers.
+CLOCK_SKEW_LEEWAY_S = 30
 
 
 def load_secret_key(config: Config) -> bytes:
@@ -119,39 +121,66 @@ class Principal:
 
 
 class TokenService:
+    """Issues and checks tokens; `installation` is the id of the database
+    whose sessions they name (`Database.installation_id`)."""
+
     def __init__(self, key: bytes, access_ttl: int, refresh_ttl: int) -> None:
         self._key = key
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
 
-    def _encode(self, typ: str, user_id: int, session_id: int, ttl: int, **extra: str) -> str:
+    def _encode(
+        self, installation: str, typ: str, user_id: int, session_id: int, ttl: int, **extra: str
+    ) -> str:
         now = int(time.time())
-        claims = {"sub": str(user_id), "sid": session_id, "typ": typ, "iat": now, "exp": now + ttl}
+        claims = {
+            "iss": installation,
+            "sub": str(user_id),
+            "sid": session_id,
+            "typ": typ,
+            "iat": now,
+            "exp": now + ttl,
+        }
         return jwt.encode(claims | extra, self._key, algorithm=ALGORITHM)
 
-    def issue(self, user_id: int, session_id: int, refresh_jti: str) -> dict[str, object]:
+    def issue(
+        self, installation: str, user_id: int, session_id: int, refresh_jti: str
+    ) -> dict[str, object]:
         return {
-            "access_token": self._encode("access", user_id, session_id, self.access_ttl),
+            "access_token": self._encode(
+                installation, "access", user_id, session_id, self.access_ttl
+            ),
             "refresh_token": self._encode(
-                "refresh", user_id, session_id, self.refresh_ttl, jti=refresh_jti
+                installation, "refresh", user_id, session_id, self.refresh_ttl, jti=refresh_jti
             ),
             "expires_in": self.access_ttl,
         }
 
-    def decode(self, token: str, typ: str) -> dict:
-        """Claims of a valid token of type `typ`, else Unauthorized."""
+    def decode(self, token: str, typ: str, installation: str) -> dict:
+        """Claims of a valid token of type `typ` issued by `installation`, else Unauthorized.
+
+        PyJWT's `leeway` would stretch `exp` as much as `iat`/`nbf`, so expiry
+        is checked here, without it (see CLOCK_SKEW_LEEWAY_S).
+        """
         try:
             claims = jwt.decode(
                 token,
                 self._key,
                 algorithms=[ALGORITHM],
-                options={"require": ["exp", "iat", "sub", "sid", "typ"]},
+                issuer=installation,
+                leeway=CLOCK_SKEW_LEEWAY_S,
+                options={
+                    "require": ["exp", "iat", "iss", "sub", "sid", "typ"],
+                    "verify_exp": False,
+                },
             )
         except jwt.PyJWTError:
             raise Unauthorized("invalid or expired token") from None
-        sid, sub = claims.get("sid"), claims.get("sub")
+        exp, sid, sub = claims.get("exp"), claims.get("sid"), claims.get("sub")
         if (
-            claims.get("typ") != typ
+            not isinstance(exp, int)
+            or exp <= time.time()
+            or claims.get("typ") != typ
             or not isinstance(sid, int)
             or not isinstance(sub, str)
             or not is_ascii_digits(sub)
@@ -163,7 +192,7 @@ class TokenService:
 
 async def authenticate_token(app: web.Application, token: str) -> Principal:
     """The principal of a valid access token whose session is still live."""
-    claims = app[keys.TOKENS].decode(token, "access")
+    claims = app[keys.TOKENS].decode(token, "access", app[keys.DB].installation_id)
     principal = Principal(int(claims["sub"]), claims["sid"])
     session = await app[keys.DB].get_session(principal.session_id)
     if session is None or session.revoked or session.user_id != principal.user_id:
@@ -212,12 +241,33 @@ async def _check_auth_rate(request: web.Request, username: str) -> None:
         raise RateLimited(max(waits), "too many attempts, try again later")
 
 
-async def _start_session(request: web.Request, user: User, status: int) -> web.Response:
+async def _start_session(
+    request: web.Request, user: User, password_hash: str, status: int
+) -> web.Response:
+    """A new session for `user`, if `password_hash`, just verified or set, is still theirs."""
     jti = secrets.token_urlsafe(16)
     user_agent = request.headers.get("User-Agent", "")[:512]
-    session = await request.app[keys.DB].create_session(user.id, jti, user_agent)
-    tokens = request.app[keys.TOKENS].issue(user.id, session.id, jti)
+    db = request.app[keys.DB]
+    session = await db.create_session(user.id, password_hash, jti, user_agent)
+    if session is None:  # the password changed since it was verified
+        request.app[keys.METRICS].login_failures.inc()
+        raise Unauthorized("wrong username or password")
+    tokens = request.app[keys.TOKENS].issue(db.installation_id, user.id, session.id, jti)
     return web.json_response({"user": user.to_json(), **tokens}, status=status)
+
+
+async def create_account(
+    db: Database, hasher: PasswordHasher, username: str, password: str, display_name: str | None
+) -> tuple[User, str]:
+    """Signup's and `create-user`'s one way to make an account, from checked fields:
+    the user and its password hash; Conflict when the (case-insensitive) username is taken."""
+    username = username.lower()
+    password_hash = await hasher.hash(password)
+    try:
+        user = await db.create_user(username, display_name or username, password_hash)
+    except UniqueViolation:
+        raise Conflict("username is taken", details={"fields": {"username": "taken"}}) from None
+    return user, password_hash
 
 
 # --- routes ------------------------------------------------------------------------
@@ -233,14 +283,11 @@ async def signup(request: web.Request) -> web.Response:
     v.check()
     username = username.lower()
     await _check_auth_rate(request, username)
-    password_hash = await request.app[keys.HASHER].hash(password)
-    try:
-        user = await request.app[keys.DB].create_user(
-            username, display_name or username, password_hash
-        )
-    except UniqueViolation:
-        raise Conflict("username is taken", details={"fields": {"username": "taken"}}) from None
-    return await _start_session(request, user, 201)
+    app = request.app
+    user, password_hash = await create_account(
+        app[keys.DB], app[keys.HASHER], username, password, display_name
+    )
+    return await _start_session(request, user, password_hash, 201)
 
 
 async def login(request: web.Request) -> web.Response:
@@ -255,16 +302,16 @@ async def login(request: web.Request) -> web.Response:
     if not ok or found is None:
         request.app[keys.METRICS].login_failures.inc()
         raise Unauthorized("wrong username or password")
-    return await _start_session(request, found[0], 200)
+    return await _start_session(request, found[0], found[1], 200)
 
 
 async def refresh(request: web.Request) -> web.Response:
     v = Validator(await read_json(request))
     token = v.string("refresh_token", required=True, min_len=1, max_len=4096)
     v.check()
-    claims = request.app[keys.TOKENS].decode(token, "refresh")
-    user_id, session_id = int(claims["sub"]), claims["sid"]
     db = request.app[keys.DB]
+    claims = request.app[keys.TOKENS].decode(token, "refresh", db.installation_id)
+    user_id, session_id = int(claims["sub"]), claims["sid"]
     session = await db.get_session(session_id)
     if session is None or session.user_id != user_id:
         raise Unauthorized("invalid or expired token")
@@ -277,7 +324,7 @@ async def refresh(request: web.Request) -> web.Response:
     user = await db.get_user(user_id)
     if user is None:
         raise Unauthorized("invalid or expired token")
-    tokens = request.app[keys.TOKENS].issue(user_id, session_id, new_jti)
+    tokens = request.app[keys.TOKENS].issue(db.installation_id, user_id, session_id, new_jti)
     return web.json_response({"user": user.to_json(), **tokens})
 
 
@@ -310,8 +357,11 @@ async def change_password(request: web.Request) -> web.Response:
     new = v.string("new_password", required=True, min_len=8, max_len=1024, reason=PASSWORD_RULE)
     v.check()
     db, hasher = request.app[keys.DB], request.app[keys.HASHER]
-    if not await hasher.verify(old, await db.get_password_hash(me.user_id)):
+    old_hash = await db.get_password_hash(me.user_id)
+    if old_hash is None or not await hasher.verify(old, old_hash):
         raise Unauthorized("wrong password")
-    revoked = await db.set_password(me.user_id, await hasher.hash(new), me.session_id)
+    revoked = await db.set_password(me.user_id, old_hash, await hasher.hash(new), me.session_id)
+    if revoked is None:  # another change won the race; `old` is no longer the password
+        raise Unauthorized("wrong password")
     request.app[keys.HUB].close_sessions(revoked)
     return web.Response(status=204)

@@ -1,20 +1,29 @@
-"""Configuration from the environment (API.md's Configuration table).
+"""Configuration: one table of settings, read from the environment, flags or code.
 
-Every setting is a `CHAT_*` variable; `run.py` flags only fill in variables, so
-there is one parser and one place that names each variable in its errors.
+Each setting is a `Config` field declared once with `setting(default, cast, help)`.
+Its name gives the variable (`CHAT_` + NAME) and the flag (`--name`); the cast turns
+text from the environment or a flag, or a value given to `Config(...)` in code, into
+the field's value and refuses anything out of bounds, so every path obeys the same
+rules. `SETTINGS` lists them for the command line, `--help` and the README's table
+(`markdown_table`, checked against README.md by the tests).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+Cast = Callable[[Any], Any]
 
 
 class ConfigError(ValueError):
-    """A configuration variable holds a value we cannot use; the message names it."""
+    """A setting holds a value we cannot use; the message names where it came from."""
 
 
 @dataclass(frozen=True)
@@ -25,20 +34,51 @@ class Rate:
     per_seconds: float
 
 
-def _parse_rate(text: str) -> Rate | None:
-    if text.strip() == "0":
-        return None
-    count, sep, seconds = text.partition("/")
-    if not sep:
-        raise ValueError("expected N/S, e.g. 10/60, or 0 to turn the limit off")
-    rate = Rate(int(count), float(seconds))
-    if rate.count < 1 or rate.per_seconds <= 0:
-        raise ValueError("N and S must be positive")
+# --- casts: text or a value in, a checked value out (ValueError says what is expected) ---
+
+DIGITS = re.compile(r"-?[0-9]+")
+
+
+def _integer(low: int, high: int | None = None, what: str = "a whole number") -> Cast:
+    expected = f"{what} {low}-{high}" if high is not None else f"{what} of at least {low}"
+
+    def cast(value: Any) -> int:
+        if isinstance(value, str) and DIGITS.fullmatch(value.strip()):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected {expected}")
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"expected {expected}")
+        return value
+
+    return cast
+
+
+def _rate(value: Any) -> Rate | None:
+    expected = "expected N/S (at most N per S seconds, e.g. 10/60), or 0 to turn the limit off"
+    if value is None or isinstance(value, Rate):
+        rate = value
+    elif isinstance(value, str):
+        if value.strip() == "0":
+            return None
+        count, _, seconds = value.strip().partition("/")
+        try:
+            rate = Rate(int(count), float(seconds))
+        except ValueError:
+            raise ValueError(expected) from None
+    else:
+        raise ValueError(expected)
+    if rate is not None and (
+        rate.count < 1 or not math.isfinite(rate.per_seconds) or rate.per_seconds <= 0
+    ):
+        raise ValueError(expected)
     return rate
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
     if lowered in ("0", "false", "no", "off"):
@@ -46,126 +86,222 @@ def _parse_bool(text: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _parse_port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise ValueError("expected a port number 0-65535")
-    return port
+def _path(value: Any) -> Path:
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        raise ValueError("expected a directory path")
+    return Path(value)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("expected a positive integer")
-    return value
+def _text(max_len: int) -> Cast:
+    def cast(value: Any) -> str:
+        if not isinstance(value, str) or not 1 <= len(value.strip()) <= max_len:
+            raise ValueError(f"expected text of 1-{max_len} characters")
+        return value.strip()
+
+    return cast
 
 
-def _bcrypt_rounds(text: str) -> int:
-    value = int(text)
-    if not 4 <= value <= 31:
-        raise ValueError("expected 4-31")
-    return value
+def _choice(*allowed: str) -> Cast:
+    def cast(value: Any) -> str:
+        for option in allowed:
+            if isinstance(value, str) and value.strip().lower() == option.lower():
+                return option
+        raise ValueError(f"expected one of {', '.join(allowed)}")
+
+    return cast
 
 
-def _origins(text: str) -> tuple[str, ...]:
-    return tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+def _origins(value: Any) -> tuple[str, ...]:
+    items: Iterable[Any] = value.split(",") if isinstance(value, str) else value
+    origins = tuple(str(o).strip().rstrip("/") for o in items if str(o).strip())
+    for origin in origins:
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ValueError(f"{origin!r} is not an origin like https://chat.example.org")
+    return origins
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip()
-        if value.lower() not in allowed and value.upper() not in allowed:
-            raise ValueError(f"expected one of {', '.join(allowed)}")
-        return value.upper() if value.upper() in allowed else value.lower()
-
-    return parse
+def _http_url(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value.strip()):
+        raise ValueError("expected an address like https://chat.example.org")
+    return value.strip().rstrip("/")
 
 
-def _database_url(text: str) -> str:
-    if not text.startswith(("sqlite://", "postgresql://", "postgres://")):
+def _database_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(
+        ("sqlite:///", "postgresql://", "postgres://")
+    ):
         raise ValueError("expected sqlite:///path or postgresql://user:pass@host:port/db")
-    return text
+    return value
+
+
+def _redis_url(value: Any) -> str:
+    expected = "expected redis://[:password@]host[:port][/db], rediss://... or unix:///path"
+    if not isinstance(value, str):
+        raise ValueError(expected)
+    parts = urlsplit(value.strip())
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        raise ValueError(expected) from None
+    if parts.scheme == "unix":
+        ok = bool(parts.path)
+    else:
+        ok = parts.scheme in ("redis", "rediss") and bool(re.fullmatch(r"(/[0-9]*)?", parts.path))
+    if not ok:
+        raise ValueError(expected)
+    return value.strip()
+
+
+def _secret(value: Any) -> str:
+    if not isinstance(value, str) or len(value.encode()) < 32:
+        raise ValueError("must be at least 32 bytes")
+    return value
+
+
+def _token(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[!-~]{16,}", value):
+        raise ValueError("must be at least 16 printable ASCII characters without spaces")
+    return value
+
+
+# --- the table -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One environment variable: its parser, its default (as text) and its help line."""
+    """One setting: its cast, its default as written in the environment, its help."""
 
-    variable: str
-    parse: Callable[[str], Any]
-    default: str | None
+    cast: Cast
+    text_default: str | None  # None: unset unless given
     help: str
+    unset: str = ""  # what the default means when it is not a plain value
+    secret: bool = False  # never shown in errors or repr
+    name: str = ""  # the Config field, filled in below
+
+    @property
+    def variable(self) -> str:
+        return "CHAT_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def default_text(self) -> str:
+        """The default as the README and `--help` state it."""
+        if self.unset:
+            return self.unset
+        return "unset" if self.text_default is None else f"`{self.text_default}`"
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("CHAT_HOST", str, "127.0.0.1", "address to listen on"),
-    Setting("CHAT_PORT", _parse_port, "8080", "port to listen on"),
-    Setting("CHAT_DATA_DIR", Path, "./data", "SQLite file, media, generated secret"),
-    Setting("CHAT_MEDIA_DIR", Path, None, "uploaded files (default <data dir>/media)"),
-    Setting("CHAT_DATABASE_URL", _database_url, None, "sqlite:///... (default) or postgresql://"),
-    Setting("CHAT_REDIS_URL", str, None, "redis://host:port/db to run several processes as one"),
-    Setting("CHAT_SECRET_KEY", str, None, "token signing key, at least 32 bytes"),
-    Setting("CHAT_ACCESS_TTL", _positive_int, "900", "access token lifetime in seconds"),
-    Setting("CHAT_REFRESH_TTL", _positive_int, "2592000", "refresh token lifetime in seconds"),
-    Setting("CHAT_BCRYPT_ROUNDS", _bcrypt_rounds, "12", "bcrypt cost factor"),
-    Setting("CHAT_MAX_UPLOAD_MB", _positive_int, "25", "largest upload in MiB"),
-    Setting("CHAT_ALLOWED_ORIGINS", _origins, "", "comma list of allowed browser origins"),
-    Setting("CHAT_AUTH_RATE", _parse_rate, "10/60", "signups/logins per IP and per username"),
-    Setting("CHAT_MESSAGE_RATE", _parse_rate, "30/10", "messages per user"),
-    Setting("CHAT_METRICS", _parse_bool, "true", "serve /metrics"),
-    Setting("CHAT_TRUST_PROXY", _parse_bool, "false", "take the client IP from X-Forwarded-For"),
-    Setting("CHAT_LOG_FORMAT", _choice("text", "json"), "text", "text or json"),
-    Setting("CHAT_LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"),
-)
+def setting(
+    default: str | None, cast: Cast, help: str, *, unset: str = "", secret: bool = False
+) -> Any:
+    """A Config field that is also a setting; `default` is written as in the environment."""
+    spec = Setting(cast, default, help, unset, secret)
+    value = None if default is None else cast(default)
+    return field(default=value, repr=not secret, metadata={"setting": spec})
 
 
 @dataclass(frozen=True)
 class Config:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    data_dir: Path = Path("./data")
-    media_dir: Path | None = None
-    database_url: str | None = None
-    redis_url: str | None = None
-    secret_key: str | None = field(default=None, repr=False)
-    access_ttl: int = 900
-    refresh_ttl: int = 2592000
-    bcrypt_rounds: int = 12
-    max_upload_mb: int = 25
-    allowed_origins: tuple[str, ...] = ()
-    auth_rate: Rate | None = Rate(10, 60)
-    message_rate: Rate | None = Rate(30, 10)
-    metrics: bool = True
-    trust_proxy: bool = False
-    log_format: str = "text"
-    log_level: str = "INFO"
+    host: str = setting("127.0.0.1", _text(255), "address to listen on")
+    port: int = setting("8080", _integer(0, 65535, "a port number"), "port to listen on")
+    data_dir: Path = setting("./data", _path, "SQLite file, media, generated secret")
+    media_dir: Path | None = setting(
+        None, _path, "uploaded files; several machines share one", unset="`<CHAT_DATA_DIR>/media`"
+    )
+    database_url: str | None = setting(
+        None,
+        _database_url,
+        "or `postgresql://user:pass@host:5432/db`",
+        unset="`sqlite:///<CHAT_DATA_DIR>/chat.db`",
+    )
+    redis_url: str | None = setting(
+        None, _redis_url, "`redis://host:port/db`: several processes act as one"
+    )
+    secret_key: str | None = setting(
+        None,
+        _secret,
+        "token signing key, at least 32 bytes; several processes share one",
+        unset="generated once into the data dir (mode 0600)",
+        secret=True,
+    )
+    access_ttl: int = setting("900", _integer(1), "access token lifetime in seconds")
+    refresh_ttl: int = setting("2592000", _integer(1), "refresh token lifetime in seconds")
+    bcrypt_rounds: int = setting("12", _integer(4, 31), "password hashing cost (4-31)")
+    max_upload_mb: int = setting("25", _integer(1), "largest upload in MiB")
+    allowed_origins: tuple[str, ...] = setting(
+        "",
+        _origins,
+        "comma list of browser origins allowed for CORS and WebSocket",
+        unset="same origin only",
+    )
+    auth_rate: Rate | None = setting(
+        "10/60", _rate, "signups and logins: N per S seconds per IP and per username; `0`: off"
+    )
+    message_rate: Rate | None = setting(
+        "30/10", _rate, "messages: N per S seconds per user; `0`: off"
+    )
+    metrics: bool = setting("true", _boolean, "`false` removes `/metrics`")
+    metrics_token: str | None = setting(
+        None, _token, "when set, `/metrics` needs it as a Bearer token", secret=True
+    )
+    trust_proxy: bool = setting("false", _boolean, "take the client IP from `X-Forwarded-For`")
+    log_format: str = setting(
+        "text", _choice("text", "json"), "`json` for one JSON object per line"
+    )
+    log_level: str = setting(
+        "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "DEBUG, INFO, WARNING or ERROR"
+    )
+    server_name: str = setting("Chat", _text(64), "shown by the web client and in `GET /server`")
+    public_url: str | None = setting(
+        None,
+        _http_url,
+        "the address people use (behind a proxy: its address)",
+        unset="`http://<CHAT_HOST>:<CHAT_PORT>`",
+    )
+    registration: str = setting(
+        "invite", _choice("open", "invite", "closed"), "who may sign up: open, invite or closed"
+    )
+    push_preview: bool = setting(
+        "true", _boolean, "`false` leaves message text out of push payloads"
+    )
+    outbound_private: bool = setting(
+        "false",
+        _boolean,
+        "`true` lets push and webhooks reach private and loopback addresses",
+    )
+
     # Not environment settings: knobs for embedders and tests.
     ws_outbox_limit: int = 1024  # frames queued per WebSocket before it is closed with 1013
+    ready_hold: float = 2.0  # seconds live events wait for a resuming WebSocket's replay
 
     def __post_init__(self) -> None:
-        # Embedders may pass plain strings for paths.
-        object.__setattr__(self, "data_dir", Path(self.data_dir))
-        if self.media_dir is not None:
-            object.__setattr__(self, "media_dir", Path(self.media_dir))
+        for spec in SETTINGS:
+            value = getattr(self, spec.name)
+            if value is None and spec.text_default is None:
+                continue
+            object.__setattr__(self, spec.name, _cast(spec, value, spec.name))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, flags: Mapping[str, str] | None = None
+    ) -> Config:
+        """The `CHAT_*` variables, overridden by `flags` (text by field name, as typed
+        after `--name`). An error names the flag or variable the bad value came from."""
         env = os.environ if environ is None else environ
+        flags = flags or {}
         values: dict[str, Any] = {}
-        for setting in SETTINGS:
-            raw = env.get(setting.variable)
-            if raw is None or (raw == "" and setting.default is None):
-                raw = setting.default
-            if raw is None:
+        for spec in SETTINGS:
+            if spec.name in flags:
+                values[spec.name] = _cast(spec, flags[spec.name], spec.flag)
                 continue
-            try:
-                values[setting.variable.removeprefix("CHAT_").lower()] = setting.parse(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{setting.variable}={raw!r}: {exc}") from None
-        config = cls(**values)
-        if config.secret_key is not None and len(config.secret_key.encode()) < 32:
-            raise ConfigError("CHAT_SECRET_KEY: must be at least 32 bytes")
-        return config
+            raw = env.get(spec.variable)
+            if raw is None or (raw == "" and spec.text_default is None):
+                continue
+            values[spec.name] = _cast(spec, raw, spec.variable)
+        return cls(**values)
 
     @property
     def resolved_media_dir(self) -> Path:
@@ -176,5 +312,42 @@ class Config:
         return self.database_url or f"sqlite:///{self.data_dir / 'chat.db'}"
 
     @property
+    def resolved_public_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.public_url or f"http://{host}:{self.port}"
+
+    @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    replace(f.metadata["setting"], name=f.name) for f in fields(Config) if "setting" in f.metadata
+)
+
+
+def _cast(spec: Setting, value: Any, source: str) -> Any:
+    try:
+        return spec.cast(value)
+    except ValueError as exc:
+        shown = "" if spec.secret else f" {value!r}" if source.startswith("--") else f"={value!r}"
+        raise ConfigError(f"{source}{shown}: {exc}") from None
+
+
+def mask_password(url: str) -> str:
+    """`url` with any password replaced by `***` (for logs and messages)."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    if sep and at and ":" in userinfo:
+        authority = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    masked = f"{scheme}{sep}{authority}{slash}{tail}"
+    return re.sub(r"(password=)[^&]*", r"\1***", masked)
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    lines = ["| variable | flag | default | meaning |", "|---|---|---|---|"]
+    for spec in SETTINGS:
+        lines.append(f"| `{spec.variable}` | `{spec.flag}` | {spec.default_text} | {spec.help} |")
+    return "\n".join(lines) + "\n"

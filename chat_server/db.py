@@ -8,7 +8,9 @@ through `in_ids()`/`ids_param()`; the send statement (PostgreSQL numbers,
 inserts, attaches and marks read in one data-modifying CTE, and commits the
 sends that arrive together in one statement; SQLite inserts with
 `last_seq + 1` and a trigger bumps the room, attachments follow in the same
-transaction); and full-text search (tsvector vs FTS5).
+transaction); the row lock that makes a login's session insert wait for a
+password change (PostgreSQL only: SQLite has one writer); and full-text
+search (tsvector vs FTS5).
 """
 
 from __future__ import annotations
@@ -94,8 +96,10 @@ class _Send:
 class Database:
     """The named queries of the application, over either engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, installation_id: str) -> None:
         self.engine = engine
+        # This database's id (sql/*/NNN_installation.sql), which tokens carry.
+        self.installation_id = installation_id
         # Sends without attachments: each alone, or on PostgreSQL those
         # arriving together in one statement (`_send_batch`).
         self._commit_send = engine.group_commit(self._send_one, self._send_batch)
@@ -105,10 +109,11 @@ class Database:
         engine = await connect(url)
         try:
             await migrate(engine)
+            installation_id = await cls._installation_id(engine)
         except BaseException:
             await engine.close()
             raise
-        return cls(engine)
+        return cls(engine, installation_id)
 
     async def close(self) -> None:
         await self.engine.close()
@@ -194,13 +199,22 @@ class Database:
         return [to_user(r) for r in rows]
 
     async def set_password(
-        self, user_id: int, password_hash: str, keep_session_id: int
-    ) -> list[int]:
-        """Change the password and revoke every other session; returns their ids."""
+        self, user_id: int, old_hash: str, new_hash: str, keep_session_id: int
+    ) -> list[int] | None:
+        """Replace the password if it is still `old_hash` (the one just verified)
+        and revoke every other session; returns their ids, or None if the
+        password changed meanwhile. The check is the update's own condition,
+        so of two changes verified against the same password only one wins."""
         async with self.engine.transaction() as tx:
-            await tx.execute(
-                "UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash
+            changed = await tx.fetchrow(
+                "UPDATE users SET password_hash = $3"
+                " WHERE id = $1 AND password_hash = $2 RETURNING id",
+                user_id,
+                old_hash,
+                new_hash,
             )
+            if changed is None:
+                return None
             rows = await tx.fetch(
                 "UPDATE sessions SET revoked_at = $3"
                 " WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id",
@@ -212,18 +226,33 @@ class Database:
 
     # --- sessions ------------------------------------------------------------------
 
-    async def create_session(self, user_id: int, refresh_jti: str, user_agent: str) -> Session:
-        now = now_ms()
-        async with self.engine.transaction() as tx:
-            row = await tx.fetchrow(
-                "INSERT INTO sessions (user_id, refresh_jti, user_agent, created_at, last_used_at)"
-                f" VALUES ($1, $2, $3, $4, $4) RETURNING {SESSION_FIELDS}",
-                user_id,
-                refresh_jti,
-                user_agent,
-                now,
-            )
-        return to_session(row)
+    @staticmethod
+    async def _installation_id(engine: Engine) -> str:
+        return await engine.fetchval("SELECT id FROM installation")
+
+    async def create_session(
+        self, user_id: int, password_hash: str, refresh_jti: str, user_agent: str
+    ) -> Session | None:
+        """A new session, unless the user's password hash is no longer `password_hash`.
+
+        Login verifies the password outside the database, so the check is
+        repeated inside the insert (DESIGN.md invariant 9): a password change
+        committed meanwhile makes this None instead of a session it never saw
+        to revoke. On PostgreSQL, `FOR SHARE` waits for a change in progress
+        and re-reads the row; SQLite's one writer runs the two one at a time.
+        """
+        lock = " FOR SHARE" if self.engine.name == "postgres" else ""
+        row = await self.engine.write(
+            "INSERT INTO sessions (user_id, refresh_jti, user_agent, created_at, last_used_at)"
+            " SELECT id, $3, $4, $5, $5 FROM users WHERE id = $1 AND password_hash = $2"
+            f"{lock} RETURNING {SESSION_FIELDS}",
+            user_id,
+            password_hash,
+            refresh_jti,
+            user_agent,
+            now_ms(),
+        )
+        return None if row is None else to_session(row)
 
     async def get_session(self, session_id: int) -> Session | None:
         row = await self.engine.fetchrow(

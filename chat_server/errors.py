@@ -1,4 +1,4 @@
-"""The one error family, the one renderer of it, and request-body helpers.
+"""The one error family and the one renderer of it.
 
 Handlers raise `ApiError`s; `render_error` (called by the request middleware
 in observability.py) turns them, aiohttp's own HTTP exceptions, malformed
@@ -8,9 +8,7 @@ client sends may surface as a 500.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,11 +18,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from .engines import DatabaseUnavailable
 
 log = logging.getLogger("chat_server")
-
-# Largest JSON body we accept (API.md: JSON body over 1 MiB is 413).
-MAX_JSON_BYTES = 1024 * 1024
-# Largest integer we accept anywhere: both engines store ids and seqs as 64-bit.
-MAX_INT = 2**63 - 1
 
 
 class ApiError(Exception):
@@ -169,157 +162,3 @@ def render_error(exc: Exception, request: web.Request) -> web.Response | None:
         return error_response(Unavailable("database unavailable"))
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(ApiError())
-
-
-# --- request bodies -------------------------------------------------------------
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or the contract's 400/413/415."""
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType("expected Content-Type: application/json")
-    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise PayloadTooLarge("JSON body over 1 MiB")
-    raw = await request.content.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise PayloadTooLarge("JSON body over 1 MiB")
-    return parse_json_object(raw)
-
-
-def parse_json_object(raw: bytes | str, what: str = "body") -> dict[str, Any]:
-    """A JSON object from a request body or a WebSocket frame, else a 400."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidRequest(f"{what} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"{what} must be a JSON object")
-    return data
-
-
-class Validator:
-    """Checks fields of a JSON object or query string, collecting every problem.
-
-    Each getter returns the cleaned value (or None when absent and optional) and
-    records a reason for a bad field; `check()` raises one 400 naming them all.
-    """
-
-    def __init__(self, source: Mapping[str, Any], *, query: bool = False) -> None:
-        self.source = source
-        self.query = query  # query strings carry numbers as text
-        self.errors: dict[str, str] = {}
-
-    def _fail(self, name: str, reason: str) -> None:
-        self.errors.setdefault(name, reason)
-
-    def check(self) -> None:
-        if self.errors:
-            raise InvalidRequest.fields(self.errors)
-
-    def string(
-        self,
-        name: str,
-        *,
-        required: bool = False,
-        min_len: int = 0,
-        max_len: int,
-        strip: bool = False,
-        pattern: re.Pattern[str] | None = None,
-        reason: str | None = None,
-    ) -> str | None:
-        if name not in self.source:
-            if required:
-                self._fail(name, "required")
-            return None
-        value = self.source[name]
-        explain = reason or f"a string of {min_len}-{max_len} characters"
-        if not isinstance(value, str) or len(value) > max_len:
-            self._fail(name, explain)
-            return None
-        if strip:
-            value = value.strip()
-        if not is_storable_text(value):
-            self._fail(name, "must be valid Unicode text without NUL characters")
-            return None
-        if len(value) < min_len or (pattern and not pattern.fullmatch(value)):
-            self._fail(name, explain)
-            return None
-        return value
-
-    def integer(
-        self,
-        name: str,
-        *,
-        required: bool = False,
-        minimum: int = 1,
-        maximum: int = MAX_INT,
-        nullable: bool = False,
-    ) -> int | None:
-        if name not in self.source or (nullable and self.source[name] is None):
-            if required and name not in self.source:
-                self._fail(name, "required")
-            return None
-        value = self.source[name]
-        if self.query and isinstance(value, str):
-            value = _query_int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self._fail(name, f"an integer {minimum}-{maximum}")
-            return None
-        if not minimum <= value <= maximum:
-            self._fail(name, f"an integer {minimum}-{maximum}")
-            return None
-        return value
-
-    def choice(self, name: str, allowed: tuple[str, ...], *, required: bool = False) -> str | None:
-        if name not in self.source:
-            if required:
-                self._fail(name, "required")
-            return None
-        value = self.source[name]
-        if value not in allowed:
-            self._fail(name, "one of " + ", ".join(allowed))
-            return None
-        return value
-
-    def id_list(self, name: str, *, max_items: int) -> list[int]:
-        if name not in self.source:
-            return []
-        value = self.source[name]
-        if (
-            not isinstance(value, list)
-            or len(value) > max_items
-            or not all(
-                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INT for v in value
-            )
-        ):
-            self._fail(name, f"a list of at most {max_items} ids")
-            return []
-        return list(dict.fromkeys(value))
-
-
-def _query_int(text: str) -> int | str:
-    return int(text) if re.fullmatch(r"-?\d{1,20}", text) else text
-
-
-def is_storable_text(value: str) -> bool:
-    """Both engines store UTF-8 text; NUL and lone surrogates cannot be stored."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def path_id(request: web.Request, name: str) -> int:
-    """An id from the URL path; anything but a positive 64-bit integer is 404."""
-    text = request.match_info[name]
-    if not is_ascii_digits(text) or not 1 <= int(text) <= MAX_INT:
-        raise NotFound()
-    return int(text)
-
-
-def is_ascii_digits(text: str) -> bool:
-    """True for 0-9 only: str.isdigit() also accepts digits like "²" that int() refuses."""
-    return text.isascii() and text.isdigit()

@@ -12,18 +12,11 @@ from . import keys
 from .auth import require_auth
 from .connection import Event, dumps
 from .db import NotMember
-from .errors import (
-    Forbidden,
-    InvalidRequest,
-    NotFound,
-    RateLimited,
-    Validator,
-    path_id,
-    read_json,
-)
+from .errors import Forbidden, InvalidRequest, NotFound, RateLimited
 from .models import Message
 from .paging import decode_cursor, page, page_limit
 from .rooms import MANAGERS, member_room, visible_room
+from .validation import Validator, path_id, read_json
 
 MAX_BODY = 4000
 MAX_ATTACHMENTS = 10
@@ -44,16 +37,15 @@ def parse_send(source: dict[str, Any], room_id: int | None = None) -> SendReques
     v = Validator(source)
     if room_id is None:
         room_id = v.integer("room_id", required=True)
-    body = v.string("body", max_len=MAX_BODY) or ""
+    body = v.string("body", max_len=MAX_BODY, max_after_strip=True) or ""
     client_id = v.string(
         "client_id", max_len=64, pattern=CLIENT_ID, reason="1-64 printable ASCII characters"
     )
     reply_to = v.integer("reply_to", nullable=True)
     attachments = v.id_list("attachments", max_items=MAX_ATTACHMENTS)
-    if not body.strip() and not attachments and "body" not in v.errors:
+    if not body and not attachments and "body" not in v.errors:
         v.errors["body"] = f"1-{MAX_BODY} characters after trimming, unless attachments are given"
     v.check()
-    assert room_id is not None
     return SendRequest(room_id, body, client_id, reply_to, tuple(attachments))
 
 
@@ -183,9 +175,14 @@ async def edit_message(request: web.Request) -> web.Response:
     me = await require_auth(request)
     room, message = await _own_message(request)
     v = Validator(await read_json(request))
-    body = v.string("body", required=True, max_len=MAX_BODY)
-    if body is not None and not body.strip():
-        v.errors["body"] = f"1-{MAX_BODY} characters after trimming"
+    body = v.string(
+        "body",
+        required=True,
+        min_len=1,
+        max_len=MAX_BODY,
+        max_after_strip=True,
+        reason=f"1-{MAX_BODY} characters after trimming",
+    )
     v.check()
     if message.sender_id != me.user_id or room.my_role is None:
         raise Forbidden("only the sender may edit a message")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Literal, overload
 
-from .errors import MAX_INT, Validator, is_storable_text
+from .validation import MAX_INT, Validator, is_storable_text
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -21,11 +22,20 @@ def encode_cursor(position: str | int) -> str:
     return base64.urlsafe_b64encode(str(position).encode()).decode().rstrip("=")
 
 
+@overload
+def decode_cursor(v: Validator, *, numeric: Literal[True]) -> int | None: ...
+
+
+@overload
+def decode_cursor(v: Validator, *, numeric: Literal[False]) -> str | None: ...
+
+
 def decode_cursor(v: Validator, *, numeric: bool) -> str | int | None:
     """The `cursor` query parameter as the position it encodes, or None on the first page."""
     raw = v.source.get("cursor")
     if raw is None:
         return None
+    position: str | int | None
     try:
         text = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True).decode()
         position = int(text) if numeric else text

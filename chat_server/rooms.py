@@ -14,12 +14,14 @@ from aiohttp import web
 from . import keys
 from .auth import require_auth
 from .connection import Event
-from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Validator, path_id, read_json
+from .errors import Conflict, Forbidden, InvalidRequest, NotFound
 from .models import Room, User
 from .paging import decode_cursor, page, page_limit
+from .validation import Validator, path_id, read_json
 
 ROOM_KINDS = ("public", "private")
 MANAGERS = ("owner", "admin")
+ROOM_NAME_RULE = "1-80 characters"
 
 
 async def visible_room(app: web.Application, room_id: int, user_id: int) -> Room:
@@ -83,18 +85,11 @@ async def announce_update(app: web.Application, room_id: int) -> None:
 # --- routes --------------------------------------------------------------------------
 
 
-def _room_fields(v: Validator, *, creating: bool) -> tuple[str | None, str | None]:
-    name = v.string(
-        "name", required=creating, min_len=1, max_len=80, strip=True, reason="1-80 characters"
-    )
-    topic = v.string("topic", max_len=1000, strip=True)
-    return name, topic
-
-
 async def create_room(request: web.Request) -> web.Response:
     me = await require_auth(request)
     v = Validator(await read_json(request))
-    name, topic = _room_fields(v, creating=True)
+    name = v.string("name", required=True, min_len=1, max_len=80, strip=True, reason=ROOM_NAME_RULE)
+    topic = v.string("topic", max_len=1000, strip=True)
     kind = v.choice("kind", ROOM_KINDS, required=True)
     v.check()
     room = await request.app[keys.DB].create_room(kind, name, topic or "", me.user_id)
@@ -131,7 +126,8 @@ async def patch_room(request: web.Request) -> web.Response:
     me = await require_auth(request)
     room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
     v = Validator(await read_json(request))
-    name, topic = _room_fields(v, creating=False)
+    name = v.string("name", min_len=1, max_len=80, strip=True, reason=ROOM_NAME_RULE)
+    topic = v.string("topic", max_len=1000, strip=True)
     v.check()
     if room.kind == "dm" or room.my_role not in MANAGERS:
         raise Forbidden("only the room's owner or an admin may change it")

@@ -6,8 +6,9 @@ from aiohttp import web
 
 from . import keys
 from .auth import require_auth
-from .errors import InvalidRequest, NotFound, Validator, path_id, read_json
+from .errors import InvalidRequest, NotFound
 from .paging import decode_cursor, page, page_limit
+from .validation import Validator, path_id, read_json
 
 
 async def get_me(request: web.Request) -> web.Response:

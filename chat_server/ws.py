@@ -21,20 +21,22 @@ from . import keys
 from .auth import Principal, authenticate_token, bearer_token
 from .connection import Connection, Event, dumps, text_frame
 from .errors import (
-    MAX_INT,
     ApiError,
     Forbidden,
     InvalidRequest,
     RateLimited,
     Unavailable,
-    Validator,
-    is_ascii_digits,
     is_database_outage,
-    is_storable_text,
-    parse_json_object,
 )
 from .messages import mark_read, parse_send, post_message
 from .rooms import member_room
+from .validation import (
+    MAX_INT,
+    Validator,
+    is_ascii_digits,
+    is_storable_text,
+    parse_json_object,
+)
 
 log = logging.getLogger("chat_server.ws")
 
@@ -285,14 +287,13 @@ class Session:
         ref_field = "" if ref is None else f'"ref":{dumps(ref)},'
         return f'{{"type":"ack",{ref_field}"message":{posted.encoded}}}'  # no re-serializing
 
-    def _room_id(self, frame: dict[str, Any]) -> tuple[Validator, int | None]:
+    def _room_id(self, frame: dict[str, Any]) -> tuple[Validator, int]:
         v = Validator(frame)
         return v, v.integer("room_id", required=True)
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
         v, room_id = self._room_id(frame)
         v.check()
-        assert room_id is not None
         if self.conn is None or room_id not in self.conn.rooms:
             await member_room(self.app, room_id, self.me.user_id)  # 404/403 as appropriate
         now = time.monotonic()
@@ -314,7 +315,6 @@ class Session:
         v, room_id = self._room_id(frame)
         seq = v.integer("seq", required=True, minimum=0)
         v.check()
-        assert room_id is not None and seq is not None
         await mark_read(self.app, self.me.user_id, room_id, seq)
         return None
 

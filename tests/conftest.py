@@ -23,6 +23,9 @@ from aiohttp.test_utils import TestClient
 
 from chat_server import Config, create_app
 
+# Autouse: every WebSocket frame a test receives must match chat_server/asyncapi.json.
+from .wsutil import frames_match_asyncapi, received_frames_are_checked  # noqa: F401
+
 PG_ADMIN_URL = os.environ.get("CHAT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "correct horse battery"

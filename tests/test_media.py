@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import hashlib
 import io
@@ -17,9 +19,11 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from chat_server import create_app, keys, media
+from chat_server import create_app, keys
+from chat_server.media.store import Spool
 
 from .conftest import error_of, make_config, signup
+from .rawhttp import chunk, connect, request_head
 from .test_messages import messages_path, send
 from .test_rooms import create_room
 
@@ -264,11 +268,88 @@ async def test_upload_limit(aiohttp_client, tmp_path, database_url):
     assert (await client.get("/healthz")).status == 200
 
 
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+FILE_PART = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n'
+    f"hello\r\n--{BOUNDARY}--\r\n"
+).encode()
+
+
+def tiny_parts(count: int) -> bytes:
+    return b"".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nv\r\n'.encode()
+        for i in range(count)
+    )
+
+
+@pytest.fixture
+async def small_limit(aiohttp_client, tmp_path, database_url):
+    """A client of a server with CHAT_MAX_UPLOAD_MB=1, and an account on it."""
+    client = await aiohttp_client(create_app(make_config(tmp_path, database_url, max_upload_mb=1)))
+    return client, await signup(client, "alice")
+
+
+async def test_many_tiny_parts_are_refused(small_limit):
+    client, alice = small_limit
+    body = tiny_parts(5000) + FILE_PART  # 300 KB, all but 5 bytes of it framing
+    response = await client.post(
+        MEDIA, data=body, headers={**alice.headers, "Content-Type": MULTIPART}
+    )
+    assert (await error_of(response, 413))["code"] == "payload_too_large"
+    assert stored_files(media_dir(client)) == []
+    assert await _uploads_of(client, alice.id) == 0
+
+
+async def test_endless_parts_are_refused_before_the_body_ends(small_limit):
+    client, alice = small_limit
+    conn = await connect(client)
+
+    async def send_parts() -> None:
+        await conn.send(request_head("POST", MEDIA, alice.headers, content_type=MULTIPART))
+        for _ in range(200):  # 20,000 parts in 1.2 MB: under the byte bound, never ended
+            await conn.send(chunk(tiny_parts(100)))
+
+    status, answer = await _answer_while_sending(conn, send_parts())
+    assert status == 413, answer
+    assert "parts" in answer["error"]["message"]
+    assert (await client.get("/healthz")).status == 200
+
+
+async def _answer_while_sending(conn, sending) -> tuple[int, Any]:
+    """The response that comes while (or after) `sending` writes a body that never ends."""
+    sender = asyncio.create_task(sending)
+    try:
+        return await conn.response(timeout=10)
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+        await conn.close()
+
+
+async def test_multipart_framing_counts_against_the_upload_limit(small_limit):
+    client, alice = small_limit
+    line = b"p" * 1000 + b"\r\n"  # a preamble: parsers skip it, but it is body all the same
+    conn = await connect(client)
+
+    async def send_preamble() -> None:
+        head = request_head("POST", MEDIA, alice.headers, content_type=MULTIPART)
+        await conn.send(head)
+        for _ in range(30):  # 3 MB, past the 1 MiB upload plus 1 MiB of framing; never ended
+            await conn.send(chunk(line * 100))
+
+    status, answer = await _answer_while_sending(conn, send_preamble())
+    assert status == 413, answer
+    assert answer["error"]["code"] == "payload_too_large"
+    assert stored_files(media_dir(client)) == []
+    assert await _uploads_of(client, alice.id) == 0
+
+
 async def test_full_disk_is_507_and_leaves_nothing(client, alice, monkeypatch):
     def disk_full(self, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(media._Spool, "write", disk_full)
+    monkeypatch.setattr(Spool, "write", disk_full)
     response = await upload(client, alice, os.urandom(600_000))
     assert (await error_of(response, 507))["code"] == "insufficient_storage"
     assert stored_files(media_dir(client)) == []

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chat_server.errors import MAX_INT, InvalidRequest, Validator
+from chat_server.errors import InvalidRequest
 from chat_server.paging import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -17,6 +17,7 @@ from chat_server.paging import (
     page,
     page_limit,
 )
+from chat_server.validation import MAX_INT, Validator
 
 
 def query(**params: str) -> Validator:
