@@ -10,14 +10,15 @@ from typing import Any
 
 from aiohttp import web
 
-from . import auth, keys, media, messages, observability, rooms, users, ws
+from . import auth, keys, media, messages, observability, rooms, users
 from .config import Config
 from .db import Database
 from .errors import MAX_JSON_BYTES, Unavailable
-from .hub import Hub
 from .observability import Metrics
 from .ratelimit import make_limiter
-from .relay import Relay
+from .realtime import ws
+from .realtime.hub import Hub
+from .realtime.relay import Relay
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 # The web client's page may load only our own scripts, styles and images.

@@ -141,6 +141,7 @@ class Config:
     log_level: str = "INFO"
     # Not environment settings: knobs for embedders and tests.
     ws_outbox_limit: int = 1024  # frames queued per WebSocket before it is closed with 1013
+    ready_hold: float = 2.0  # seconds a new WebSocket holds live messages for a `resume`
 
     def __post_init__(self) -> None:
         # Embedders may pass plain strings for paths.

@@ -1,32 +1,34 @@
-"""One WebSocket connection's delivery: frames, ordering, gap fill, backpressure.
+"""One WebSocket connection's delivery: its rooms, ordering, gap fill, backpressure.
 
-Each connection remembers the last seq it delivered per room, drops
-duplicates, and fills a gap from the database before delivering past it
-(DESIGN.md invariant 3); resume and the catch-up after a join use the same
-fill. Fast path: while nothing is queued and the socket keeps up, a frame's
-bytes, encoded once per event, are written straight to the transport.
-Anything else goes through a bounded outbox drained by a writer task that
-exists only while there is work; a full outbox closes the socket with 1013.
+Each connection remembers the last seq it delivered per room it follows,
+drops duplicates, and fills a gap from the database before delivering past
+it (DESIGN.md invariant 3); resume and the catch-up after a join use the
+same fill. Fast path: while nothing is queued and the socket keeps up, a
+frame's bytes, encoded once per event, are written straight to the
+transport. Anything else goes through a bounded outbox of pre-encoded frames
+drained by a writer task that exists only while there is work; a full
+outbox closes the socket with 1013.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import enum
 import logging
-import struct
 from collections import deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
-from .db import Database
-from .errors import is_database_outage
-from .models import Message
+from .. import events
+from ..db import Database
+from ..errors import is_database_outage
+from ..events import text_frame
 
 if TYPE_CHECKING:
-    from .observability import Metrics
+    from ..observability import Metrics
 
 log = logging.getLogger("chat_server.connection")
 
@@ -45,58 +47,28 @@ SHUTDOWN_FLUSH_TIMEOUT = 5.0
 WRITE_BUFFER_LIMIT = 64 * 1024
 
 
-def dumps(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+class State(enum.Enum):
+    """Where a connection is in its life; each method says which states it acts in.
 
-
-def message_frame(kind: str, message: Message) -> str:
-    return dumps({"type": kind, "message": message.to_json()})
-
-
-def text_frame(text: str) -> bytes:
-    """A complete unmasked WebSocket text frame (RFC 6455), as a server sends it.
-
-    Encoded once per event, the same bytes go to every recipient's transport.
-    """
-    data = text.encode()
-    size = len(data)
-    if size < 126:
-        header = bytes((0x81, size))
-    elif size < 65536:
-        header = struct.pack("!BBH", 0x81, 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, size)
-    return header + data
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A committed event: its frame (serialized once) and who receives it.
-
-    `room_id` sends to the room's connections (minus `exclude_user`'s);
-    `user_ids` sends to those users' connections. `seq` marks a
-    `message.new`, delivered in seq order with gaps filled.
+    CONNECTING -> HOLDING -> OPEN -> CLOSING -> CLOSED, and any -> CLOSED.
     """
 
-    payload: dict[str, Any]
-    room_id: int | None = None
-    user_ids: tuple[int, ...] = ()
-    seq: int | None = None
-    exclude_user: int | None = None
-    frame: str = field(default="", compare=False)
-    wire: bytes = field(default=b"", compare=False)
+    CONNECTING = enum.auto()  # indexed and following rooms; nothing written before `ready`
+    HOLDING = enum.auto()  # `ready` sent; live messages held until the first frame after it
+    OPEN = enum.auto()  # delivering everything
+    CLOSING = enum.auto()  # a close is queued behind what was accepted; nothing more is
+    CLOSED = enum.auto()  # closed, aborted or gone: nothing is written
 
-    @classmethod
-    def make(cls, payload: dict[str, Any], frame: str = "", **target: Any) -> Event:
-        frame = frame or dumps(payload)
-        return cls(payload, frame=frame, wire=text_frame(frame), **target)
+
+# What the outbox holds: pre-encoded frames and these three instructions.
 
 
 @dataclass(frozen=True, slots=True)
 class Ordered:
+    """A live `message.new`, delivered in seq order."""
+
     room_id: int
     seq: int
-    frame: str
     wire: bytes
 
 
@@ -113,26 +85,24 @@ class Close:
 
 
 class Connection:
-    """One authenticated WebSocket: its rooms, its bounded outbox and its writer.
+    """One authenticated WebSocket: the rooms it follows, its bounded outbox and its writer.
 
-    Fast path: while nothing is queued and the socket's buffer is short, a
-    frame's pre-encoded bytes are written straight to the transport. Anything
-    else (a full buffer, a gap to fill, a replay, a close) goes through the
-    outbox, drained by a writer task that exists only while there is work.
+    The hub decides who receives what; the connection owns everything about
+    its own delivery: which rooms it follows and from which seq, the hold
+    after `ready`, resume, and how it closes.
     """
 
     __slots__ = (
-        "closed",
         "closer",
         "db",
         "held",
+        "last_seq",
         "metrics",
         "outbox",
         "outbox_limit",
-        "ready",
         "request",
-        "rooms",
         "session_id",
+        "state",
         "unflushed",
         "user_id",
         "writer",
@@ -156,22 +126,150 @@ class Connection:
         self.db = db
         self.metrics = metrics
         self.outbox_limit = outbox_limit
-        self.rooms: dict[int, int] = {}  # room_id -> last seq delivered
-        self.outbox: deque[Any] | None = None  # created when first needed
+        self.state = State.CONNECTING
+        self.last_seq: dict[int, int] = {}  # followed room -> last seq delivered
+        self.outbox: deque[bytes | Ordered | CatchUp | Close] | None = None  # made when needed
         # Rooms with live message.new events held until the first frame after
         # `ready` is handled, so a resume's replay comes first (API.md). Only
         # the room is kept: release() catches up from the database, which
         # bounds memory however long the hold lasts.
-        self.held: set[int] | None = set()
-        self.ready = False  # nothing is written before `ready`
+        self.held: set[int] = set()
         self.unflushed: list[bytes] | None = None  # frames for this turn's single write
-        self.closed = False
         self.writer: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
 
+    @property
+    def closed(self) -> bool:
+        """Closing or closed: nothing more is accepted."""
+        return self.state in (State.CLOSING, State.CLOSED)
+
+    @property
+    def rooms(self) -> list[int]:
+        return sorted(self.last_seq)
+
+    def follows(self, room_id: int) -> bool:
+        return room_id in self.last_seq
+
+    # --- rooms ---------------------------------------------------------------------
+
+    def follow(self, room_id: int, after_seq: int, *, catch_up: bool = False) -> bool:
+        """Start delivering the room's messages after `after_seq`; False if already following.
+
+        `catch_up` sends what was committed after `after_seq` at once (a join);
+        otherwise the next live message or resume brings it.
+        """
+        if room_id in self.last_seq:
+            return False
+        self.last_seq[room_id] = after_seq
+        if catch_up:
+            self.push(CatchUp(room_id, None))
+        return True
+
+    def unfollow(self, room_id: int) -> bool:
+        """Stop delivering the room (queued messages of it are dropped); False if not following."""
+        return self.last_seq.pop(room_id, None) is not None
+
+    def resume(self, seen: dict[int, int]) -> None:
+        """Replay what the client missed (after its `seen` seqs) before its held live events."""
+        for room_id, seq in seen.items():
+            last = self.last_seq.get(room_id)
+            if last is not None:
+                self.last_seq[room_id] = min(seq, last)
+                self.push(CatchUp(room_id, RESUME_REPLAY_LIMIT))
+        self.push(text_frame(events.resumed()))
+
+    def behind(self, room_id: int, newest_seq: int) -> None:
+        """The room's newest committed seq, read from the database: catch up if behind."""
+        if self.last_seq.get(room_id, newest_seq) < newest_seq:
+            self.push(CatchUp(room_id, None))
+
+    # --- life ----------------------------------------------------------------------
+
     def mark_ready(self) -> None:
-        """`ready` has been sent: queued frames may follow."""
-        self.ready = True
+        """`ready` has been sent: queued frames may follow (CONNECTING -> HOLDING)."""
+        if self.state is State.CONNECTING:
+            self.state = State.HOLDING
+            self._wake_writer()
+
+    def release(self) -> None:
+        """End the hold (HOLDING -> OPEN): catch up on held rooms after any queued replay."""
+        if self.state is not State.HOLDING:
+            return
+        self.state = State.OPEN
+        held, self.held = self.held, set()
+        for room_id in sorted(held):
+            self.push(CatchUp(room_id, None))
+
+    def close_after_flush(self, code: int, reason: str) -> None:
+        """Close once what is queued (and what the hold kept back) has been sent."""
+        if self.state is State.CONNECTING:
+            self.abort(code, reason)  # nothing may be written before `ready`
+            return
+        self.release()
+        if self.state is State.OPEN:
+            self.push(Close(code, reason))
+            self.state = State.CLOSING
+
+    async def flush_and_close(self, code: int, reason: str) -> None:
+        """Send what is queued, then close; waits (bounded) for the writer to finish."""
+        self.close_after_flush(code, reason)
+        if self.writer is not None:
+            await asyncio.wait([self.writer], timeout=SHUTDOWN_FLUSH_TIMEOUT)
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        """Flush (bounded) and close, cutting the writer short if it takes too long."""
+        await self.flush_and_close(code, reason)
+        if self.writer is not None:
+            self.writer.cancel()
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            await self.ws.close(code=code)
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close now, dropping what is queued."""
+        if self.state is State.CLOSED:
+            return
+        self.detach()
+        self.closer = asyncio.create_task(self._close(code, reason))
+
+    def detach(self) -> None:
+        """The socket is done with (closed, or its handler returned): write nothing more."""
+        self.state = State.CLOSED
+        self.outbox = None
+        if self.writer is not None:
+            self.writer.cancel()
+
+    # --- delivery ------------------------------------------------------------------
+
+    def send(self, wire: bytes) -> None:
+        """Send an unordered frame (typing, presence, member and room events, replies)."""
+        if not self._write_now(wire):
+            self.push(wire)
+
+    def deliver_message(self, item: Ordered) -> None:
+        """A live `message.new`: in order, after any gap is filled, unless held."""
+        if self.state in (State.CONNECTING, State.HOLDING):
+            self.held.add(item.room_id)
+            return
+        last = self.last_seq.get(item.room_id)
+        if last is None or item.seq <= last:
+            return  # not following the room, or a duplicate
+        if item.seq == last + 1 and self._write_now(item.wire):
+            self.last_seq[item.room_id] = item.seq
+        else:
+            self.push(item)
+
+    def push(self, item: bytes | Ordered | CatchUp | Close) -> None:
+        """Queue for the writer; a full outbox closes the connection (1013)."""
+        if self.closed:
+            return
+        if self.outbox is None:
+            self.outbox = deque()
+        elif len(self.outbox) >= self.outbox_limit:
+            log.info("closing slow consumer user=%s", self.user_id)
+            self.metrics.slow_consumers.inc()
+            self.abort(WSCloseCode.TRY_AGAIN_LATER, "too slow: reconnect and resume")
+            return
+        self.outbox.append(item)
         self._wake_writer()
 
     def _write_now(self, wire: bytes) -> bool:
@@ -181,7 +279,7 @@ class Connection:
         (`_flush` runs at the end of the turn): under load a socket gets one
         write for several messages, and a sender one for its echo and its ack.
         """
-        if self.writer is not None or self.outbox or not self.ready or self.closed:
+        if self.writer is not None or self.outbox or self.state not in _WRITABLE:
             return False
         transport = self.request.transport
         if (
@@ -205,76 +303,28 @@ class Connection:
         transport = self.request.transport
         if (
             frames
-            and not self.closed
+            and self.state is not State.CLOSED
             and not self.ws.closed
             and transport is not None
             and not transport.is_closing()
         ):
             transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
-    def send(self, frame: str, wire: bytes) -> None:
-        """Send an unordered frame (typing, presence, member and room events, replies)."""
-        if not self._write_now(wire):
-            self.push(frame)
-
-    def push(self, item: Any) -> None:
-        if self.closed:
-            return
-        if self.outbox is None:
-            self.outbox = deque()
-        elif len(self.outbox) >= self.outbox_limit:
-            log.info("closing slow consumer user=%s", self.user_id)
-            self.metrics.slow_consumers.inc()
-            self.abort(WSCloseCode.TRY_AGAIN_LATER, "too slow: reconnect and resume")
-            return
-        self.outbox.append(item)
-        self._wake_writer()
-
     def _wake_writer(self) -> None:
-        if self.writer is None and self.outbox and self.ready and not self.closed:
+        if self.writer is None and self.outbox and self.state in _WRITABLE:
             self.writer = asyncio.create_task(self._write_loop())
 
-    def deliver_message(self, item: Ordered) -> None:
-        if self.held is not None:
-            self.held.add(item.room_id)
-            return
-        last = self.rooms.get(item.room_id)
-        if last is None or item.seq <= last:
-            return  # not in the room, or a duplicate
-        if item.seq == last + 1 and self._write_now(item.wire):
-            self.rooms[item.room_id] = item.seq
-        else:
-            self.push(item)
-
-    def release(self) -> None:
-        """End the hold: catch up on held rooms after whatever replay is queued."""
-        held, self.held = self.held, None
-        for room_id in sorted(held or ()):
-            self.push(CatchUp(room_id, None))
-
-    def close_after_flush(self, code: int, reason: str) -> None:
-        self.release()
-        self.push(Close(code, reason))
-
-    async def flush_and_close(self, code: int, reason: str) -> None:
-        """Send what is queued, then close; waits (bounded) for the writer to finish."""
-        self.close_after_flush(code, reason)
-        if self.writer is not None:
-            await asyncio.wait([self.writer], timeout=SHUTDOWN_FLUSH_TIMEOUT)
-
-    def abort(self, code: int, reason: str) -> None:
-        """Close now, dropping what is queued."""
-        if self.closed:
-            return
-        self.closed = True
-        self.outbox = None
-        if self.writer is not None:
-            self.writer.cancel()
-        self.closer = asyncio.create_task(self._close(code, reason))
+    async def _write(self, wire: bytes) -> None:
+        """Write a pre-encoded frame, waiting while the transport's buffer is full."""
+        transport = self.request.transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            raise ConnectionResetError("the socket is closed")
+        transport.write(wire)
+        await self.request.writer.drain()
 
     async def _close(self, code: int, reason: str) -> None:
         self._flush()  # what this turn already accepted goes before the close frame
-        self.closed = True
+        self.state = State.CLOSED
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT)
         except (TimeoutError, ConnectionError, RuntimeError):
@@ -285,8 +335,8 @@ class Connection:
         try:
             while self.outbox:
                 item = self.outbox.popleft()
-                if isinstance(item, str):
-                    await self.ws.send_str(item)
+                if isinstance(item, bytes):
+                    await self._write(item)
                 elif isinstance(item, Ordered):
                     await self._deliver(item)
                 elif isinstance(item, CatchUp):
@@ -295,7 +345,7 @@ class Connection:
                     await self._close(item.code, item.reason)
                     return
         except (ConnectionError, RuntimeError):
-            self.closed = True  # the peer went away; the reader side unregisters
+            self.state = State.CLOSED  # the peer went away; the reader side unregisters
         except Exception as exc:  # a gap fill could not read the database
             if is_database_outage(exc):
                 log.warning("closing a connection: database unavailable during a fill")
@@ -303,7 +353,6 @@ class Connection:
             else:
                 log.exception("connection writer failed")
                 code = WSCloseCode.INTERNAL_ERROR
-            self.closed = True
             await self._close(code, "try again: reconnect and resume")
         finally:
             self.writer = None
@@ -311,17 +360,17 @@ class Connection:
                 self.outbox = None  # idle sockets keep no empty queue
 
     async def _deliver(self, item: Ordered) -> None:
-        last = self.rooms.get(item.room_id)
+        last = self.last_seq.get(item.room_id)
         if last is None or item.seq <= last:
-            return  # not (or no longer) in the room, or a duplicate
+            return  # not (or no longer) following the room, or a duplicate
         if item.seq > last + 1:
             await self._fill(item.room_id, until=item.seq - 1)
-        if item.seq == self.rooms.get(item.room_id, item.seq) + 1:
-            await self.ws.send_str(item.frame)
-            self.rooms[item.room_id] = item.seq
+        if item.seq == self.last_seq.get(item.room_id, item.seq) + 1:
+            await self._write(item.wire)
+            self.last_seq[item.room_id] = item.seq
 
     async def _catch_up(self, item: CatchUp) -> None:
-        last = self.rooms.get(item.room_id)
+        last = self.last_seq.get(item.room_id)
         if last is None:
             return
         outcome = "nothing_missed"
@@ -329,14 +378,10 @@ class Connection:
             newest = await self.db.room_last_seq(item.room_id)
             if newest is not None and newest - last > item.limit:
                 first_replayed = newest - item.limit + 1
-                gap = {
-                    "type": "gap",
-                    "room_id": item.room_id,
-                    "from_seq": last + 1,
-                    "to_seq": first_replayed - 1,
-                }
-                await self.ws.send_str(dumps(gap))
-                self.rooms[item.room_id] = first_replayed - 1
+                await self._write(
+                    text_frame(events.gap(item.room_id, last + 1, first_replayed - 1))
+                )
+                self.last_seq[item.room_id] = first_replayed - 1
                 outcome = "gap"
         replayed = await self._fill(item.room_id, until=None)
         if item.limit is not None:
@@ -350,17 +395,21 @@ class Connection:
         Returns how many were sent.
         """
         sent = 0
-        while (last := self.rooms.get(room_id)) is not None:
+        while (last := self.last_seq.get(room_id)) is not None:
             before = None if until is None else until + 1
             messages, has_more = await self.db.history(
                 room_id, after_seq=last, before_seq=before, limit=FILL_PAGE
             )
             for message in messages:
-                if self.rooms.get(room_id) != message.seq - 1:
+                if self.last_seq.get(room_id) != message.seq - 1:
                     return sent  # left the room meanwhile, or history has a hole: stop here
-                await self.ws.send_str(message_frame("message.new", message))
-                self.rooms[room_id] = message.seq
+                await self._write(events.message_event("message.new", message).wire)
+                self.last_seq[room_id] = message.seq
                 sent += 1
             if not has_more:
                 return sent
         return sent
+
+
+# States in which frames are written (CLOSING: what was queued before the close).
+_WRITABLE = (State.HOLDING, State.OPEN, State.CLOSING)
