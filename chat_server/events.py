@@ -100,7 +100,7 @@ def message_event(
     as_json, text = encoded
     return Event.of(
         {"type": kind, "message": as_json},
-        frame=f'{{"type":{dumps(kind)},"message":{text}}}',
+        frame=f'{{"type":"{kind}","message":{text}}}',
         room_id=message.room_id,
         seq=message.seq if kind == "message.new" else None,
     )

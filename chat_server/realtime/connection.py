@@ -200,25 +200,23 @@ class Connection:
         for room_id in sorted(held):
             self.push(CatchUp(room_id, None))
 
-    def close_after_flush(self, code: int, reason: str) -> None:
-        """Close once what is queued (and what the hold kept back) has been sent."""
-        if self.state is State.CONNECTING:
-            self.abort(code, reason)  # nothing may be written before `ready`
-            return
+    async def flush_and_close(self, code: int, reason: str) -> None:
+        """Close once what is queued (and what the hold kept back) has been sent;
+        waits (bounded) for the writer to finish."""
         self.release()
         if self.state is State.OPEN:
             self.push(Close(code, reason))
-            self.state = State.CLOSING
-
-    async def flush_and_close(self, code: int, reason: str) -> None:
-        """Send what is queued, then close; waits (bounded) for the writer to finish."""
-        self.close_after_flush(code, reason)
+            if self.state is State.OPEN:  # not aborted instead by a full outbox
+                self.state = State.CLOSING
         if self.writer is not None:
             await asyncio.wait([self.writer], timeout=SHUTDOWN_FLUSH_TIMEOUT)
 
     async def shutdown(self, code: int, reason: str) -> None:
         """Flush (bounded) and close, cutting the writer short if it takes too long."""
-        await self.flush_and_close(code, reason)
+        if self.state is State.CONNECTING:
+            self.detach()  # nothing may be written before `ready`: just close
+        else:
+            await self.flush_and_close(code, reason)
         if self.writer is not None:
             self.writer.cancel()
         with contextlib.suppress(Exception):  # the peer may be gone already
