@@ -131,12 +131,12 @@ class Hub:
         self._relay(Joined(user_id, room_id, last_seq))
 
     def _joined_local(self, user_id: int, room_id: int, last_seq: int) -> None:
-        # Anything committed since `last_seq` is caught up at once.
-        joining = [
-            c for c in self.by_user.get(user_id, ()) if c.follow(room_id, last_seq, catch_up=True)
-        ]
-        for conn in joining:
-            self.by_room.setdefault(room_id, set()).add(conn)
+        joining = []
+        for conn in self.by_user.get(user_id, ()):
+            # Anything committed since `last_seq` is caught up at once.
+            if conn.follow(room_id, last_seq, catch_up=True):
+                self.by_room.setdefault(room_id, set()).add(conn)
+                joining.append(conn)
         # New room-mates learn of each other's presence now, not at their next reconnect.
         if self.presence.online_anywhere(user_id):
             self._announce_presence(user_id, "online", [room_id])
