@@ -11,14 +11,15 @@ from typing import Any
 
 from aiohttp import web
 
-from . import auth, keys, media, messages, observability, rooms, users, ws
+from . import auth, keys, media, messages, observability, rooms, users
 from .config import Config
 from .db import Database
 from .errors import Unauthorized, Unavailable
-from .hub import Hub
 from .observability import Metrics
 from .ratelimit import make_limiter
-from .relay import Relay
+from .realtime import ws
+from .realtime.hub import Hub
+from .realtime.relay import Relay
 from .validation import MAX_JSON_BYTES
 
 WEB_DIR = Path(__file__).resolve().parent / "web"

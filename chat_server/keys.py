@@ -11,11 +11,11 @@ from .config import Config
 if TYPE_CHECKING:
     from .auth import PasswordHasher, TokenService
     from .db import Database
-    from .hub import Hub
     from .media import MediaStore
     from .observability import Metrics
     from .ratelimit import RateLimiter
-    from .relay import Relay
+    from .realtime.hub import Hub
+    from .realtime.relay import Relay
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 DB: web.AppKey[Database] = web.AppKey("db")

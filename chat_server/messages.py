@@ -8,11 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
-from . import keys
+from . import events, keys
 from .auth import require_auth
-from .connection import Event, dumps
 from .db import NotMember
 from .errors import Forbidden, InvalidRequest, NotFound, RateLimited
+from .events import dumps
 from .models import Message
 from .paging import decode_cursor, page, page_limit
 from .rooms import MANAGERS, member_room, visible_room
@@ -99,23 +99,8 @@ def publish_message(
     message: Message,
     encoded: tuple[dict[str, Any], str] | None = None,
 ) -> None:
-    """Announce a committed message event.
-
-    `encoded` is the message's JSON object and text when the caller made them
-    already: the text is spliced into the frame rather than serialized again.
-    """
-    if encoded is None:
-        as_json = message.to_json()
-        encoded = as_json, dumps(as_json)
-    as_json, text = encoded
-    app[keys.HUB].publish(
-        Event.make(
-            {"type": kind, "message": as_json},
-            frame=f'{{"type":"{kind}","message":{text}}}',
-            room_id=message.room_id,
-            seq=message.seq if kind == "message.new" else None,
-        )
-    )
+    """Announce a committed message event (`encoded`: see `events.message_event`)."""
+    app[keys.HUB].publish(events.message_event(kind, message, encoded))
 
 
 async def mark_read(app: web.Application, user_id: int, room_id: int, seq: int) -> int:
@@ -124,12 +109,7 @@ async def mark_read(app: web.Application, user_id: int, room_id: int, seq: int) 
     marker = await app[keys.DB].mark_read(room_id, user_id, seq)
     if marker is None:
         raise NotFound("no such room")
-    app[keys.HUB].publish(
-        Event.make(
-            {"type": "read", "room_id": room_id, "user_id": user_id, "seq": marker},
-            room_id=room_id,
-        )
-    )
+    app[keys.HUB].publish(events.read(room_id, user_id, marker))
     return marker
 
 

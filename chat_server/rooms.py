@@ -11,9 +11,8 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from . import keys
+from . import events, keys
 from .auth import require_auth
-from .connection import Event
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound
 from .models import Room, User
 from .paging import decode_cursor, page, page_limit
@@ -47,28 +46,18 @@ async def announce_join(app: web.Application, room: Room, user: User) -> None:
     """After a committed join/add: the room hears of the member, the member of the room."""
     hub, db = app[keys.HUB], app[keys.DB]
     hub.joined(user.id, room.id, room.last_seq)
-    hub.publish(
-        Event.make(
-            {"type": "member.joined", "room_id": room.id, "user": user.to_json()}, room_id=room.id
-        )
-    )
+    hub.publish(events.member_joined(room.id, user))
     own_view = await db.get_room(room.id, user.id)
     if own_view is not None:
-        hub.publish(
-            Event.make({"type": "room.added", "room": own_view.to_json()}, user_ids=(user.id,))
-        )
+        hub.publish(events.room_added(own_view, user.id))
 
 
 async def announce_leave(app: web.Application, room: Room, user: User) -> None:
     hub = app[keys.HUB]
     hub.left(user.id, room.id)
-    hub.publish(
-        Event.make(
-            {"type": "member.left", "room_id": room.id, "user": user.to_json()}, room_id=room.id
-        )
-    )
+    hub.publish(events.member_left(room.id, user))
     gone = replace(room, my_role=None, my_last_read_seq=0, member_count=room.member_count - 1)
-    hub.publish(Event.make({"type": "room.removed", "room": gone.to_json()}, user_ids=(user.id,)))
+    hub.publish(events.room_removed(gone, user.id))
 
 
 async def announce_update(app: web.Application, room_id: int) -> None:
@@ -77,9 +66,7 @@ async def announce_update(app: web.Application, room_id: int) -> None:
     for user_id in await db.member_ids(room_id):
         view = await db.get_room(room_id, user_id)
         if view is not None:
-            hub.publish(
-                Event.make({"type": "room.updated", "room": view.to_json()}, user_ids=(user_id,))
-            )
+            hub.publish(events.room_updated(view, user_id))
 
 
 # --- routes --------------------------------------------------------------------------
@@ -95,7 +82,7 @@ async def create_room(request: web.Request) -> web.Response:
     room = await request.app[keys.DB].create_room(kind, name, topic or "", me.user_id)
     hub = request.app[keys.HUB]
     hub.joined(me.user_id, room.id, room.last_seq)
-    hub.publish(Event.make({"type": "room.added", "room": room.to_json()}, user_ids=(me.user_id,)))
+    hub.publish(events.room_added(room, me.user_id))
     return web.json_response(room.to_json(), status=201)
 
 
@@ -238,7 +225,5 @@ async def open_dm(request: web.Request) -> web.Response:
             hub.joined(user_id, room.id, room.last_seq)
             view = await db.get_room(room.id, user_id)
             if view is not None:
-                hub.publish(
-                    Event.make({"type": "room.added", "room": view.to_json()}, user_ids=(user_id,))
-                )
+                hub.publish(events.room_added(view, user_id))
     return web.json_response(room.to_json(), status=201 if created else 200)

@@ -29,6 +29,7 @@ from .wsutil import frames_match_asyncapi, received_frames_are_checked  # noqa: 
 PG_ADMIN_URL = os.environ.get("CHAT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "correct horse battery"
+SHORT_HOLD = 0.2  # seconds a new test socket holds live messages for a `resume`
 TABLES = "users, sessions, media, rooms, members, messages, message_attachments"
 
 
@@ -123,6 +124,9 @@ def make_config(tmp_path: Path, database_url: str, **overrides: Any) -> Config:
         "bcrypt_rounds": 4,
         "auth_rate": None,
         "message_rate": None,
+        # Listen-only test sockets would wait out the default 2 s hold for a
+        # `resume`; tests of the hold itself ask for the default back.
+        "ready_hold": SHORT_HOLD,
     }
     return Config(**(settings | overrides))
 

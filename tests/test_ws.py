@@ -11,7 +11,7 @@ import pytest
 from aiohttp import WSCloseCode, WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestServer
 
-from chat_server import create_app, keys
+from chat_server import Config, create_app, keys
 from chat_server.config import Rate
 
 from .conftest import PASSWORD, make_config, signup
@@ -151,7 +151,34 @@ async def test_resume_in_the_auth_frame_and_a_gap_beyond_500(client, alice, bob)
     assert (await receive(ws))["type"] == "resumed"
 
 
-async def test_resume_under_fire_crosses_the_boundary_exactly_once(client, alice, bob):
+async def test_live_messages_wait_for_the_first_frame_or_the_hold(
+    aiohttp_client, tmp_path, database_url
+):
+    hold = Config.ready_hold
+    client = await aiohttp_client(create_app(make_config(tmp_path, database_url, ready_hold=hold)))
+    alice, bob = await signup(client, "alice"), await signup(client, "bob")
+    room = await create_room(client, alice)
+    await join(client, bob, room)
+    loop = asyncio.get_running_loop()
+    silent = await connect(client, bob)
+    silent_ready_at = loop.time()
+    talking = await connect(client, bob)
+    await send(client, alice, room, "held")
+    await assert_silent(talking, "message.new", 0.3)
+    await talking.send_json({"type": "ping"})  # the first frame ends the hold at once
+    assert (await next_of(talking, "message.new"))["message"]["body"] == "held"
+    assert (await next_of(silent, "message.new"))["message"]["body"] == "held"
+    assert loop.time() - silent_ready_at > hold / 2  # the silent socket waited out the hold
+
+
+async def test_resume_under_fire_crosses_the_boundary_exactly_once(
+    aiohttp_client, tmp_path, database_url
+):
+    # The hold keeps live messages back until the resume comes: the default
+    # hold, so that a loaded machine's delay cannot end it first.
+    config = make_config(tmp_path, database_url, ready_hold=Config.ready_hold)
+    client = await aiohttp_client(create_app(config))
+    alice, bob = await signup(client, "alice"), await signup(client, "bob")
     room = await create_room(client, alice)
     await join(client, bob, room)
     total = 150

@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlparse
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from ..events import Event, dumps
+
 if TYPE_CHECKING:
+    from ..observability import Metrics
     from .hub import Hub
-    from .observability import Metrics
 
 log = logging.getLogger("chat_server.relay")
 
@@ -35,6 +39,90 @@ def channel_for(url: str) -> str:
     deployments sharing one Redis use separate database numbers."""
     path = urlparse(url).path.strip("/")
     return f"chat_server:{path or '0'}:relay"
+
+
+# --- what travels between processes ----------------------------------------------------
+# One dataclass per kind. On the channel a message is one line of JSON, its
+# header (`node`, `kind`, `ts` and the fields); a `Published` event's frame
+# follows the header's newline as the finished text, neither parsed nor
+# serialized again on either side.
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A committed event for the other processes' connections and subscribers."""
+
+    kind: ClassVar[str] = "event"
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    kind: ClassVar[str] = "joined"
+    user_id: int
+    room_id: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    kind: ClassVar[str] = "left"
+    user_id: int
+    room_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    kind: ClassVar[str] = "revoked"
+    session_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """A user came online on (or left) the sending process."""
+
+    kind: ClassVar[str] = "presence"
+    user_id: int
+    status: str
+    rooms: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    """The sending process's whole list of online users, with their rooms."""
+
+    kind: ClassVar[str] = "alive"
+    users: dict[str, list[int]]
+
+
+RelayMessage = Published | Joined | Left | Revoked | PresenceChanged | Alive
+_KINDS: dict[str, type[Joined | Left | Revoked | PresenceChanged | Alive]] = {
+    cls.kind: cls for cls in (Joined, Left, Revoked, PresenceChanged, Alive)
+}
+
+
+def encode(node: str, message: RelayMessage, ts: float) -> str:
+    header: dict[str, Any] = {"node": node, "kind": message.kind, "ts": ts}
+    if isinstance(message, Published):
+        event = message.event
+        header |= {
+            "room_id": event.room_id,
+            "user_ids": event.user_ids,
+            "seq": event.seq,
+            "exclude_user": event.exclude_user,
+        }
+        return dumps(header) + "\n" + event.frame
+    return dumps(header | {f.name: getattr(message, f.name) for f in dataclasses.fields(message)})
+
+
+def decode(data: bytes) -> tuple[str, float, RelayMessage]:
+    """(sending node, time sent, message); raises ValueError, KeyError or TypeError if bad."""
+    header_text, _, frame = data.decode().partition("\n")
+    header = json.loads(header_text)
+    node, kind, ts = header.pop("node"), header.pop("kind"), header.pop("ts")
+    if kind == Published.kind:
+        return node, ts, Published(Event.relayed(frame, **header))
+    return node, ts, _KINDS[kind](**header)
 
 
 # Relay messages waiting to be published; beyond this they are dropped (the
@@ -52,7 +140,6 @@ class Relay:
     def __init__(self, url: str, metrics: Metrics) -> None:
         self.node = secrets.token_hex(6)
         self.channel = channel_for(url)
-        self.hub: Hub | None = None
         self.metrics = metrics
         # Commands time out quickly; the subscriber waits for messages indefinitely
         # (a killed Redis closes the socket, which ends the wait at once).
@@ -63,12 +150,11 @@ class Relay:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, hub: Hub) -> None:
-        self.hub = hub
         hub.relay = self
         self._tasks = [
-            asyncio.create_task(self._receive_loop()),
+            asyncio.create_task(self._receive_loop(hub)),
             asyncio.create_task(self._publish_loop()),
-            asyncio.create_task(self._alive_loop()),
+            asyncio.create_task(self._alive_loop(hub)),
         ]
 
     async def close(self) -> None:
@@ -88,11 +174,10 @@ class Relay:
 
     # --- sending -------------------------------------------------------------------
 
-    def send(self, kind: str, **fields: Any) -> None:
+    def send(self, message: RelayMessage) -> None:
         """Queue a notification for the other processes (never waits)."""
-        message = json.dumps({"node": self.node, "kind": kind, "ts": time.time(), **fields})
         try:
-            self.outbox.put_nowait(message)
+            self.outbox.put_nowait(encode(self.node, message, time.time()))
         except asyncio.QueueFull:
             self.metrics.relay_dropped.inc()
 
@@ -112,51 +197,52 @@ class Relay:
 
     # --- receiving -----------------------------------------------------------------
 
-    async def _receive_loop(self) -> None:
+    async def _receive_loop(self, hub: Hub) -> None:
         while True:
             try:
                 async with self.subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
-                    await self._set_connected(True)
+                    await self._set_connected(hub, True)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            self._on_message(message["data"])
+                            self._on_message(hub, message["data"])
             except (RedisError, OSError) as exc:
                 log.warning(
                     "relay: redis unavailable (%s); polling the database", type(exc).__name__
                 )
-            await self._set_connected(False)
-            await self._poll_until_reconnected()
+            await self._set_connected(hub, False)
+            await self._poll_until_reconnected(hub)
 
-    async def _set_connected(self, connected: bool) -> None:
+    async def _set_connected(self, hub: Hub, connected: bool) -> None:
         was, self.connected = self.connected, connected
         self.metrics.relay_connected.set(1 if connected else 0)
         if connected and not was:
-            self.hub.relay_alive()
-            await self.hub.poll()  # catch up on anything published while we were away
+            hub.relay_alive()
+            await hub.poll()  # catch up on anything published while we were away
 
-    async def _poll_until_reconnected(self) -> None:
+    async def _poll_until_reconnected(self, hub: Hub) -> None:
         while not await self.ping():
             with contextlib.suppress(Exception):
-                await self.hub.poll()
+                await hub.poll()
             await asyncio.sleep(RETRY_SECONDS)
 
-    def _on_message(self, data: bytes) -> None:
+    def _on_message(self, hub: Hub, data: bytes) -> None:
         try:
-            message = json.loads(data)
-        except ValueError:
+            node, ts, message = decode(data)
+        except (ValueError, KeyError, TypeError):
+            log.warning("relay: undecodable message ignored")
             return
-        if message.get("node") == self.node:
+        if node == self.node:
             return
         self.metrics.relay_received.inc()
-        self.metrics.relay_lag.observe(max(0.0, time.time() - message.get("ts", time.time())))
+        self.metrics.relay_lag.observe(max(0.0, time.time() - ts))
         try:
-            self.hub.apply_remote(message)
+            hub.apply_remote(node, message)
         except Exception:
-            log.exception("relay: bad message of kind %r", message.get("kind"))
+            log.exception("relay: failed to apply a message of kind %r", message.kind)
 
-    async def _alive_loop(self) -> None:
+    async def _alive_loop(self, hub: Hub) -> None:
         while True:
             await asyncio.sleep(ALIVE_SECONDS)
-            self.send("alive", users=self.hub.local_presence())
-            self.hub.expire_remote(time.time() - ALIVE_EXPIRY)
+            self.send(Alive(hub.local_presence()))
+            hub.expire_remote(time.time() - ALIVE_EXPIRY)

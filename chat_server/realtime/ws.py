@@ -4,7 +4,7 @@ Order of a connection's life: Origin check and (optional) header auth before
 the upgrade; an `auth` frame within AUTH_TIMEOUT otherwise; index the
 connection in the hub *before* reading its rooms' seqs (so no event slips
 between); `ready`; then frames, with live `message.new` held until the first
-frame after `ready` is handled (or HOLD_TIMEOUT) so a resume replays first.
+frame after `ready` is handled (or `Config.ready_hold`) so a resume replays first.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from typing import Any, ClassVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import keys
-from .auth import Principal, authenticate_token, bearer_token
-from .connection import Connection, Event, dumps, text_frame
-from .errors import (
+from .. import events, keys
+from ..auth import Principal, authenticate_token, bearer_token
+from ..errors import (
     ApiError,
     Forbidden,
     InvalidRequest,
@@ -28,21 +27,23 @@ from .errors import (
     Unavailable,
     is_database_outage,
 )
-from .messages import mark_read, parse_send, post_message
-from .rooms import member_room
-from .validation import (
+from ..events import text_frame
+from ..messages import mark_read, parse_send, post_message
+from ..rooms import member_room
+from ..validation import (
     MAX_INT,
     Validator,
     is_ascii_digits,
     is_storable_text,
     parse_json_object,
 )
+from .connection import Connection
 
 log = logging.getLogger("chat_server.ws")
 
-# API.md: the auth frame must come within 10 s; live events are held up to 2 s.
+# API.md: the auth frame must come within 10 s (live events are held up to
+# `Config.ready_hold`, 2 s).
 AUTH_TIMEOUT = 10.0
-HOLD_TIMEOUT = 2.0
 # API.md: a frame over 64 KiB closes the connection with 1009.
 MAX_FRAME_BYTES = 64 * 1024
 # Ping interval; a peer that misses a pong within half of it is dropped.
@@ -87,7 +88,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if authed is None:
             return ws
         principal, resume_rooms = authed
-    await Session(request, ws, principal).run(resume_rooms)
+    await SocketSession(request, ws, principal).run(resume_rooms)
     return ws
 
 
@@ -116,7 +117,7 @@ async def _auth_frame(
                 raise Unavailable("database unavailable") from None
             raise
     except ApiError as error:
-        await ws.send_str(_error_frame(error, frame_ref(msg.data)))
+        await ws.send_str(events.error(error, frame_ref(msg.data)))
         code = (
             WSCloseCode.TRY_AGAIN_LATER
             if isinstance(error, Unavailable)
@@ -140,15 +141,6 @@ def _valid_ref(ref: Any) -> bool:
     return isinstance(ref, str) and len(ref) <= MAX_REF and is_storable_text(ref)
 
 
-def _error_frame(error: ApiError, ref: str | None) -> str:
-    frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
-    if ref is not None:
-        frame["ref"] = ref
-    if error.details is not None:
-        frame["details"] = error.details
-    return dumps(frame)
-
-
 def _resume_rooms(frame: dict[str, Any]) -> dict[int, int]:
     rooms = frame.get("rooms")
     if not isinstance(rooms, dict) or len(rooms) > MAX_RESUME_ROOMS:
@@ -166,8 +158,9 @@ def _resume_rooms(frame: dict[str, Any]) -> dict[int, int]:
     return parsed
 
 
-class Session:
-    """One authenticated connection's frame loop."""
+class SocketSession:
+    """One authenticated WebSocket's frame loop (not to be confused with a login
+    `models.Session`, which many sockets may share)."""
 
     __slots__ = ("app", "conn", "hub", "me", "request", "strikes", "typing_sent", "ws")
 
@@ -198,9 +191,10 @@ class Session:
             if not await self._send_ready(conn):
                 return
             if resume_rooms is not None:
-                self.hub.resume(conn, resume_rooms)
+                conn.resume(resume_rooms)
                 conn.release()
-            release_timer = asyncio.get_running_loop().call_later(HOLD_TIMEOUT, conn.release)
+            hold = self.app[keys.CONFIG].ready_hold
+            release_timer = asyncio.get_running_loop().call_later(hold, conn.release)
             try:
                 # The frame loop lives here, not in a helper coroutine: an idle
                 # socket keeps every suspended frame of its handler alive.
@@ -210,10 +204,10 @@ class Session:
                     if msg.type == WSMsgType.TEXT:
                         reply = await self._handle(msg.data)
                         if reply is not None:
-                            conn.send(reply, text_frame(reply))
+                            conn.send(text_frame(reply))
                     elif msg.type == WSMsgType.BINARY:
                         error = InvalidRequest("binary frames are not supported")
-                        conn.push(_error_frame(error, None))
+                        conn.push(text_frame(events.error(error, None)))
                     conn.release()  # the first frame after `ready` has been handled
                     if self.strikes >= RATE_LIMIT_STRIKES:
                         await conn.flush_and_close(
@@ -238,8 +232,7 @@ class Session:
             return False
         room_seqs = await db.room_seqs_of(self.me.user_id)
         self.hub.set_rooms(conn, room_seqs)
-        rooms = [{"room_id": r, "last_seq": s} for r, s in sorted(room_seqs.items())]
-        await self.ws.send_str(dumps({"type": "ready", "user": user.to_json(), "rooms": rooms}))
+        await self.ws.send_str(events.ready(user, room_seqs))
         self.hub.presence_of_roommates(conn)
         conn.mark_ready()
         return True
@@ -256,36 +249,28 @@ class Session:
             name = self.HANDLERS.get(kind) if isinstance(kind, str) else None
             if name is None:
                 raise InvalidRequest.fields({"type": "one of " + ", ".join(self.HANDLERS)})
-            reply = await getattr(self, name)(frame)
+            reply: str | None = await getattr(self, name)(frame)
         except RateLimited as error:
             self.strikes += 1
-            return _error_frame(error, ref)
+            return events.error(error, ref)
         except ApiError as error:
-            return _error_frame(error, ref)
+            return events.error(error, ref)
         except Exception as exc:
             if is_database_outage(exc):
-                error = Unavailable("database unavailable")
-            else:
-                log.exception("frame failed")
-                error = ApiError()
-            return _error_frame(error, ref)
-        if reply is None or isinstance(reply, str):
-            return reply  # nothing, or a frame the handler serialized itself
-        if ref is not None:
-            reply["ref"] = ref
-        return dumps(reply)
+                return events.error(Unavailable("database unavailable"), ref)
+            log.exception("frame failed")
+            return events.error(ApiError(), ref)
+        return reply
 
-    # --- frame handlers (each returns the reply frame, if any) ---------------------
+    # --- frame handlers (each returns the reply frame, if any; `ref` checked by _handle)
 
-    async def on_ping(self, frame: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "pong"}
+    async def on_ping(self, frame: dict[str, Any]) -> str:
+        return events.pong(frame.get("ref"))
 
     async def on_send(self, frame: dict[str, Any]) -> str:
         posted = await post_message(self.app, self.me.user_id, parse_send(frame))
         self.strikes = 0
-        ref = frame.get("ref")  # already checked by _handle
-        ref_field = "" if ref is None else f'"ref":{dumps(ref)},'
-        return f'{{"type":"ack",{ref_field}"message":{posted.encoded}}}'  # no re-serializing
+        return events.ack(frame.get("ref"), posted.encoded)  # the message is not re-serialized
 
     def _room_id(self, frame: dict[str, Any]) -> tuple[Validator, int]:
         v = Validator(frame)
@@ -294,7 +279,7 @@ class Session:
     async def on_typing(self, frame: dict[str, Any]) -> None:
         v, room_id = self._room_id(frame)
         v.check()
-        if self.conn is None or room_id not in self.conn.rooms:
+        if self.conn is None or not self.conn.follows(room_id):
             await member_room(self.app, room_id, self.me.user_id)  # 404/403 as appropriate
         now = time.monotonic()
         if self.typing_sent is None:
@@ -302,13 +287,7 @@ class Session:
         if now - self.typing_sent.get(room_id, 0.0) < TYPING_INTERVAL:
             return None
         self.typing_sent[room_id] = now
-        self.hub.publish(
-            Event.make(
-                {"type": "typing", "room_id": room_id, "user_id": self.me.user_id},
-                room_id=room_id,
-                exclude_user=self.me.user_id,
-            )
-        )
+        self.hub.publish(events.typing(room_id, self.me.user_id))
         return None
 
     async def on_read(self, frame: dict[str, Any]) -> None:
@@ -320,5 +299,5 @@ class Session:
 
     async def on_resume(self, frame: dict[str, Any]) -> None:
         assert self.conn is not None
-        self.hub.resume(self.conn, _resume_rooms(frame))
+        self.conn.resume(_resume_rooms(frame))
         return None

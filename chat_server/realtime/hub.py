@@ -10,7 +10,6 @@ changes, revocations and presence with other processes through the relay.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -18,21 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 
-from .connection import (
-    RESUME_REPLAY_LIMIT,
-    SHUTDOWN_FLUSH_TIMEOUT,
-    CatchUp,
-    Connection,
-    Event,
-    Ordered,
-    dumps,
-    text_frame,
-)
-from .db import Database
+from .. import events
+from ..db import Database
+from ..events import Event, text_frame
+from .connection import Connection, Ordered
 from .presence import Presence
+from .relay import Alive, Joined, Left, PresenceChanged, Published, RelayMessage, Revoked
 
 if TYPE_CHECKING:
-    from .observability import Metrics
+    from ..observability import Metrics
     from .relay import Relay
 
 log = logging.getLogger("chat_server.hub")
@@ -42,11 +35,12 @@ CLOSE_REVOKED = WSCloseCode.POLICY_VIOLATION
 
 
 class Hub:
-    """This process's connections, indexed by user and by room.
+    """This process's connections, indexed by user and by room, and routing to them.
 
     `publish` delivers locally and hands the event to the relay (if any);
     `apply_remote` delivers what other processes published. Membership
-    changes, revocations and presence travel the same way.
+    changes, revocations and presence travel the same way. What a
+    connection delivers, and from which seq, is the connection's business.
     """
 
     def __init__(self, db: Database, outbox_limit: int, metrics: Metrics) -> None:
@@ -60,6 +54,10 @@ class Hub:
         self.presence = Presence()
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
 
+    def _relay(self, message: RelayMessage) -> None:
+        if self.relay is not None:
+            self.relay.send(message)
+
     # --- connections ---------------------------------------------------------------
 
     def connect(
@@ -67,7 +65,7 @@ class Hub:
     ) -> Connection:
         """Index a new connection before its rooms' seqs are read, so nothing slips by.
 
-        Its writer starts (`Connection.start`) once `ready` has been sent.
+        It writes nothing until `ready` has been sent (`Connection.mark_ready`).
         """
         conn = Connection(
             ws, request, user_id, session_id, self.db, self.outbox_limit, self.metrics
@@ -79,48 +77,36 @@ class Hub:
     def set_rooms(self, conn: Connection, room_seqs: dict[int, int]) -> None:
         """Start following the user's rooms after the given seqs; announce them online."""
         for room_id, seq in room_seqs.items():
-            conn.rooms.setdefault(room_id, seq)
+            conn.follow(room_id, seq)
             self.by_room.setdefault(room_id, set()).add(conn)
-        rooms = sorted(conn.rooms)
+        rooms = conn.rooms
         if self.presence.local_online(conn.user_id):
             self._announce_presence(conn.user_id, "online", rooms)
-        if self.relay is not None:
-            self.relay.send("presence", user_id=conn.user_id, status="online", rooms=rooms)
+        self._relay(PresenceChanged(conn.user_id, "online", rooms))
 
     def disconnect(self, conn: Connection) -> None:
-        if conn.user_id not in self.by_user or conn not in self.by_user[conn.user_id]:
+        if conn not in self.by_user.get(conn.user_id, ()):
             return
-        conn.closed = True
-        if conn.writer is not None:
-            conn.writer.cancel()
+        conn.detach()
         self.metrics.websockets_open.dec()
         for room_id in conn.rooms:
-            self._leave_room_index(room_id, conn)
+            self._unindex(room_id, conn)
         others = self.by_user[conn.user_id]
         others.remove(conn)
         if others:
             return
         del self.by_user[conn.user_id]
-        rooms = sorted(conn.rooms)
+        rooms = conn.rooms
         if self.presence.local_offline(conn.user_id):
             self._announce_presence(conn.user_id, "offline", rooms)
-        if self.relay is not None:
-            self.relay.send("presence", user_id=conn.user_id, status="offline", rooms=rooms)
+        self._relay(PresenceChanged(conn.user_id, "offline", rooms))
 
-    def _leave_room_index(self, room_id: int, conn: Connection) -> None:
+    def _unindex(self, room_id: int, conn: Connection) -> None:
         conns = self.by_room.get(room_id)
         if conns is not None:
             conns.discard(conn)
             if not conns:
                 del self.by_room[room_id]
-
-    def resume(self, conn: Connection, rooms: dict[int, int]) -> None:
-        """Replay what the client missed (from its seqs) before its held live events."""
-        for room_id, seen in rooms.items():
-            if room_id in conn.rooms:
-                conn.rooms[room_id] = min(seen, conn.rooms[room_id])
-                conn.push(CatchUp(room_id, RESUME_REPLAY_LIMIT))
-        conn.push(dumps({"type": "resumed"}))
 
     async def poll(self) -> None:
         """Catch every local connection up from the database, and drop revoked ones.
@@ -132,8 +118,7 @@ class Hub:
             last_seqs = await self.db.last_seqs(list(self.by_room))
             for room_id, last_seq in last_seqs.items():
                 for conn in list(self.by_room.get(room_id, ())):
-                    if conn.rooms.get(room_id, last_seq) < last_seq:
-                        conn.push(CatchUp(room_id, None))
+                    conn.behind(room_id, last_seq)
         sessions = {c.session_id for conns in self.by_user.values() for c in conns}
         if sessions:
             self._close_local(await self.db.revoked_among(list(sessions)))
@@ -143,15 +128,15 @@ class Hub:
     def joined(self, user_id: int, room_id: int, last_seq: int) -> None:
         """The user's connections (on every process) start following the room."""
         self._joined_local(user_id, room_id, last_seq)
-        if self.relay is not None:
-            self.relay.send("joined", user_id=user_id, room_id=room_id, last_seq=last_seq)
+        self._relay(Joined(user_id, room_id, last_seq))
 
     def _joined_local(self, user_id: int, room_id: int, last_seq: int) -> None:
-        joining = [c for c in self.by_user.get(user_id, ()) if room_id not in c.rooms]
-        for conn in joining:
-            conn.rooms[room_id] = last_seq
-            self.by_room.setdefault(room_id, set()).add(conn)
-            conn.push(CatchUp(room_id, None))  # anything committed since `last_seq`
+        joining = []
+        for conn in self.by_user.get(user_id, ()):
+            # Anything committed since `last_seq` is caught up at once.
+            if conn.follow(room_id, last_seq, catch_up=True):
+                self.by_room.setdefault(room_id, set()).add(conn)
+                joining.append(conn)
         # New room-mates learn of each other's presence now, not at their next reconnect.
         if self.presence.online_anywhere(user_id):
             self._announce_presence(user_id, "online", [room_id])
@@ -160,19 +145,18 @@ class Hub:
 
     def left(self, user_id: int, room_id: int) -> None:
         self._left_local(user_id, room_id)
-        if self.relay is not None:
-            self.relay.send("left", user_id=user_id, room_id=room_id)
+        self._relay(Left(user_id, room_id))
 
     def _left_local(self, user_id: int, room_id: int) -> None:
         for conn in self.by_user.get(user_id, ()):
-            conn.rooms.pop(room_id, None)
-            self._leave_room_index(room_id, conn)
+            conn.unfollow(room_id)
+            self._unindex(room_id, conn)
 
     def close_sessions(self, session_ids: list[int]) -> None:
         """Close the open connections of revoked sessions at once, on every process."""
         self._close_local(session_ids)
-        if self.relay is not None and session_ids:
-            self.relay.send("revoked", session_ids=list(session_ids))
+        if session_ids:
+            self._relay(Revoked(list(session_ids)))
 
     def _close_local(self, session_ids: list[int]) -> None:
         revoked = set(session_ids)
@@ -191,25 +175,19 @@ class Hub:
     def publish(self, event: Event) -> None:
         """Deliver a committed event here and, through the relay, on every other process."""
         self.deliver(event)
-        if self.relay is not None:
-            self.relay.send(
-                "event",
-                payload=event.payload,
-                room_id=event.room_id,
-                user_ids=list(event.user_ids),
-                seq=event.seq,
-                exclude_user=event.exclude_user,
-            )
+        self._relay(Published(event))
 
     def deliver(self, event: Event) -> None:
         """Deliver an event to this process's connections and subscribers."""
-        for callback in list(self._subscribers):
-            try:
-                callback(event.payload)
-            except Exception:
-                log.exception("event subscriber failed")
+        if self._subscribers:
+            payload = event.as_object()
+            for callback in list(self._subscribers):
+                try:
+                    callback(payload)
+                except Exception:
+                    log.exception("event subscriber failed")
         if event.seq is not None and event.room_id is not None:
-            item = Ordered(event.room_id, event.seq, event.frame, event.wire)
+            item = Ordered(event.room_id, event.seq, event.wire)
             conns = self.by_room.get(event.room_id, ())
             for conn in conns:
                 conn.deliver_message(item)
@@ -217,7 +195,7 @@ class Hub:
             return
         recipients = self._recipients(event)
         for conn in recipients:
-            conn.send(event.frame, event.wire)
+            conn.send(event.wire)
         self.metrics.events_out.inc(len(recipients))
 
     def _recipients(self, event: Event) -> set[Connection]:
@@ -230,36 +208,27 @@ class Hub:
             recipients.update(self.by_user.get(user_id, ()))
         return recipients
 
-    def apply_remote(self, message: dict[str, Any]) -> None:
-        """Act on what another process published through the relay."""
-        kind = message["kind"]
-        if kind == "event":
-            self.deliver(
-                Event.make(
-                    message["payload"],
-                    room_id=message["room_id"],
-                    user_ids=tuple(message["user_ids"]),
-                    seq=message["seq"],
-                    exclude_user=message["exclude_user"],
-                )
-            )
-        elif kind == "joined":
-            self._joined_local(message["user_id"], message["room_id"], message["last_seq"])
-        elif kind == "left":
-            self._left_local(message["user_id"], message["room_id"])
-        elif kind == "revoked":
-            self._close_local(message["session_ids"])
-        elif kind == "presence":
-            user_id, status, rooms = message["user_id"], message["status"], message["rooms"]
-            if self.presence.remote_change(message["node"], user_id, status, rooms):
-                self._announce_presence(user_id, status, rooms)
-        elif kind == "alive":
-            users = {int(user): rooms for user, rooms in message["users"].items()}
-            appeared, vanished = self.presence.remote_alive(message["node"], users, time.time())
-            for user_id, rooms in appeared:
-                self._announce_presence(user_id, "online", rooms)
-            for user_id, rooms in vanished:
-                self._announce_presence(user_id, "offline", rooms)
+    def apply_remote(self, node: str, message: RelayMessage) -> None:
+        """Act on what another process (`node`) published through the relay."""
+        match message:
+            case Published(event):
+                self.deliver(event)
+            case Joined(user_id, room_id, last_seq):
+                self._joined_local(user_id, room_id, last_seq)
+            case Left(user_id, room_id):
+                self._left_local(user_id, room_id)
+            case Revoked(session_ids):
+                self._close_local(session_ids)
+            case PresenceChanged(user_id, status, rooms):
+                if self.presence.remote_change(node, user_id, status, rooms):
+                    self._announce_presence(user_id, status, rooms)
+            case Alive(users):
+                online = {int(user): rooms for user, rooms in users.items()}
+                appeared, vanished = self.presence.remote_alive(node, online, time.time())
+                for user_id, rooms in appeared:
+                    self._announce_presence(user_id, "online", rooms)
+                for user_id, rooms in vanished:
+                    self._announce_presence(user_id, "offline", rooms)
 
     # --- presence ------------------------------------------------------------------
 
@@ -273,8 +242,7 @@ class Hub:
 
     def relay_alive(self) -> None:
         """Redis is (back) up: tell the other processes who is online here."""
-        if self.relay is not None:
-            self.relay.send("alive", users=self.local_presence())
+        self._relay(Alive(self.local_presence()))
 
     def expire_remote(self, silent_since: float) -> None:
         for user_id, rooms in self.presence.expire(silent_since):
@@ -282,13 +250,12 @@ class Hub:
 
     def _announce_presence(self, user_id: int, status: str, rooms: Iterable[int]) -> None:
         """Tell everyone else connected here to one of `rooms` (the user's) about the user."""
-        frame = dumps({"type": "presence", "user_id": user_id, "status": status})
-        wire = text_frame(frame)
+        wire = text_frame(events.presence(user_id, status))
         recipients = {
             c for room_id in rooms for c in self.by_room.get(room_id, ()) if c.user_id != user_id
         }
         for conn in recipients:
-            conn.send(frame, wire)
+            conn.send(wire)
 
     def presence_of_roommates(self, conn: Connection, rooms: Iterable[int] | None = None) -> None:
         """Tell a connection which of its room-mates (in `rooms`, default all) are online."""
@@ -301,18 +268,11 @@ class Hub:
         }
         mates |= self.presence.remote_users_in(rooms) - {conn.user_id}
         for user_id in sorted(mates):
-            conn.push(dumps({"type": "presence", "user_id": user_id, "status": "online"}))
+            conn.push(text_frame(events.presence(user_id, "online")))
 
     async def shutdown(self) -> None:
-        """Close every connection with 1001 after flushing what is queued."""
+        """Close every connection with 1001 after flushing what is queued (bounded)."""
         conns = [c for conns in self.by_user.values() for c in conns]
-        for conn in conns:
-            conn.close_after_flush(WSCloseCode.GOING_AWAY, "server shutting down")
-        writers = [c.writer for c in conns if c.writer is not None]
-        if writers:
-            _, pending = await asyncio.wait(writers, timeout=SHUTDOWN_FLUSH_TIMEOUT)
-            for task in pending:
-                task.cancel()
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                await conn.ws.close(code=WSCloseCode.GOING_AWAY)
+        await asyncio.gather(
+            *(c.shutdown(WSCloseCode.GOING_AWAY, "server shutting down") for c in conns)
+        )

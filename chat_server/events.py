@@ -1,0 +1,190 @@
+"""The wire vocabulary: every frame the server sends, built and encoded here only.
+
+A committed change is an `Event`: its frame is serialized once and encoded
+once as a WebSocket frame, and the same bytes go to every recipient's
+transport (DESIGN.md invariant 6); the relay carries the same text to the
+other processes. Frames meant for one connection (`ready`, `ack`, `error`,
+...) are plain JSON text. API.md "WebSocket" describes each frame.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import ApiError
+    from .models import Message, Room, User
+
+
+def dumps(payload: Any) -> str:
+    """Compact JSON, UTF-8 as is: the one serializer of frames and responses."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def text_frame(text: str) -> bytes:
+    """A complete unmasked WebSocket text frame (RFC 6455), as a server sends it.
+
+    Encoded once per event, the same bytes go to every recipient's transport.
+    """
+    data = text.encode()
+    size = len(data)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + data
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A committed event: its frame (serialized and encoded once) and who receives it.
+
+    `room_id` sends to the room's connections (minus `exclude_user`'s);
+    `user_ids` sends to those users' connections. `seq` marks a
+    `message.new`, delivered in seq order with gaps filled. `payload` is
+    the frame's object when the event was built here; an event relayed from
+    another process has only its text, parsed on demand (`as_object`).
+    """
+
+    frame: str
+    room_id: int | None = None
+    user_ids: tuple[int, ...] = ()
+    seq: int | None = None
+    exclude_user: int | None = None
+    payload: dict[str, Any] | None = field(default=None, compare=False)
+    wire: bytes = field(default=b"", compare=False)
+
+    @classmethod
+    def of(cls, payload: dict[str, Any], frame: str = "", **target: Any) -> Event:
+        """An event of `payload`; `frame` is its text when the caller has it already."""
+        frame = frame or dumps(payload)
+        return cls(frame, payload=payload, wire=text_frame(frame), **target)
+
+    @classmethod
+    def relayed(
+        cls,
+        frame: str,
+        room_id: int | None,
+        user_ids: Iterable[int],
+        seq: int | None,
+        exclude_user: int | None,
+    ) -> Event:
+        """An event another process published: its frame text arrives finished."""
+        return cls(frame, room_id, tuple(user_ids), seq, exclude_user, wire=text_frame(frame))
+
+    def as_object(self) -> dict[str, Any]:
+        """The frame's object (parsed here if the event was relayed)."""
+        return self.payload if self.payload is not None else json.loads(self.frame)
+
+
+# --- room and user events (Event: fanned out by the hub) ------------------------------
+
+
+def message_event(
+    kind: str, message: Message, encoded: tuple[dict[str, Any], str] | None = None
+) -> Event:
+    """`message.new`, `message.edited` or `message.deleted` to the message's room.
+
+    `encoded` is the message's JSON object and text when the caller made them
+    already: the text is spliced into the frame rather than serialized again.
+    """
+    if encoded is None:
+        as_json = message.to_json()
+        encoded = as_json, dumps(as_json)
+    as_json, text = encoded
+    return Event.of(
+        {"type": kind, "message": as_json},
+        frame=f'{{"type":"{kind}","message":{text}}}',
+        room_id=message.room_id,
+        seq=message.seq if kind == "message.new" else None,
+    )
+
+
+def typing(room_id: int, user_id: int) -> Event:
+    """To the room's other members: the user is typing."""
+    return Event.of(
+        {"type": "typing", "room_id": room_id, "user_id": user_id},
+        room_id=room_id,
+        exclude_user=user_id,
+    )
+
+
+def read(room_id: int, user_id: int, seq: int) -> Event:
+    """To the room: the user's read marker moved to `seq`."""
+    return Event.of(
+        {"type": "read", "room_id": room_id, "user_id": user_id, "seq": seq}, room_id=room_id
+    )
+
+
+def member_joined(room_id: int, user: User) -> Event:
+    return Event.of(
+        {"type": "member.joined", "room_id": room_id, "user": user.to_json()}, room_id=room_id
+    )
+
+
+def member_left(room_id: int, user: User) -> Event:
+    return Event.of(
+        {"type": "member.left", "room_id": room_id, "user": user.to_json()}, room_id=room_id
+    )
+
+
+def room_added(room: Room, user_id: int) -> Event:
+    """To the user: a room joined, created or added to (`room` as that user sees it)."""
+    return Event.of({"type": "room.added", "room": room.to_json()}, user_ids=(user_id,))
+
+
+def room_removed(room: Room, user_id: int) -> Event:
+    """To the user: a room left or removed from."""
+    return Event.of({"type": "room.removed", "room": room.to_json()}, user_ids=(user_id,))
+
+
+def room_updated(room: Room, user_id: int) -> Event:
+    """To one member: the room changed (`room` as that member sees it)."""
+    return Event.of({"type": "room.updated", "room": room.to_json()}, user_ids=(user_id,))
+
+
+# --- frames for one connection (text) -------------------------------------------------
+
+
+def ready(user: User, room_seqs: dict[int, int]) -> str:
+    rooms = [{"room_id": r, "last_seq": s} for r, s in sorted(room_seqs.items())]
+    return dumps({"type": "ready", "user": user.to_json(), "rooms": rooms})
+
+
+def resumed() -> str:
+    return '{"type":"resumed"}'
+
+
+def pong(ref: str | None) -> str:
+    return dumps({"type": "pong"} if ref is None else {"type": "pong", "ref": ref})
+
+
+def ack(ref: str | None, message_text: str) -> str:
+    """The sender's `ack`: `message_text` is the committed message's JSON, spliced in as is."""
+    ref_field = "" if ref is None else f'"ref":{dumps(ref)},'
+    return f'{{"type":"ack",{ref_field}"message":{message_text}}}'
+
+
+def error(err: ApiError, ref: str | None) -> str:
+    frame: dict[str, Any] = {"type": "error", "code": err.code, "message": err.message}
+    if ref is not None:
+        frame["ref"] = ref
+    if err.details is not None:
+        frame["details"] = err.details
+    return dumps(frame)
+
+
+def gap(room_id: int, from_seq: int, to_seq: int) -> str:
+    """Messages `from_seq`..`to_seq` will not be replayed: page them over REST."""
+    return dumps({"type": "gap", "room_id": room_id, "from_seq": from_seq, "to_seq": to_seq})
+
+
+def presence(user_id: int, status: str) -> str:
+    """A room-mate came online or went offline (`status`: "online" | "offline")."""
+    return dumps({"type": "presence", "user_id": user_id, "status": status})

@@ -1,0 +1,413 @@
+"""One WebSocket connection's delivery: its rooms, ordering, gap fill, backpressure.
+
+Each connection remembers the last seq it delivered per room it follows,
+drops duplicates, and fills a gap from the database before delivering past
+it (DESIGN.md invariant 3); resume and the catch-up after a join use the
+same fill. Fast path: while nothing is queued and the socket keeps up, a
+frame's bytes, encoded once per event, are written straight to the
+transport. Anything else goes through a bounded outbox of pre-encoded frames
+drained by a writer task that exists only while there is work; a full
+outbox closes the socket with 1013.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import WSCloseCode, web
+
+from .. import events
+from ..db import Database
+from ..errors import is_database_outage
+from ..events import text_frame
+
+if TYPE_CHECKING:
+    from ..observability import Metrics
+
+log = logging.getLogger("chat_server.connection")
+
+# Largest replay a resume delivers per room; older missed messages are named
+# in a `gap` event for the client to page over REST (API.md "resume").
+RESUME_REPLAY_LIMIT = 500
+# Messages fetched per query while filling a gap.
+FILL_PAGE = 100
+# How long a close may take before the transport is cut (a peer that stopped
+# reading cannot receive the close frame either).
+CLOSE_TIMEOUT = 2.0
+# How long shutdown waits for outboxes to flush before closing regardless.
+SHUTDOWN_FLUSH_TIMEOUT = 5.0
+# Bytes a socket may have waiting in its transport before frames queue in the
+# outbox instead (aiohttp's own high-water mark is 64 KiB).
+WRITE_BUFFER_LIMIT = 64 * 1024
+
+
+class State(enum.Enum):
+    """Where a connection is in its life; each method says which states it acts in.
+
+    CONNECTING -> HOLDING -> OPEN -> CLOSING -> CLOSED, and any -> CLOSED.
+    """
+
+    CONNECTING = enum.auto()  # indexed and following rooms; nothing written before `ready`
+    HOLDING = enum.auto()  # `ready` sent; live messages held until the first frame after it
+    OPEN = enum.auto()  # delivering everything
+    CLOSING = enum.auto()  # a close is queued behind what was accepted; nothing more is
+    CLOSED = enum.auto()  # closed, aborted or gone: nothing is written
+
+
+# What the outbox holds: pre-encoded frames and these three instructions.
+
+
+@dataclass(frozen=True, slots=True)
+class Ordered:
+    """A live `message.new`, delivered in seq order."""
+
+    room_id: int
+    seq: int
+    wire: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    room_id: int
+    limit: int | None  # None: everything missed; else replay at most this many, `gap` before
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str
+
+
+class Connection:
+    """One authenticated WebSocket: the rooms it follows, its bounded outbox and its writer.
+
+    The hub decides who receives what; the connection owns everything about
+    its own delivery: which rooms it follows and from which seq, the hold
+    after `ready`, resume, and how it closes.
+    """
+
+    __slots__ = (
+        "closer",
+        "db",
+        "held",
+        "last_seq",
+        "metrics",
+        "outbox",
+        "outbox_limit",
+        "request",
+        "session_id",
+        "state",
+        "unflushed",
+        "user_id",
+        "writer",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        user_id: int,
+        session_id: int,
+        db: Database,
+        outbox_limit: int,
+        metrics: Metrics,
+    ) -> None:
+        self.ws = ws
+        self.request = request
+        self.user_id = user_id
+        self.session_id = session_id
+        self.db = db
+        self.metrics = metrics
+        self.outbox_limit = outbox_limit
+        self.state = State.CONNECTING
+        self.last_seq: dict[int, int] = {}  # followed room -> last seq delivered
+        self.outbox: deque[bytes | Ordered | CatchUp | Close] | None = None  # made when needed
+        # Rooms with live message.new events held until the first frame after
+        # `ready` is handled, so a resume's replay comes first (API.md). Only
+        # the room is kept: release() catches up from the database, which
+        # bounds memory however long the hold lasts.
+        self.held: set[int] = set()
+        self.unflushed: list[bytes] | None = None  # frames for this turn's single write
+        self.writer: asyncio.Task[None] | None = None
+        self.closer: asyncio.Task[None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Closing or closed: nothing more is accepted."""
+        return self.state in (State.CLOSING, State.CLOSED)
+
+    @property
+    def rooms(self) -> list[int]:
+        return sorted(self.last_seq)
+
+    def follows(self, room_id: int) -> bool:
+        return room_id in self.last_seq
+
+    # --- rooms ---------------------------------------------------------------------
+
+    def follow(self, room_id: int, after_seq: int, *, catch_up: bool = False) -> bool:
+        """Start delivering the room's messages after `after_seq`; False if already following.
+
+        `catch_up` sends what was committed after `after_seq` at once (a join);
+        otherwise the next live message or resume brings it.
+        """
+        if room_id in self.last_seq:
+            return False
+        self.last_seq[room_id] = after_seq
+        if catch_up:
+            self.push(CatchUp(room_id, None))
+        return True
+
+    def unfollow(self, room_id: int) -> bool:
+        """Stop delivering the room (queued messages of it are dropped); False if not following."""
+        return self.last_seq.pop(room_id, None) is not None
+
+    def resume(self, seen: dict[int, int]) -> None:
+        """Replay what the client missed (after its `seen` seqs) before its held live events."""
+        for room_id, seq in seen.items():
+            last = self.last_seq.get(room_id)
+            if last is not None:
+                self.last_seq[room_id] = min(seq, last)
+                self.push(CatchUp(room_id, RESUME_REPLAY_LIMIT))
+        self.push(text_frame(events.resumed()))
+
+    def behind(self, room_id: int, newest_seq: int) -> None:
+        """The room's newest committed seq, read from the database: catch up if behind."""
+        if self.last_seq.get(room_id, newest_seq) < newest_seq:
+            self.push(CatchUp(room_id, None))
+
+    # --- life ----------------------------------------------------------------------
+
+    def mark_ready(self) -> None:
+        """`ready` has been sent: queued frames may follow (CONNECTING -> HOLDING)."""
+        if self.state is State.CONNECTING:
+            self.state = State.HOLDING
+            self._wake_writer()
+
+    def release(self) -> None:
+        """End the hold (HOLDING -> OPEN): catch up on held rooms after any queued replay."""
+        if self.state is not State.HOLDING:
+            return
+        self.state = State.OPEN
+        held, self.held = self.held, set()
+        for room_id in sorted(held):
+            self.push(CatchUp(room_id, None))
+
+    async def flush_and_close(self, code: int, reason: str) -> None:
+        """Close once what is queued (and what the hold kept back) has been sent;
+        waits (bounded) for the writer to finish."""
+        self.release()
+        if self.state is State.OPEN:
+            self.push(Close(code, reason))
+            if self.state is State.OPEN:  # not aborted instead by a full outbox
+                self.state = State.CLOSING
+        if self.writer is not None:
+            await asyncio.wait([self.writer], timeout=SHUTDOWN_FLUSH_TIMEOUT)
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        """Flush (bounded) and close, cutting the writer short if it takes too long."""
+        if self.state is State.CONNECTING:
+            self.detach()  # nothing may be written before `ready`: just close
+        else:
+            await self.flush_and_close(code, reason)
+        if self.writer is not None:
+            self.writer.cancel()
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            await self.ws.close(code=code)
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close now, dropping what is queued."""
+        if self.state is State.CLOSED:
+            return
+        self.detach()
+        self.closer = asyncio.create_task(self._close(code, reason))
+
+    def detach(self) -> None:
+        """The socket is done with (closed, or its handler returned): write nothing more."""
+        self.state = State.CLOSED
+        self.outbox = None
+        if self.writer is not None:
+            self.writer.cancel()
+
+    # --- delivery ------------------------------------------------------------------
+
+    def send(self, wire: bytes) -> None:
+        """Send an unordered frame (typing, presence, member and room events, replies)."""
+        if not self._write_now(wire):
+            self.push(wire)
+
+    def deliver_message(self, item: Ordered) -> None:
+        """A live `message.new`: in order, after any gap is filled, unless held."""
+        if self.state in (State.CONNECTING, State.HOLDING):
+            self.held.add(item.room_id)
+            return
+        last = self.last_seq.get(item.room_id)
+        if last is None or item.seq <= last:
+            return  # not following the room, or a duplicate
+        if item.seq == last + 1 and self._write_now(item.wire):
+            self.last_seq[item.room_id] = item.seq
+        else:
+            self.push(item)
+
+    def push(self, item: bytes | Ordered | CatchUp | Close) -> None:
+        """Queue for the writer; a full outbox closes the connection (1013)."""
+        if self.closed:
+            return
+        if self.outbox is None:
+            self.outbox = deque()
+        elif len(self.outbox) >= self.outbox_limit:
+            log.info("closing slow consumer user=%s", self.user_id)
+            self.metrics.slow_consumers.inc()
+            self.abort(WSCloseCode.TRY_AGAIN_LATER, "too slow: reconnect and resume")
+            return
+        self.outbox.append(item)
+        self._wake_writer()
+
+    def _write_now(self, wire: bytes) -> bool:
+        """Write a pre-encoded frame now if nothing is queued and the socket keeps up.
+
+        Frames written in one turn of the event loop leave in one system call
+        (`_flush` runs at the end of the turn): under load a socket gets one
+        write for several messages, and a sender one for its echo and its ack.
+        """
+        if self.writer is not None or self.outbox or self.state not in _WRITABLE:
+            return False
+        transport = self.request.transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or self.ws.closed
+            or transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT
+        ):
+            return False
+        if self.unflushed is None:
+            self.unflushed = [wire]
+            asyncio.get_running_loop().call_soon(self._flush)
+        elif len(self.unflushed) < self.outbox_limit:
+            self.unflushed.append(wire)
+        else:
+            return False
+        return True
+
+    def _flush(self) -> None:
+        frames, self.unflushed = self.unflushed, None
+        transport = self.request.transport
+        if (
+            frames
+            and self.state is not State.CLOSED
+            and not self.ws.closed
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def _wake_writer(self) -> None:
+        if self.writer is None and self.outbox and self.state in _WRITABLE:
+            self.writer = asyncio.create_task(self._write_loop())
+
+    async def _write(self, wire: bytes) -> None:
+        """Write a pre-encoded frame, waiting while the transport's buffer is full."""
+        transport = self.request.transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            raise ConnectionResetError("the socket is closed")
+        transport.write(wire)
+        await self.request.writer.drain()
+
+    async def _close(self, code: int, reason: str) -> None:
+        self._flush()  # what this turn already accepted goes before the close frame
+        self.state = State.CLOSED
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            if self.request.transport is not None:
+                self.request.transport.abort()
+
+    async def _write_loop(self) -> None:
+        try:
+            while self.outbox:
+                item = self.outbox.popleft()
+                if isinstance(item, bytes):
+                    await self._write(item)
+                elif isinstance(item, Ordered):
+                    await self._deliver(item)
+                elif isinstance(item, CatchUp):
+                    await self._catch_up(item)
+                else:
+                    await self._close(item.code, item.reason)
+                    return
+        except (ConnectionError, RuntimeError):
+            self.state = State.CLOSED  # the peer went away; the reader side unregisters
+        except Exception as exc:  # a gap fill could not read the database
+            if is_database_outage(exc):
+                log.warning("closing a connection: database unavailable during a fill")
+                code = WSCloseCode.TRY_AGAIN_LATER
+            else:
+                log.exception("connection writer failed")
+                code = WSCloseCode.INTERNAL_ERROR
+            await self._close(code, "try again: reconnect and resume")
+        finally:
+            self.writer = None
+            if not self.outbox:
+                self.outbox = None  # idle sockets keep no empty queue
+
+    async def _deliver(self, item: Ordered) -> None:
+        last = self.last_seq.get(item.room_id)
+        if last is None or item.seq <= last:
+            return  # not (or no longer) following the room, or a duplicate
+        if item.seq > last + 1:
+            await self._fill(item.room_id, until=item.seq - 1)
+        if item.seq == self.last_seq.get(item.room_id, item.seq) + 1:
+            await self._write(item.wire)
+            self.last_seq[item.room_id] = item.seq
+
+    async def _catch_up(self, item: CatchUp) -> None:
+        last = self.last_seq.get(item.room_id)
+        if last is None:
+            return
+        outcome = "nothing_missed"
+        if item.limit is not None:
+            newest = await self.db.room_last_seq(item.room_id)
+            if newest is not None and newest - last > item.limit:
+                first_replayed = newest - item.limit + 1
+                await self._write(
+                    text_frame(events.gap(item.room_id, last + 1, first_replayed - 1))
+                )
+                self.last_seq[item.room_id] = first_replayed - 1
+                outcome = "gap"
+        replayed = await self._fill(item.room_id, until=None)
+        if item.limit is not None:
+            self.metrics.resumes.labels(
+                "replayed" if replayed and outcome != "gap" else outcome
+            ).inc()
+
+    async def _fill(self, room_id: int, until: int | None) -> int:
+        """Send the room's committed messages after our last seq, up to `until`.
+
+        Returns how many were sent.
+        """
+        sent = 0
+        while (last := self.last_seq.get(room_id)) is not None:
+            before = None if until is None else until + 1
+            messages, has_more = await self.db.history(
+                room_id, after_seq=last, before_seq=before, limit=FILL_PAGE
+            )
+            for message in messages:
+                if self.last_seq.get(room_id) != message.seq - 1:
+                    return sent  # left the room meanwhile, or history has a hole: stop here
+                await self._write(events.message_event("message.new", message).wire)
+                self.last_seq[room_id] = message.seq
+                sent += 1
+            if not has_more:
+                return sent
+        return sent
+
+
+# States in which frames are written (CLOSING: what was queued before the close).
+_WRITABLE = (State.HOLDING, State.OPEN, State.CLOSING)
