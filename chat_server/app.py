@@ -112,6 +112,7 @@ def _add_routes(app: web.Application) -> None:
             web.patch(f"{api}/rooms/{{room_id}}", rooms.patch_room),
             web.post(f"{api}/rooms/{{room_id}}/join", rooms.join_room),
             web.post(f"{api}/rooms/{{room_id}}/leave", rooms.leave_room),
+            web.get(f"{api}/rooms/{{room_id}}/events", rooms.room_events),
             web.get(f"{api}/rooms/{{room_id}}/members", rooms.list_members),
             web.post(f"{api}/rooms/{{room_id}}/members", rooms.add_member),
             web.delete(f"{api}/rooms/{{room_id}}/members/{{user_id}}", rooms.kick_member),

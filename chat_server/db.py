@@ -494,6 +494,13 @@ class Database:
         )
         return {r["id"]: (r["last_seq"], r["last_pos"]) for r in rows}
 
+    async def joined_pos(self, room_id: int, user_id: int) -> int | None:
+        """The pos of the member's `member.joined` (None: not a member)."""
+        pos: int | None = await self.engine.fetchval(
+            "SELECT joined_pos FROM members WHERE room_id = $1 AND user_id = $2", room_id, user_id
+        )
+        return pos
+
     async def memberships(self, user_ids: Sequence[int]) -> list[tuple[int, int, int]]:
         """(user_id, room_id, joined_pos) of every membership of the given users."""
         rows = await self.engine.fetch(
@@ -656,10 +663,6 @@ class Database:
             limit,
         )
         return [to_member(r) for r in rows]
-
-    async def member_ids(self, room_id: int) -> list[int]:
-        rows = await self.engine.fetch("SELECT user_id FROM members WHERE room_id = $1", room_id)
-        return [r["user_id"] for r in rows]
 
     async def mark_read(self, room_id: int, user_id: int, seq: int) -> int | None:
         """Moves the read marker forward to `seq`, clamped to the room's last_seq.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,17 +44,22 @@ def text_frame(text: str) -> bytes:
 class Event:
     """A committed event: its frame (serialized and encoded once) and who receives it.
 
-    `room_id` sends to the room's connections (minus `exclude_user`'s);
-    `user_ids` sends to those users' connections. `seq` marks a
-    `message.new`, delivered in seq order with gaps filled. `payload` is
-    the frame's object when the event was built here; an event relayed from
-    another process has only its text, parsed on demand (`as_object`).
+    A room event (`pos` set) goes to the connections following `room_id`,
+    each delivering the room's events in `pos` order, gaps filled from the
+    database; `removes` names the user a `member.left` removes. A
+    `per_viewer` room event (`room.updated`, whose room each member sees
+    differently) is not sent as it is: receivers read it from the stream.
+    Other events go to the room's connections (minus `exclude_user`'s) or to
+    `user_ids`' connections. `payload` is the frame's object when the event
+    was built here; a relayed event has only its text, parsed on demand.
     """
 
     frame: str
     room_id: int | None = None
     user_ids: tuple[int, ...] = ()
-    seq: int | None = None
+    pos: int | None = None
+    removes: int | None = None
+    per_viewer: bool = False
     exclude_user: int | None = None
     payload: dict[str, Any] | None = field(default=None, compare=False)
     wire: bytes = field(default=b"", compare=False)
@@ -67,29 +71,27 @@ class Event:
         return cls(frame, payload=payload, wire=text_frame(frame), **target)
 
     @classmethod
-    def relayed(
-        cls,
-        frame: str,
-        room_id: int | None,
-        user_ids: Iterable[int],
-        seq: int | None,
-        exclude_user: int | None,
-    ) -> Event:
+    def relayed(cls, frame: str, **target: Any) -> Event:
         """An event another process published: its frame text arrives finished."""
-        return cls(frame, room_id, tuple(user_ids), seq, exclude_user, wire=text_frame(frame))
+        return cls(frame, wire=text_frame(frame), **target)
 
     def as_object(self) -> dict[str, Any]:
         """The frame's object (parsed here if the event was relayed)."""
         return self.payload if self.payload is not None else json.loads(self.frame)
 
 
-# --- room and user events (Event: fanned out by the hub) ------------------------------
+# --- room events (API.md "Room stream"): payloads, and Events of them -----------------
+
+
+def room_event(payload: dict[str, Any], removes: int | None = None) -> Event:
+    """A committed room event for the room's connections, delivered in `pos` order."""
+    return Event.of(payload, room_id=payload["room_id"], pos=payload["pos"], removes=removes)
 
 
 def message_event(
-    kind: str, message: Message, encoded: tuple[dict[str, Any], str] | None = None
+    kind: str, message: Message, pos: int, encoded: tuple[dict[str, Any], str] | None = None
 ) -> Event:
-    """`message.new`, `message.edited` or `message.deleted` to the message's room.
+    """`message.new`, `message.edited` or `message.deleted` at `pos` of the message's room.
 
     `encoded` is the message's JSON object and text when the caller made them
     already: the text is spliced into the frame rather than serialized again.
@@ -98,12 +100,56 @@ def message_event(
         as_json = message.to_json()
         encoded = as_json, dumps(as_json)
     as_json, text = encoded
+    room_id = message.room_id
     return Event.of(
-        {"type": kind, "message": as_json},
-        frame=f'{{"type":"{kind}","message":{text}}}',
-        room_id=message.room_id,
-        seq=message.seq if kind == "message.new" else None,
+        message_payload(kind, room_id, pos, as_json),
+        frame=f'{{"type":"{kind}","room_id":{room_id},"pos":{pos},"message":{text}}}',
+        room_id=room_id,
+        pos=pos,
     )
+
+
+def message_payload(kind: str, room_id: int, pos: int, message: dict[str, Any]) -> dict[str, Any]:
+    return {"type": kind, "room_id": room_id, "pos": pos, "message": message}
+
+
+def member_joined(
+    room_id: int, pos: int, user: dict[str, Any], role: str | None, by: int | None
+) -> dict[str, Any]:
+    return {
+        "type": "member.joined",
+        "room_id": room_id,
+        "pos": pos,
+        "user": user,
+        "role": role,
+        "by": by,
+    }
+
+
+def member_left(room_id: int, pos: int, user: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    return {"type": "member.left", "room_id": room_id, "pos": pos, "user": user, "reason": reason}
+
+
+def member_role(room_id: int, pos: int, user: dict[str, Any], role: str | None) -> dict[str, Any]:
+    return {"type": "member.role", "room_id": room_id, "pos": pos, "user": user, "role": role}
+
+
+def room_updated(room: dict[str, Any], pos: int) -> dict[str, Any]:
+    """`room.updated` with the room as one member sees it."""
+    return {"type": "room.updated", "room_id": room["id"], "pos": pos, "room": room}
+
+
+def room_updated_event(room_id: int, pos: int) -> Event:
+    """`room.updated` for the room's connections: each reads the room as its user sees it."""
+    return Event.of(
+        {"type": "room.updated", "room_id": room_id, "pos": pos},
+        room_id=room_id,
+        pos=pos,
+        per_viewer=True,
+    )
+
+
+# --- other events ----------------------------------------------------------------------
 
 
 def typing(room_id: int, user_id: int) -> Event:
@@ -122,18 +168,6 @@ def read(room_id: int, user_id: int, seq: int) -> Event:
     )
 
 
-def member_joined(room_id: int, user: User) -> Event:
-    return Event.of(
-        {"type": "member.joined", "room_id": room_id, "user": user.to_json()}, room_id=room_id
-    )
-
-
-def member_left(room_id: int, user: User) -> Event:
-    return Event.of(
-        {"type": "member.left", "room_id": room_id, "user": user.to_json()}, room_id=room_id
-    )
-
-
 def room_added(room: Room, user_id: int) -> Event:
     """To the user: a room joined, created or added to (`room` as that user sees it)."""
     return Event.of({"type": "room.added", "room": room.to_json()}, user_ids=(user_id,))
@@ -144,16 +178,15 @@ def room_removed(room: Room, user_id: int) -> Event:
     return Event.of({"type": "room.removed", "room": room.to_json()}, user_ids=(user_id,))
 
 
-def room_updated(room: Room, user_id: int) -> Event:
-    """To one member: the room changed (`room` as that member sees it)."""
-    return Event.of({"type": "room.updated", "room": room.to_json()}, user_ids=(user_id,))
-
-
 # --- frames for one connection (text) -------------------------------------------------
 
 
-def ready(user: User, room_seqs: dict[int, int]) -> str:
-    rooms = [{"room_id": r, "last_seq": s} for r, s in sorted(room_seqs.items())]
+def ready(user: User, positions: dict[int, tuple[int, int]]) -> str:
+    """`positions`: {room_id: (last_seq, last_pos)} of the user's rooms."""
+    rooms = [
+        {"room_id": room_id, "last_seq": seq, "last_pos": pos}
+        for room_id, (seq, pos) in sorted(positions.items())
+    ]
     return dumps({"type": "ready", "user": user.to_json(), "rooms": rooms})
 
 
@@ -180,9 +213,9 @@ def error(err: ApiError, ref: str | None) -> str:
     return dumps(frame)
 
 
-def gap(room_id: int, from_seq: int, to_seq: int) -> str:
-    """Messages `from_seq`..`to_seq` will not be replayed: page them over REST."""
-    return dumps({"type": "gap", "room_id": room_id, "from_seq": from_seq, "to_seq": to_seq})
+def gap(room_id: int, from_pos: int, to_pos: int) -> str:
+    """Room events `from_pos`..`to_pos` will not be replayed: page them over REST."""
+    return dumps({"type": "gap", "room_id": room_id, "from_pos": from_pos, "to_pos": to_pos})
 
 
 def presence(user_id: int, status: str) -> str:

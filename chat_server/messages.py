@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from .validation import Validator, path_id, read_json
 MAX_BODY = 4000
 MAX_ATTACHMENTS = 10
 CLIENT_ID = re.compile(r"[\x20-\x7e]{1,64}")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,17 @@ class Posted:
     encoded: str  # the Message object as JSON, serialized once for event, ack and response
 
 
-async def post_message(app: web.Application, user_id: int, send: SendRequest) -> Posted:
-    """Validate, commit with the room's next seq, then announce (ack after commit).
+async def post_message(
+    app: web.Application,
+    user_id: int,
+    send: SendRequest,
+    acknowledge: Callable[[Posted], None] | None = None,
+) -> Posted:
+    """Validate, commit with the room's next seq and pos, then announce (ack after commit).
 
     The one send path: REST, WebSocket and embedded bots all come here.
+    `acknowledge` is called after the commit and before the announcement,
+    so a WebSocket sender's `ack` precedes its own `message.new`.
     """
     wait = await app[keys.MESSAGE_LIMITER].hit(f"messages:{user_id}")
     if wait > 0:
@@ -78,29 +87,22 @@ async def post_message(app: web.Application, user_id: int, send: SendRequest) ->
             if item is None or item.uploader_id != user_id:
                 raise InvalidRequest.fields({"attachments": "media you uploaded"})
             media.append(item)
-    try:
-        result = await db.send_message(
-            send.room_id, user_id, send.body, send.client_id, send.reply_to, media
-        )
-    except NotMember:
-        await member_room(app, send.room_id, user_id)  # raises the right 404/403
-        raise Forbidden("join the room first") from None
-    as_json = result.message.to_json()
-    encoded = dumps(as_json)
+    result = await _changed(
+        app,
+        send.room_id,
+        user_id,
+        db.send_message(send.room_id, user_id, send.body, send.client_id, send.reply_to, media),
+    )
+    message = result.message
+    as_json = message.to_json()
+    posted = Posted(message, result.created, dumps(as_json))
+    if acknowledge is not None:
+        acknowledge(posted)
     if result.created:
         app[keys.METRICS].messages_persisted.inc()
-        publish_message(app, "message.new", result.message, (as_json, encoded))
-    return Posted(result.message, result.created, encoded)
-
-
-def publish_message(
-    app: web.Application,
-    kind: str,
-    message: Message,
-    encoded: tuple[dict[str, Any], str] | None = None,
-) -> None:
-    """Announce a committed message event (`encoded`: see `events.message_event`)."""
-    app[keys.HUB].publish(events.message_event(kind, message, encoded))
+        event = events.message_event("message.new", message, message.pos, (as_json, posted.encoded))
+        app[keys.HUB].publish(event)
+    return posted
 
 
 async def mark_read(app: web.Application, user_id: int, room_id: int, seq: int) -> int:
@@ -166,11 +168,17 @@ async def edit_message(request: web.Request) -> web.Response:
     v.check()
     if message.sender_id != me.user_id or room.my_role is None:
         raise Forbidden("only the sender may edit a message")
-    edited = await request.app[keys.DB].edit_message(room.id, message.id, body)
+    edited = await _changed(
+        request.app,
+        room.id,
+        me.user_id,
+        request.app[keys.DB].edit_message(room.id, message.id, me.user_id, body),
+    )
     if edited is None:
         raise NotFound("no such message")
-    publish_message(request.app, "message.edited", edited)
-    return web.json_response(edited.to_json())
+    message, pos = edited
+    request.app[keys.HUB].publish(events.message_event("message.edited", message, pos))
+    return web.json_response(message.to_json())
 
 
 async def delete_message(request: web.Request) -> web.Response:
@@ -178,10 +186,26 @@ async def delete_message(request: web.Request) -> web.Response:
     room, message = await _own_message(request)
     if room.my_role is None or (message.sender_id != me.user_id and room.my_role not in MANAGERS):
         raise Forbidden("only the sender or the room's owner or an admin may delete a message")
-    deleted = await request.app[keys.DB].delete_message(room.id, message.id)
+    deleted = await _changed(
+        request.app,
+        room.id,
+        me.user_id,
+        request.app[keys.DB].delete_message(room.id, message.id, me.user_id),
+    )
     if deleted is not None:
-        publish_message(request.app, "message.deleted", deleted)
+        tombstone, pos = deleted
+        request.app[keys.HUB].publish(events.message_event("message.deleted", tombstone, pos))
     return web.Response(status=204)
+
+
+async def _changed(app: web.Application, room_id: int, user_id: int, change: Awaitable[T]) -> T:
+    """Commits a change that needs membership; a member removed meanwhile gets
+    the non-member's answer (404 for a private room, 403 for a public one)."""
+    try:
+        return await change
+    except NotMember:
+        await member_room(app, room_id, user_id)  # raises the right 404/403
+        raise Forbidden("join the room first") from None
 
 
 async def read_marker(request: web.Request) -> web.Response:

@@ -102,7 +102,10 @@ class Metrics:
         self.relay_published = Counter("chat_relay_published", "Relay messages sent", registry=r)
         self.relay_received = Counter("chat_relay_received", "Relay messages received", registry=r)
         self.relay_dropped = Counter(
-            "chat_relay_dropped", "Relay messages dropped (outbox full)", registry=r
+            "chat_relay_dropped",
+            "Relay notifications dropped, oldest first, when the outbox was full"
+            " (the room stream makes each one recoverable)",
+            registry=r,
         )
         self.relay_lag = Histogram(
             "chat_relay_lag_seconds",
@@ -111,6 +114,20 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.relay_connected = Gauge("chat_relay_connected", "1 while Redis answers", registry=r)
+        self.relay_bytes_queued = Gauge(
+            "chat_relay_bytes_queued", "Bytes of relay notifications waiting to go out", registry=r
+        )
+        self.relay_stalls = Counter(
+            "chat_relay_stalls",
+            "Switches to polling because Redis stopped answering or echoing the heartbeat",
+            registry=r,
+        )
+        self.stream_fills = Counter(
+            "chat_stream_fills",
+            "Room stream reads by a connection, by cause (gap, resume, join, poll, hold, update)",
+            ["cause"],
+            registry=r,
+        )
         self.resumes = Counter("chat_resumes", "Resume outcomes per room", ["outcome"], registry=r)
         self.slow_consumers = Counter(
             "chat_slow_consumer_disconnects", "Connections closed with 1013", registry=r

@@ -11,15 +11,15 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from . import events, keys
+from . import events, keys, stream
 from .auth import require_auth
+from .db import MANAGERS
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound
 from .models import Room, User
 from .paging import decode_cursor, page, page_limit
 from .validation import Validator, path_id, read_json
 
 ROOM_KINDS = ("public", "private")
-MANAGERS = ("owner", "admin")
 ROOM_NAME_RULE = "1-80 characters"
 
 
@@ -42,31 +42,26 @@ async def member_room(app: web.Application, room_id: int, user_id: int) -> Room:
 # --- announcements -------------------------------------------------------------------
 
 
-async def announce_join(app: web.Application, room: Room, user: User) -> None:
-    """After a committed join/add: the room hears of the member, the member of the room."""
-    hub, db = app[keys.HUB], app[keys.DB]
-    hub.joined(user.id, room.id, room.last_seq)
-    hub.publish(events.member_joined(room.id, user))
-    own_view = await db.get_room(room.id, user.id)
-    if own_view is not None:
-        hub.publish(events.room_added(own_view, user.id))
-
-
-async def announce_leave(app: web.Application, room: Room, user: User) -> None:
+def announce_join(app: web.Application, room: Room, user: User, pos: int, by: int | None) -> None:
+    """After a committed join or add (`member.joined` at `pos`; `room` as the new
+    member sees it): the room hears of the member, the member's connections
+    follow the room from there, and learn of it."""
     hub = app[keys.HUB]
-    hub.left(user.id, room.id)
-    hub.publish(events.member_left(room.id, user))
+    member = events.member_joined(room.id, pos, user.to_json(), room.my_role, by)
+    hub.publish(events.room_event(member))
+    hub.joined(user.id, room.id, pos)
+    hub.publish(events.room_added(room, user.id))
+
+
+def announce_leave(app: web.Application, room: Room, user: User, pos: int, reason: str) -> None:
+    """After a committed removal (`member.left` at `pos`): the removed user's
+    connections deliver it and stop there, then hear `room.removed`."""
+    hub = app[keys.HUB]
+    hub.publish(
+        events.room_event(events.member_left(room.id, pos, user.to_json(), reason), user.id)
+    )
     gone = replace(room, my_role=None, my_last_read_seq=0, member_count=room.member_count - 1)
     hub.publish(events.room_removed(gone, user.id))
-
-
-async def announce_update(app: web.Application, room_id: int) -> None:
-    """room.updated to each member, with that member's own view of the room."""
-    db, hub = app[keys.DB], app[keys.HUB]
-    for user_id in await db.member_ids(room_id):
-        view = await db.get_room(room_id, user_id)
-        if view is not None:
-            hub.publish(events.room_updated(view, user_id))
 
 
 # --- routes --------------------------------------------------------------------------
@@ -79,10 +74,11 @@ async def create_room(request: web.Request) -> web.Response:
     topic = v.string("topic", max_len=1000, strip=True)
     kind = v.choice("kind", ROOM_KINDS, required=True)
     v.check()
-    room = await request.app[keys.DB].create_room(kind, name, topic or "", me.user_id)
-    hub = request.app[keys.HUB]
-    hub.joined(me.user_id, room.id, room.last_seq)
-    hub.publish(events.room_added(room, me.user_id))
+    db = request.app[keys.DB]
+    room = await db.create_room(kind, name, topic or "", me.user_id)
+    owner = await db.get_user(me.user_id)
+    if owner is not None:
+        announce_join(request.app, room, owner, room.last_pos, None)  # pos 1
     return web.json_response(room.to_json(), status=201)
 
 
@@ -116,10 +112,13 @@ async def patch_room(request: web.Request) -> web.Response:
     name = v.string("name", min_len=1, max_len=80, strip=True, reason=ROOM_NAME_RULE)
     topic = v.string("topic", max_len=1000, strip=True)
     v.check()
-    if room.kind == "dm" or room.my_role not in MANAGERS:
+    changed = None
+    if room.kind != "dm":
+        changed = await request.app[keys.DB].update_room(room.id, me.user_id, name, topic)
+    if changed is None:
         raise Forbidden("only the room's owner or an admin may change it")
-    updated = await request.app[keys.DB].update_room(room.id, me.user_id, name, topic)
-    await announce_update(request.app, room.id)
+    updated, pos = changed
+    request.app[keys.HUB].publish(events.room_updated_event(room.id, pos))
     return web.json_response(updated.to_json())
 
 
@@ -129,13 +128,14 @@ async def join_room(request: web.Request) -> web.Response:
     if room.my_role is not None:
         return web.json_response(room.to_json())
     db = request.app[keys.DB]
-    if await db.add_member(room.id, me.user_id, "member"):
-        user = await db.get_user(me.user_id)
-        joined = await db.get_room(room.id, me.user_id)
-        if user is not None and joined is not None:
-            await announce_join(request.app, joined, user)
-            room = joined
-    return web.json_response(room.to_json())
+    pos = await db.add_member(room.id, me.user_id, "member", None)
+    joined = await db.get_room(room.id, me.user_id)
+    if joined is None:
+        raise NotFound("no such room")
+    user = await db.get_user(me.user_id)
+    if pos is not None and user is not None:
+        announce_join(request.app, joined, user, pos, None)
+    return web.json_response(joined.to_json())
 
 
 async def leave_room(request: web.Request) -> web.Response:
@@ -143,15 +143,18 @@ async def leave_room(request: web.Request) -> web.Response:
     room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
     if room.kind == "dm":
         raise Forbidden("a direct message cannot be left")
-    await _remove(request.app, room, me.user_id)
+    await _remove(request.app, room, me.user_id, "left", me.user_id)
     return web.Response(status=204)
 
 
-async def _remove(app: web.Application, room: Room, user_id: int) -> None:
+async def _remove(
+    app: web.Application, room: Room, user_id: int, reason: str, actor_id: int
+) -> None:
     db = app[keys.DB]
     user = await db.get_user(user_id)
-    if await db.remove_member(room.id, user_id) and user is not None:
-        await announce_leave(app, room, user)
+    pos = await db.remove_member(room.id, user_id, reason, actor_id)
+    if pos is not None and user is not None:
+        announce_leave(app, room, user, pos, reason)
 
 
 async def list_members(request: web.Request) -> web.Response:
@@ -180,13 +183,14 @@ async def add_member(request: web.Request) -> web.Response:
     user = await db.get_user(user_id)
     if user is None:
         raise NotFound("no such user")
-    if not await db.add_member(room.id, user.id, role):
+    pos = await db.add_member(room.id, user.id, role, me.user_id)
+    if pos is None:
         raise Conflict("already a member")
     member = await db.get_member(room.id, user.id)
     joined = await db.get_room(room.id, user.id)
     if member is None or joined is None:  # removed again in between
         raise NotFound("no such member")
-    await announce_join(request.app, joined, user)
+    announce_join(request.app, joined, user, pos, me.user_id)
     return web.json_response(member.to_json(), status=201)
 
 
@@ -203,7 +207,7 @@ async def kick_member(request: web.Request) -> web.Response:
         target.role == "owner" or (target.role == "admin" and room.my_role != "owner")
     ):
         raise Forbidden("cannot remove a member of equal or higher role")
-    await _remove(request.app, room, target_id)
+    await _remove(request.app, room, target_id, "kicked", me.user_id)
     return web.Response(status=204)
 
 
@@ -219,11 +223,39 @@ async def open_dm(request: web.Request) -> web.Response:
     if other is None:
         raise NotFound("no such user")
     room, created = await db.get_or_create_dm(me.user_id, other_id)
-    if created:
+    if created:  # its first two events: the members' `member.joined`, low id first
         hub = request.app[keys.HUB]
-        for user_id in (me.user_id, other_id):
-            hub.joined(user_id, room.id, room.last_seq)
+        users = {me.user_id: await db.get_user(me.user_id), other_id: other}
+        for pos, user_id in enumerate(sorted(users), start=1):
+            user = users[user_id]
+            if user is not None:
+                member = events.member_joined(room.id, pos, user.to_json(), "member", None)
+                hub.publish(events.room_event(member))
+        for user_id in users:
+            hub.joined(user_id, room.id, 1)  # each member sees both joins
             view = await db.get_room(room.id, user_id)
             if view is not None:
                 hub.publish(events.room_added(view, user_id))
     return web.json_response(room.to_json(), status=201 if created else 200)
+
+
+async def room_events(request: web.Request) -> web.Response:
+    """GET /rooms/{id}/events: page a room's stream (members only), e.g. over a `gap`."""
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    v = Validator(request.query, query=True)
+    after_pos = v.integer("after_pos", minimum=0)
+    before_pos = v.integer("before_pos", minimum=1)
+    limit = page_limit(v)
+    v.check()
+    if room.my_role is None:
+        raise Forbidden("join the room first")
+    found, has_more = await stream.read_events(
+        request.app[keys.DB],
+        room.id,
+        me.user_id,
+        after_pos=after_pos,
+        before_pos=before_pos,
+        limit=limit,
+    )
+    return web.json_response({"items": [e.payload for e in found], "has_more": has_more})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import events
-from .models import StreamEntry
+from .models import Message, Room, StreamEntry, User
 
 if TYPE_CHECKING:
     from .db import Database
@@ -23,9 +23,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class RoomEvent:
-    """One room event as a viewer receives it: its pos, its frame, and whom it removes."""
+    """One room event as a viewer receives it: its pos, its object, and whom it removes."""
 
-    room_id: int
     pos: int
     payload: dict[str, Any]
     removes: int | None  # the user a `member.left` removes from the room
@@ -55,37 +54,36 @@ async def read_events(
     room = None
     if any(e.type == "room.updated" for e in entries):
         room = await db.get_room(room_id, viewer_id)
-    built = []
-    for entry in entries:
-        payload = _payload(entry, messages, users, room)
-        if payload is not None:
-            removes = entry.user_id if entry.type == "member.left" else None
-            built.append(RoomEvent(room_id, entry.pos, payload, removes))
+    built = [
+        RoomEvent(
+            entry.pos,
+            _payload(entry, messages, users, room),
+            entry.user_id if entry.type == "member.left" else None,
+        )
+        for entry in entries
+    ]
     return built, has_more
 
 
 def _payload(
-    entry: StreamEntry,
-    messages: dict[int, Any],
-    users: dict[int, Any],
-    room: Any,
-) -> dict[str, Any] | None:
-    """The wire form of one entry, or None if what it names no longer exists."""
+    entry: StreamEntry, messages: dict[int, Message], users: dict[int, User], room: Room | None
+) -> dict[str, Any]:
+    """The wire object of one entry, from the rows it names as they are now.
+
+    Rows named by the stream are never deleted (messages become tombstones;
+    a room's events go with the room), so each lookup finds its row.
+    """
     room_id, pos = entry.room_id, entry.pos
     if entry.message_id is not None:
-        message = messages.get(entry.message_id)
-        if message is None:
-            return None
-        return events.message_event(entry.type, message.to_json(), pos=pos)
+        message = messages[entry.message_id].to_json()
+        return events.message_payload(entry.type, room_id, pos, message)
     if entry.type == "room.updated":
-        return None if room is None else events.room_updated(room.to_json(), pos=pos)
-    user = users.get(entry.user_id) if entry.user_id is not None else None
-    if user is None:
-        return None
+        assert room is not None
+        return events.room_updated(room.to_json(), pos)
+    assert entry.user_id is not None
+    user = users[entry.user_id].to_json()
     if entry.type == "member.joined":
-        return events.member_joined(room_id, pos, user.to_json(), entry.detail, entry.actor_id)
+        return events.member_joined(room_id, pos, user, entry.detail, entry.actor_id)
     if entry.type == "member.left":
-        return events.member_left(room_id, pos, user.to_json(), entry.detail)
-    if entry.type == "member.role":
-        return events.member_role(room_id, pos, user.to_json(), entry.detail)
-    return None
+        return events.member_left(room_id, pos, user, entry.detail)
+    return events.member_role(room_id, pos, user, entry.detail)

@@ -1,13 +1,18 @@
 """One WebSocket connection's delivery: its rooms, ordering, gap fill, backpressure.
 
-Each connection remembers the last seq it delivered per room it follows,
-drops duplicates, and fills a gap from the database before delivering past
-it (DESIGN.md invariant 3); resume and the catch-up after a join use the
-same fill. Fast path: while nothing is queued and the socket keeps up, a
-frame's bytes, encoded once per event, are written straight to the
-transport. Anything else goes through a bounded outbox of pre-encoded frames
-drained by a writer task that exists only while there is work; a full
-outbox closes the socket with 1013.
+Each connection remembers the last room-stream `pos` it delivered per room
+it follows, drops duplicates, and fills a gap from the database before
+delivering past it (DESIGN.md invariant 3); resume, the catch-up after a
+join, the end of the hold and polling use the same fill. Membership is part
+of the stream: delivering its own user's `member.left` is where a
+connection stops following the room, so nothing after a removal reaches it,
+whatever order notifications arrive in.
+
+Fast path: while nothing is queued and the socket keeps up, a frame's
+bytes, encoded once per event, are written straight to the transport.
+Anything else goes through a bounded outbox of pre-encoded frames drained
+by a writer task that exists only while there is work; a full outbox
+closes the socket with 1013.
 """
 
 from __future__ import annotations
@@ -22,20 +27,20 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
-from .. import events
+from .. import events, stream
 from ..db import Database
 from ..errors import is_database_outage
-from ..events import text_frame
+from ..events import dumps, text_frame
 
 if TYPE_CHECKING:
     from ..observability import Metrics
 
 log = logging.getLogger("chat_server.connection")
 
-# Largest replay a resume delivers per room; older missed messages are named
+# Largest replay a resume delivers per room; older missed events are named
 # in a `gap` event for the client to page over REST (API.md "resume").
 RESUME_REPLAY_LIMIT = 500
-# Messages fetched per query while filling a gap.
+# Room events fetched per query while filling a gap.
 FILL_PAGE = 100
 # How long a close may take before the transport is cut (a peer that stopped
 # reading cannot receive the close frame either).
@@ -54,7 +59,7 @@ class State(enum.Enum):
     """
 
     CONNECTING = enum.auto()  # indexed and following rooms; nothing written before `ready`
-    HOLDING = enum.auto()  # `ready` sent; live messages held until the first frame after it
+    HOLDING = enum.auto()  # `ready` sent; live room events held until the first frame after it
     OPEN = enum.auto()  # delivering everything
     CLOSING = enum.auto()  # a close is queued behind what was accepted; nothing more is
     CLOSED = enum.auto()  # closed, aborted or gone: nothing is written
@@ -65,17 +70,25 @@ class State(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Ordered:
-    """A live `message.new`, delivered in seq order."""
+    """A live room event, delivered in pos order.
+
+    Without `wire` (an event each member sees differently) it is read from the
+    stream; `removes` names the user a `member.left` removes.
+    """
 
     room_id: int
-    seq: int
-    wire: bytes
+    pos: int
+    wire: bytes | None
+    removes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CatchUp:
+    """Deliver what the room's stream holds after the connection's position."""
+
     room_id: int
-    limit: int | None  # None: everything missed; else replay at most this many, `gap` before
+    cause: str  # for metrics: resume, join, poll, hold
+    limit: int | None = None  # replay at most this many, a `gap` before (resume)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +101,19 @@ class Connection:
     """One authenticated WebSocket: the rooms it follows, its bounded outbox and its writer.
 
     The hub decides who receives what; the connection owns everything about
-    its own delivery: which rooms it follows and from which seq, the hold
-    after `ready`, resume, and how it closes.
+    its own delivery: which rooms it follows and from which pos (keeping the
+    hub's room index `following` current), the hold after `ready`, resume,
+    and how it closes.
     """
 
     __slots__ = (
         "closer",
         "db",
+        "following",
         "held",
-        "last_seq",
+        "last_pos",
         "metrics",
+        "moved",
         "outbox",
         "outbox_limit",
         "request",
@@ -118,6 +134,7 @@ class Connection:
         db: Database,
         outbox_limit: int,
         metrics: Metrics,
+        following: dict[int, set[Connection]],
     ) -> None:
         self.ws = ws
         self.request = request
@@ -127,12 +144,15 @@ class Connection:
         self.metrics = metrics
         self.outbox_limit = outbox_limit
         self.state = State.CONNECTING
-        self.last_seq: dict[int, int] = {}  # followed room -> last seq delivered
+        self.following = following  # the hub's index: room -> connections following it
+        self.last_pos: dict[int, int] = {}  # followed room -> last pos delivered
+        # Rooms whose position moved since `ready`: a later resume cannot rewind them.
+        self.moved: set[int] | None = None
         self.outbox: deque[bytes | Ordered | CatchUp | Close] | None = None  # made when needed
-        # Rooms with live message.new events held until the first frame after
-        # `ready` is handled, so a resume's replay comes first (API.md). Only
-        # the room is kept: release() catches up from the database, which
-        # bounds memory however long the hold lasts.
+        # Rooms with live room events held until the first frame after `ready`
+        # is handled, so a resume's replay comes first (API.md). Only the room
+        # is kept: release() catches up from the database, which bounds memory
+        # however long the hold lasts.
         self.held: set[int] = set()
         self.unflushed: list[bytes] | None = None  # frames for this turn's single write
         self.writer: asyncio.Task[None] | None = None
@@ -145,43 +165,66 @@ class Connection:
 
     @property
     def rooms(self) -> list[int]:
-        return sorted(self.last_seq)
+        return sorted(self.last_pos)
 
     def follows(self, room_id: int) -> bool:
-        return room_id in self.last_seq
+        return room_id in self.last_pos
 
     # --- rooms ---------------------------------------------------------------------
 
-    def follow(self, room_id: int, after_seq: int, *, catch_up: bool = False) -> bool:
-        """Start delivering the room's messages after `after_seq`; False if already following.
+    def follow(self, room_id: int, after_pos: int, *, catch_up: str | None = None) -> bool:
+        """Start delivering the room's events after `after_pos`; False if already following.
 
-        `catch_up` sends what was committed after `after_seq` at once (a join);
-        otherwise the next live message or resume brings it.
+        `catch_up` (its cause) sends what was committed after `after_pos` at
+        once (a join); otherwise the next live event or resume brings it.
         """
-        if room_id in self.last_seq:
+        if room_id in self.last_pos:
             return False
-        self.last_seq[room_id] = after_seq
-        if catch_up:
-            self.push(CatchUp(room_id, None))
+        self.last_pos[room_id] = after_pos
+        self.following.setdefault(room_id, set()).add(self)
+        if catch_up is not None:
+            self.push(CatchUp(room_id, catch_up))
         return True
 
     def unfollow(self, room_id: int) -> bool:
-        """Stop delivering the room (queued messages of it are dropped); False if not following."""
-        return self.last_seq.pop(room_id, None) is not None
+        """Stop delivering the room (queued events of it are dropped); False if not following."""
+        if self.last_pos.pop(room_id, None) is None:
+            return False
+        conns = self.following.get(room_id)
+        if conns is not None:
+            conns.discard(self)
+            if not conns:
+                del self.following[room_id]
+        return True
 
     def resume(self, seen: dict[int, int]) -> None:
-        """Replay what the client missed (after its `seen` seqs) before its held live events."""
-        for room_id, seq in seen.items():
-            last = self.last_seq.get(room_id)
-            if last is not None:
-                self.last_seq[room_id] = min(seq, last)
-                self.push(CatchUp(room_id, RESUME_REPLAY_LIMIT))
+        """Replay what the client missed (after its `seen` positions), then `resumed`.
+
+        Before anything of a room was delivered, the position moves back to
+        what the client has seen; afterwards it never rewinds (events would
+        arrive out of order): the range missed is named in a `gap` instead.
+        """
+        for room_id, seen_pos in seen.items():
+            last = self.last_pos.get(room_id)
+            if last is None or seen_pos >= last:
+                continue
+            if self.moved is not None and room_id in self.moved:
+                self.push(text_frame(events.gap(room_id, seen_pos + 1, last)))
+                continue
+            self.last_pos[room_id] = seen_pos
+            self.push(CatchUp(room_id, "resume", RESUME_REPLAY_LIMIT))
         self.push(text_frame(events.resumed()))
 
-    def behind(self, room_id: int, newest_seq: int) -> None:
-        """The room's newest committed seq, read from the database: catch up if behind."""
-        if self.last_seq.get(room_id, newest_seq) < newest_seq:
-            self.push(CatchUp(room_id, None))
+    def behind(self, room_id: int, newest_pos: int) -> None:
+        """The room's newest committed pos, read from the database: catch up if behind."""
+        if self.last_pos.get(room_id, newest_pos) < newest_pos:
+            self.push(CatchUp(room_id, "poll"))
+
+    def _delivered(self, room_id: int, pos: int) -> None:
+        self.last_pos[room_id] = pos
+        if self.moved is None:
+            self.moved = set()
+        self.moved.add(room_id)
 
     # --- life ----------------------------------------------------------------------
 
@@ -198,7 +241,7 @@ class Connection:
         self.state = State.OPEN
         held, self.held = self.held, set()
         for room_id in sorted(held):
-            self.push(CatchUp(room_id, None))
+            self.push(CatchUp(room_id, "hold"))
 
     async def flush_and_close(self, code: int, reason: str) -> None:
         """Close once what is queued (and what the hold kept back) has been sent;
@@ -243,16 +286,26 @@ class Connection:
         if not self._write_now(wire):
             self.push(wire)
 
-    def deliver_message(self, item: Ordered) -> None:
-        """A live `message.new`: in order, after any gap is filled, unless held."""
+    def deliver(self, item: Ordered) -> None:
+        """A live room event: in order, after any gap is filled, unless held.
+
+        The next event of a room goes straight out; anything else (a gap, an
+        event to read from the stream, the user's own removal) goes through
+        the writer.
+        """
         if self.state in (State.CONNECTING, State.HOLDING):
             self.held.add(item.room_id)
             return
-        last = self.last_seq.get(item.room_id)
-        if last is None or item.seq <= last:
+        last = self.last_pos.get(item.room_id)
+        if last is None or item.pos <= last:
             return  # not following the room, or a duplicate
-        if item.seq == last + 1 and self._write_now(item.wire):
-            self.last_seq[item.room_id] = item.seq
+        if (
+            item.pos == last + 1
+            and item.wire is not None
+            and item.removes != self.user_id
+            and self._write_now(item.wire)
+        ):
+            self._delivered(item.room_id, item.pos)
         else:
             self.push(item)
 
@@ -358,54 +411,82 @@ class Connection:
                 self.outbox = None  # idle sockets keep no empty queue
 
     async def _deliver(self, item: Ordered) -> None:
-        last = self.last_seq.get(item.room_id)
-        if last is None or item.seq <= last:
+        room_id = item.room_id
+        last = self.last_pos.get(room_id)
+        if last is None or item.pos <= last:
             return  # not (or no longer) following the room, or a duplicate
-        if item.seq > last + 1:
-            await self._fill(item.room_id, until=item.seq - 1)
-        if item.seq == self.last_seq.get(item.room_id, item.seq) + 1:
-            await self._write(item.wire)
-            self.last_seq[item.room_id] = item.seq
+        if item.pos > last + 1:
+            await self._fill(room_id, until=item.pos - 1, cause="gap")
+        if self.last_pos.get(room_id) != item.pos - 1:
+            return  # removed from the room meanwhile (or moved past it)
+        if item.wire is None:
+            await self._fill(room_id, until=item.pos, cause="update")
+            return
+        await self._write(item.wire)
+        self._delivered(room_id, item.pos)
+        if item.removes == self.user_id:
+            await self._removed(room_id, item.pos)
+            if self.follows(room_id):
+                await self._fill(room_id, until=None, cause="join")
+
+    async def _removed(self, room_id: int, pos: int) -> None:
+        """The user's own `member.left` at `pos` was delivered: stop following the room,
+        unless the user is in it again by now; then go on from that `member.joined`
+        (nothing between the two is theirs to see)."""
+        joined_pos = await self.db.joined_pos(room_id, self.user_id)
+        if joined_pos is not None and joined_pos > pos:
+            self.last_pos[room_id] = joined_pos - 1
+        else:
+            self.unfollow(room_id)
 
     async def _catch_up(self, item: CatchUp) -> None:
-        last = self.last_seq.get(item.room_id)
+        last = self.last_pos.get(item.room_id)
         if last is None:
             return
         outcome = "nothing_missed"
         if item.limit is not None:
-            newest = await self.db.room_last_seq(item.room_id)
+            newest = await self.db.room_last_pos(item.room_id)
             if newest is not None and newest - last > item.limit:
                 first_replayed = newest - item.limit + 1
                 await self._write(
                     text_frame(events.gap(item.room_id, last + 1, first_replayed - 1))
                 )
-                self.last_seq[item.room_id] = first_replayed - 1
+                self._delivered(item.room_id, first_replayed - 1)
                 outcome = "gap"
-        replayed = await self._fill(item.room_id, until=None)
+        replayed = await self._fill(item.room_id, until=None, cause=item.cause)
         if item.limit is not None:
             self.metrics.resumes.labels(
                 "replayed" if replayed and outcome != "gap" else outcome
             ).inc()
 
-    async def _fill(self, room_id: int, until: int | None) -> int:
-        """Send the room's committed messages after our last seq, up to `until`.
-
-        Returns how many were sent.
-        """
+    async def _fill(self, room_id: int, until: int | None, cause: str) -> int:
+        """Send the room's committed events after our last pos, up to `until`, as they
+        are now (stream.py); returns how many were sent."""
+        self.metrics.stream_fills.labels(cause).inc()
         sent = 0
-        while (last := self.last_seq.get(room_id)) is not None:
-            before = None if until is None else until + 1
-            messages, has_more = await self.db.history(
-                room_id, after_seq=last, before_seq=before, limit=FILL_PAGE
+        while (last := self.last_pos.get(room_id)) is not None and (until is None or last < until):
+            found, has_more = await stream.read_events(
+                self.db,
+                room_id,
+                self.user_id,
+                after_pos=last,
+                before_pos=None if until is None else until + 1,
+                limit=FILL_PAGE,
             )
-            for message in messages:
-                if self.last_seq.get(room_id) != message.seq - 1:
-                    return sent  # left the room meanwhile, or history has a hole: stop here
-                await self._write(events.message_event("message.new", message).wire)
-                self.last_seq[room_id] = message.seq
+            for event in found:
+                if self.last_pos.get(room_id) != event.pos - 1:
+                    break  # removed here, or moved on to a rejoin: read on from there
+                await self._write(text_frame(dumps(event.payload)))
+                self._delivered(room_id, event.pos)
                 sent += 1
-            if not has_more:
-                return sent
+                if event.removes == self.user_id:
+                    await self._removed(room_id, event.pos)
+            else:
+                if not has_more:
+                    return sent
+                continue
+            if self.last_pos.get(room_id) == last:
+                return sent  # nothing delivered from this page: the stream has nothing for us
         return sent
 
 

@@ -2,9 +2,11 @@
 
 Publishing never awaits per recipient: an event is serialized and encoded
 once, then handed to each recipient `Connection` (connection.py), which
-enforces per-room order. The hub indexes connections by user and by room,
-keeps them current on joins and leaves, and exchanges events, membership
-changes, revocations and presence with other processes through the relay.
+enforces per-room order. The hub indexes connections by user and by room
+(connections keep the room index current as they follow and leave rooms),
+and exchanges events, joins, revocations and presence with other processes
+through the relay. Removals need no message of their own: a connection
+leaves a room when it delivers its user's `member.left`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..db import Database
 from ..events import Event, text_frame
 from .connection import Connection, Ordered
 from .presence import Presence
-from .relay import Alive, Joined, Left, PresenceChanged, Published, RelayMessage, Revoked
+from .relay import Alive, Heartbeat, Joined, PresenceChanged, Published, RelayMessage, Revoked
 
 if TYPE_CHECKING:
     from ..observability import Metrics
@@ -40,7 +42,7 @@ class Hub:
     `publish` delivers locally and hands the event to the relay (if any);
     `apply_remote` delivers what other processes published. Membership
     changes, revocations and presence travel the same way. What a
-    connection delivers, and from which seq, is the connection's business.
+    connection delivers, and from which pos, is the connection's business.
     """
 
     def __init__(self, db: Database, outbox_limit: int, metrics: Metrics) -> None:
@@ -52,6 +54,8 @@ class Hub:
         self.by_user: dict[int, list[Connection]] = {}
         self.by_room: dict[int, set[Connection]] = {}
         self.presence = Presence()
+        # Client IP -> sockets waiting for their `auth` frame (capped per IP by ws.py).
+        self.unauthenticated: dict[str, int] = {}
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
 
     def _relay(self, message: RelayMessage) -> None:
@@ -63,22 +67,25 @@ class Hub:
     def connect(
         self, ws: web.WebSocketResponse, request: web.Request, user_id: int, session_id: int
     ) -> Connection:
-        """Index a new connection before its rooms' seqs are read, so nothing slips by.
+        """Index a new connection before its rooms' positions are read, so nothing slips by.
 
         It writes nothing until `ready` has been sent (`Connection.mark_ready`).
         """
         conn = Connection(
-            ws, request, user_id, session_id, self.db, self.outbox_limit, self.metrics
+            ws, request, user_id, session_id, self.db, self.outbox_limit, self.metrics, self.by_room
         )
         self.by_user.setdefault(user_id, []).append(conn)
         self.metrics.websockets_open.inc()
         return conn
 
-    def set_rooms(self, conn: Connection, room_seqs: dict[int, int]) -> None:
-        """Start following the user's rooms after the given seqs; announce them online."""
-        for room_id, seq in room_seqs.items():
-            conn.follow(room_id, seq)
-            self.by_room.setdefault(room_id, set()).add(conn)
+    def set_rooms(self, conn: Connection, positions: dict[int, int]) -> None:
+        """Start following the user's rooms after the given positions; announce them online.
+
+        A room the connection follows already (a join while `ready` was being
+        prepared) keeps its position.
+        """
+        for room_id, pos in positions.items():
+            conn.follow(room_id, pos)
         rooms = conn.rooms
         if self.presence.local_online(conn.user_id):
             self._announce_presence(conn.user_id, "online", rooms)
@@ -89,68 +96,64 @@ class Hub:
             return
         conn.detach()
         self.metrics.websockets_open.dec()
-        for room_id in conn.rooms:
-            self._unindex(room_id, conn)
+        rooms = conn.rooms
+        for room_id in rooms:
+            conn.unfollow(room_id)
         others = self.by_user[conn.user_id]
         others.remove(conn)
         if others:
             return
         del self.by_user[conn.user_id]
-        rooms = conn.rooms
         if self.presence.local_offline(conn.user_id):
             self._announce_presence(conn.user_id, "offline", rooms)
         self._relay(PresenceChanged(conn.user_id, "offline", rooms))
 
-    def _unindex(self, room_id: int, conn: Connection) -> None:
-        conns = self.by_room.get(room_id)
-        if conns is not None:
-            conns.discard(conn)
-            if not conns:
-                del self.by_room[room_id]
-
     async def poll(self) -> None:
         """Catch every local connection up from the database, and drop revoked ones.
 
-        The relay calls this while Redis is away and once it is back: what the
-        relay could not carry is read from the truth instead.
+        The relay calls this while Redis is away or stalled, and once it is
+        back: what the relay could not carry is read from the truth instead.
+        Each followed room's stream is read past the connection's position
+        (which delivers a removal, and stops there), and each local user's
+        memberships are checked, so a room joined elsewhere is followed from
+        its `member.joined` even though no relay message said so.
         """
         if self.by_room:
-            last_seqs = await self.db.last_seqs(list(self.by_room))
-            for room_id, last_seq in last_seqs.items():
+            newest = await self.db.last_positions(list(self.by_room))
+            for room_id, last_pos in newest.items():
                 for conn in list(self.by_room.get(room_id, ())):
-                    conn.behind(room_id, last_seq)
+                    conn.behind(room_id, last_pos)
+        if self.by_user:
+            for user_id, room_id, joined_pos in await self.db.memberships(list(self.by_user)):
+                self._joined_local(user_id, room_id, joined_pos, cause="poll")
         sessions = {c.session_id for conns in self.by_user.values() for c in conns}
         if sessions:
             self._close_local(await self.db.revoked_among(list(sessions)))
 
     # --- membership and revocation -----------------------------------------------------
 
-    def joined(self, user_id: int, room_id: int, last_seq: int) -> None:
-        """The user's connections (on every process) start following the room."""
-        self._joined_local(user_id, room_id, last_seq)
-        self._relay(Joined(user_id, room_id, last_seq))
+    def joined(self, user_id: int, room_id: int, pos: int) -> None:
+        """The user's connections (on every process) follow the room from its
+        `member.joined` at `pos`."""
+        self._joined_local(user_id, room_id, pos, cause="join")
+        self._relay(Joined(user_id, room_id, pos))
 
-    def _joined_local(self, user_id: int, room_id: int, last_seq: int) -> None:
-        joining = []
-        for conn in self.by_user.get(user_id, ()):
-            # Anything committed since `last_seq` is caught up at once.
-            if conn.follow(room_id, last_seq, catch_up=True):
-                self.by_room.setdefault(room_id, set()).add(conn)
-                joining.append(conn)
+    def _joined_local(self, user_id: int, room_id: int, pos: int, cause: str) -> None:
+        """Connections not following the room start at `pos`; the others are in it
+        already, or will be once they deliver the removal this join follows
+        (Connection._removed reads where the user rejoined)."""
+        joining = [
+            conn
+            for conn in self.by_user.get(user_id, ())
+            if conn.follow(room_id, pos - 1, catch_up=cause)
+        ]
+        if not joining:
+            return
         # New room-mates learn of each other's presence now, not at their next reconnect.
         if self.presence.online_anywhere(user_id):
             self._announce_presence(user_id, "online", [room_id])
         for conn in joining:
             self.presence_of_roommates(conn, [room_id])
-
-    def left(self, user_id: int, room_id: int) -> None:
-        self._left_local(user_id, room_id)
-        self._relay(Left(user_id, room_id))
-
-    def _left_local(self, user_id: int, room_id: int) -> None:
-        for conn in self.by_user.get(user_id, ()):
-            conn.unfollow(room_id)
-            self._unindex(room_id, conn)
 
     def close_sessions(self, session_ids: list[int]) -> None:
         """Close the open connections of revoked sessions at once, on every process."""
@@ -186,11 +189,12 @@ class Hub:
                     callback(payload)
                 except Exception:
                     log.exception("event subscriber failed")
-        if event.seq is not None and event.room_id is not None:
-            item = Ordered(event.room_id, event.seq, event.wire)
+        if event.pos is not None and event.room_id is not None:
+            wire = None if event.per_viewer else event.wire
+            item = Ordered(event.room_id, event.pos, wire, event.removes)
             conns = self.by_room.get(event.room_id, ())
             for conn in conns:
-                conn.deliver_message(item)
+                conn.deliver(item)
             self.metrics.events_out.inc(len(conns))
             return
         recipients = self._recipients(event)
@@ -213,10 +217,10 @@ class Hub:
         match message:
             case Published(event):
                 self.deliver(event)
-            case Joined(user_id, room_id, last_seq):
-                self._joined_local(user_id, room_id, last_seq)
-            case Left(user_id, room_id):
-                self._left_local(user_id, room_id)
+            case Joined(user_id, room_id, pos):
+                self._joined_local(user_id, room_id, pos, cause="join")
+            case Heartbeat():
+                pass  # another process's; the relay listens for its own
             case Revoked(session_ids):
                 self._close_local(session_ids)
             case PresenceChanged(user_id, status, rooms):

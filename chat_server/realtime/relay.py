@@ -1,11 +1,19 @@
 """Redis relay: several processes act as one server.
 
-Each process publishes what its hub announces (committed events, membership
-changes, revocations, presence) on one Redis channel and hands what other
-processes publish to its hub for local delivery. Redis carries
-notifications only; the database stays the truth. While Redis is away the
-hub polls the database for rooms with local members (`Hub.poll`), and it
-catches up once more when the relay is back, so nothing committed is lost.
+Each process publishes what its hub announces (committed events, joins,
+revocations, presence) on one Redis channel and hands what other processes
+publish to its hub for local delivery. Redis carries notifications only;
+the database stays the truth, and every room event is numbered in its
+room's stream, so a notification lost, late or out of order is read back
+from the database by the connection that notices the gap.
+
+Each process publishes a heartbeat and listens for it on the channel: while
+Redis is unreachable or has not echoed the heartbeat for STALL_SECONDS
+(a stalled server keeps its sockets open and says nothing), the hub polls
+the database for its connections' rooms and users (`Hub.poll`), and once
+more when the relay is back, so delivery slows but nothing is lost
+(DESIGN.md invariant 11). Notifications wait in an outbox bounded in bytes
+that drops the oldest first.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlparse
@@ -58,17 +67,19 @@ class Published:
 
 @dataclass(frozen=True, slots=True)
 class Joined:
+    """The user joined (or was added to) the room: its `member.joined` is at `pos`."""
+
     kind: ClassVar[str] = "joined"
     user_id: int
     room_id: int
-    last_seq: int
+    pos: int
 
 
 @dataclass(frozen=True, slots=True)
-class Left:
-    kind: ClassVar[str] = "left"
-    user_id: int
-    room_id: int
+class Heartbeat:
+    """Published by each process for itself: hearing it back proves Redis is live."""
+
+    kind: ClassVar[str] = "heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +106,9 @@ class Alive:
     users: dict[str, list[int]]
 
 
-RelayMessage = Published | Joined | Left | Revoked | PresenceChanged | Alive
-_KINDS: dict[str, type[Joined | Left | Revoked | PresenceChanged | Alive]] = {
-    cls.kind: cls for cls in (Joined, Left, Revoked, PresenceChanged, Alive)
+RelayMessage = Published | Joined | Heartbeat | Revoked | PresenceChanged | Alive
+_KINDS: dict[str, type[Joined | Heartbeat | Revoked | PresenceChanged | Alive]] = {
+    cls.kind: cls for cls in (Joined, Heartbeat, Revoked, PresenceChanged, Alive)
 }
 
 
@@ -108,7 +119,9 @@ def encode(node: str, message: RelayMessage, ts: float) -> str:
         header |= {
             "room_id": event.room_id,
             "user_ids": event.user_ids,
-            "seq": event.seq,
+            "pos": event.pos,
+            "removes": event.removes,
+            "per_viewer": event.per_viewer,
             "exclude_user": event.exclude_user,
         }
         return dumps(header) + "\n" + event.frame
@@ -121,15 +134,24 @@ def decode(data: bytes) -> tuple[str, float, RelayMessage]:
     header = json.loads(header_text)
     node, kind, ts = header.pop("node"), header.pop("kind"), header.pop("ts")
     if kind == Published.kind:
+        header["user_ids"] = tuple(header["user_ids"])
         return node, ts, Published(Event.relayed(frame, **header))
     return node, ts, _KINDS[kind](**header)
 
 
-# Relay messages waiting to be published; beyond this they are dropped (the
-# database is the truth, and polling catches receivers up).
-OUTBOX_LIMIT = 10_000
-# While Redis is unreachable: how often to retry, and to poll the database.
+# Bytes of relay messages waiting to be published; beyond this the oldest are
+# dropped (the database is the truth: receivers read what they miss from it).
+OUTBOX_BYTES = 8 * 1024 * 1024
+# How long one publish may take before Redis counts as away for this message.
+PUBLISH_TIMEOUT = 1.0
+# While Redis is unreachable: how often to retry connecting.
 RETRY_SECONDS = 1.0
+# Each process's heartbeat period, and how long its echo may be missing
+# before Redis counts as stalled and the process polls the database instead
+# (and how often it polls meanwhile).
+HEARTBEAT_SECONDS = 0.25
+STALL_SECONDS = 1.0
+POLL_SECONDS = 0.5
 # How often a process announces who is online on it, and after how long a
 # silent process's users are considered gone (it crashed or lost Redis).
 ALIVE_SECONDS = 10.0
@@ -145,8 +167,12 @@ class Relay:
         # (a killed Redis closes the socket, which ends the wait at once).
         self.redis = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         self.subscriber = redis.from_url(url, socket_connect_timeout=2, socket_keepalive=True)
-        self.outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX_LIMIT)
-        self.connected = False
+        self.outbox: deque[str] = deque()
+        self.outbox_bytes = 0
+        self._queued = asyncio.Event()
+        self.subscribed = False  # the subscriber is listening on the channel
+        self.heard_at = 0.0  # monotonic time our own heartbeat last came back
+        self.connected = False  # subscribed and hearing our heartbeat: Redis carries events
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, hub: Hub) -> None:
@@ -154,6 +180,7 @@ class Relay:
         self._tasks = [
             asyncio.create_task(self._receive_loop(hub)),
             asyncio.create_task(self._publish_loop()),
+            asyncio.create_task(self._watch_loop(hub)),
             asyncio.create_task(self._alive_loop(hub)),
         ]
 
@@ -175,25 +202,39 @@ class Relay:
     # --- sending -------------------------------------------------------------------
 
     def send(self, message: RelayMessage) -> None:
-        """Queue a notification for the other processes (never waits)."""
-        try:
-            self.outbox.put_nowait(encode(self.node, message, time.time()))
-        except asyncio.QueueFull:
+        """Queue a notification for the other processes (never waits).
+
+        Past OUTBOX_BYTES the oldest queued notifications are dropped: each is
+        recoverable (room events from the stream, joins and revocations by
+        polling), and the newest say most about the present.
+        """
+        text = encode(self.node, message, time.time())
+        self.outbox.append(text)
+        self.outbox_bytes += len(text)
+        while self.outbox_bytes > OUTBOX_BYTES and len(self.outbox) > 1:
+            self.outbox_bytes -= len(self.outbox.popleft())
             self.metrics.relay_dropped.inc()
+        self.metrics.relay_bytes_queued.set(self.outbox_bytes)
+        self._queued.set()
 
     async def _publish_loop(self) -> None:
         while True:
-            message = await self.outbox.get()
-            while True:
+            await self._queued.wait()
+            self._queued.clear()
+            while self.outbox:
+                message = self.outbox[0]
                 try:
-                    await self.redis.publish(self.channel, message)
-                    self.metrics.relay_published.inc()
-                    break
-                except (RedisError, OSError):
-                    if self.outbox.full():
-                        self.metrics.relay_dropped.inc()
-                        break  # drop the oldest; receivers catch up from the database
+                    await asyncio.wait_for(
+                        self.redis.publish(self.channel, message), PUBLISH_TIMEOUT
+                    )
+                except (RedisError, OSError, TimeoutError):
                     await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                if self.outbox and self.outbox[0] is message:  # not dropped meanwhile
+                    self.outbox.popleft()
+                    self.outbox_bytes -= len(message)
+                    self.metrics.relay_bytes_queued.set(self.outbox_bytes)
+                self.metrics.relay_published.inc()
 
     # --- receiving -----------------------------------------------------------------
 
@@ -202,29 +243,58 @@ class Relay:
             try:
                 async with self.subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
-                    await self._set_connected(hub, True)
+                    self.subscribed = True
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             self._on_message(hub, message["data"])
             except (RedisError, OSError) as exc:
-                log.warning(
-                    "relay: redis unavailable (%s); polling the database", type(exc).__name__
-                )
-            await self._set_connected(hub, False)
-            await self._poll_until_reconnected(hub)
-
-    async def _set_connected(self, hub: Hub, connected: bool) -> None:
-        was, self.connected = self.connected, connected
-        self.metrics.relay_connected.set(1 if connected else 0)
-        if connected and not was:
-            hub.relay_alive()
-            await hub.poll()  # catch up on anything published while we were away
-
-    async def _poll_until_reconnected(self, hub: Hub) -> None:
-        while not await self.ping():
-            with contextlib.suppress(Exception):
-                await hub.poll()
+                if self.connected:
+                    log.warning(
+                        "relay: redis unavailable (%s); polling the database", type(exc).__name__
+                    )
+            self.subscribed = False
             await asyncio.sleep(RETRY_SECONDS)
+
+    async def _watch_loop(self, hub: Hub) -> None:
+        """Heartbeat, stall detection and, while Redis does not carry events, polling."""
+        beat: asyncio.Task[None] | None = None
+        last_poll = 0.0
+        while True:
+            if beat is None or beat.done():
+                beat = asyncio.create_task(self._beat())
+            now = time.monotonic()
+            healthy = self.subscribed and now - self.heard_at <= STALL_SECONDS
+            if healthy and not self.connected:
+                self._set_connected(True)
+                await self._poll(hub)  # catch up on what was published while away
+                hub.relay_alive()
+            elif not healthy and self.connected:
+                self._set_connected(False)
+                if self.subscribed:  # connected but silent: a stall, not an outage
+                    log.warning("relay: redis stopped answering; polling the database")
+                    self.metrics.relay_stalls.inc()
+            if not self.connected and now - last_poll >= POLL_SECONDS:
+                last_poll = now
+                await self._poll(hub)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def _beat(self) -> None:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(
+                self.redis.publish(self.channel, encode(self.node, Heartbeat(), time.time())),
+                STALL_SECONDS,
+            )
+
+    @staticmethod
+    async def _poll(hub: Hub) -> None:
+        try:
+            await hub.poll()
+        except Exception as exc:  # the database may be away too; try again next round
+            log.warning("relay: polling the database failed (%s)", type(exc).__name__)
+
+    def _set_connected(self, connected: bool) -> None:
+        self.connected = connected
+        self.metrics.relay_connected.set(1 if connected else 0)
 
     def _on_message(self, hub: Hub, data: bytes) -> None:
         try:
@@ -233,6 +303,8 @@ class Relay:
             log.warning("relay: undecodable message ignored")
             return
         if node == self.node:
+            if isinstance(message, Heartbeat):
+                self.heard_at = time.monotonic()
             return
         self.metrics.relay_received.inc()
         self.metrics.relay_lag.observe(max(0.0, time.time() - ts))

@@ -1,10 +1,11 @@
 """The WebSocket endpoint `/api/v1/ws` (API.md "WebSocket").
 
 Order of a connection's life: Origin check and (optional) header auth before
-the upgrade; an `auth` frame within AUTH_TIMEOUT otherwise; index the
-connection in the hub *before* reading its rooms' seqs (so no event slips
-between); `ready`; then frames, with live `message.new` held until the first
-frame after `ready` is handled (or `Config.ready_hold`) so a resume replays first.
+the upgrade; an `auth` frame within AUTH_TIMEOUT otherwise (a deadline on
+the clock: pings do not extend it); index the connection in the hub
+*before* reading its rooms' positions (so no event slips between); `ready`;
+then frames, with live room events held until the first frame after `ready`
+is handled (or `Config.ready_hold`) so a resume replays first.
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ from typing import Any, ClassVar
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .. import events, keys
-from ..auth import Principal, authenticate_token, bearer_token
+from ..auth import Principal, authenticate_token, bearer_token, client_ip
 from ..errors import (
     ApiError,
     Forbidden,
     InvalidRequest,
     RateLimited,
+    Unauthorized,
     Unavailable,
     is_database_outage,
 )
 from ..events import text_frame
-from ..messages import mark_read, parse_send, post_message
+from ..messages import Posted, mark_read, parse_send, post_message
 from ..rooms import member_room
 from ..validation import (
     MAX_INT,
@@ -56,6 +58,10 @@ RATE_LIMIT_STRIKES = 10
 MAX_REF = 256
 # Largest `rooms` map accepted in a resume.
 MAX_RESUME_ROOMS = 10_000
+# Sockets one client IP may hold open before authenticating: each costs a
+# socket and memory for up to AUTH_TIMEOUT, so a flood from one address is refused.
+MAX_UNAUTHENTICATED_PER_IP = 50
+RESUME_ROOMS_RULE = "an object of room id to last seen pos"
 
 
 def origin_allowed(request: web.Request) -> bool:
@@ -81,13 +87,25 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     )
     if not ws.can_prepare(request).ok:
         raise InvalidRequest("expected a WebSocket upgrade")
-    await ws.prepare(request)
     resume_rooms: dict[int, int] | None = None
     if principal is None:
-        authed = await _auth_frame(request, ws)
+        pending = request.app[keys.HUB].unauthenticated
+        ip = client_ip(request)
+        if pending.get(ip, 0) >= MAX_UNAUTHENTICATED_PER_IP:
+            raise RateLimited(AUTH_TIMEOUT, "too many unauthenticated sockets from this address")
+        pending[ip] = pending.get(ip, 0) + 1
+        try:
+            await ws.prepare(request)
+            authed = await _auth_frame(request, ws)
+        finally:
+            pending[ip] -= 1
+            if not pending[ip]:
+                del pending[ip]
         if authed is None:
             return ws
         principal, resume_rooms = authed
+    else:
+        await ws.prepare(request)
     await SocketSession(request, ws, principal).run(resume_rooms)
     return ws
 
@@ -95,9 +113,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 async def _auth_frame(
     request: web.Request, ws: web.WebSocketResponse
 ) -> tuple[Principal, dict[int, int] | None] | None:
-    """Waits for `{"type": "auth", "token", "rooms"?}`; closes the socket on failure."""
+    """Waits for `{"type": "auth", "token", "rooms"?}`; closes the socket on failure.
+
+    Any other frame is `unauthorized`. The deadline is on the clock: a
+    client's pings (answered while waiting) do not extend it.
+    """
     try:
-        msg = await ws.receive(timeout=AUTH_TIMEOUT)
+        async with asyncio.timeout(AUTH_TIMEOUT):
+            msg = await ws.receive()
     except TimeoutError:
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"authentication timed out")
         return None
@@ -106,9 +129,14 @@ async def _auth_frame(
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"expected an auth frame")
         return None
     try:
-        frame = parse_json_object(msg.data, "frame")
-        if frame.get("type") != "auth" or not isinstance(frame.get("token"), str):
-            raise InvalidRequest("the first frame must be {type: auth, token}")
+        try:
+            frame = parse_json_object(msg.data, "frame")
+        except InvalidRequest:
+            frame = {}
+        if frame.get("type") != "auth":
+            raise Unauthorized("authenticate first: {type: auth, token}")
+        if not isinstance(frame.get("token"), str):
+            raise InvalidRequest.fields({"token": "required"})
         rooms = _resume_rooms(frame) if "rooms" in frame else None
         try:
             principal = await authenticate_token(request.app, frame["token"])
@@ -144,17 +172,17 @@ def _valid_ref(ref: Any) -> bool:
 def _resume_rooms(frame: dict[str, Any]) -> dict[int, int]:
     rooms = frame.get("rooms")
     if not isinstance(rooms, dict) or len(rooms) > MAX_RESUME_ROOMS:
-        raise InvalidRequest.fields({"rooms": "an object of room id to last seen seq"})
+        raise InvalidRequest.fields({"rooms": RESUME_ROOMS_RULE})
     parsed = {}
-    for key, seq in rooms.items():
+    for key, pos in rooms.items():
         if (
             not is_ascii_digits(key)
-            or isinstance(seq, bool)
-            or not isinstance(seq, int)
-            or not 0 <= seq <= MAX_INT
+            or isinstance(pos, bool)
+            or not isinstance(pos, int)
+            or not 0 <= pos <= MAX_INT
         ):
-            raise InvalidRequest.fields({"rooms": "an object of room id to last seen seq"})
-        parsed[int(key)] = seq
+            raise InvalidRequest.fields({"rooms": RESUME_ROOMS_RULE})
+        parsed[int(key)] = pos
     return parsed
 
 
@@ -220,7 +248,7 @@ class SocketSession:
             self.hub.disconnect(conn)
 
     async def _send_ready(self, conn: Connection) -> bool:
-        """Follow the user's rooms from their current seqs, and say `ready`.
+        """Follow the user's rooms from their current positions, and say `ready`.
 
         (A coroutine of its own so the user and room rows it reads are not
         kept alive for the connection's lifetime.)
@@ -230,9 +258,9 @@ class SocketSession:
         if user is None:
             await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no such user")
             return False
-        room_seqs = await db.room_seqs_of(self.me.user_id)
-        self.hub.set_rooms(conn, room_seqs)
-        await self.ws.send_str(events.ready(user, room_seqs))
+        positions = await db.positions_of(self.me.user_id)
+        self.hub.set_rooms(conn, {room_id: pos for room_id, (_, pos) in positions.items()})
+        await self.ws.send_str(events.ready(user, positions))
         self.hub.presence_of_roommates(conn)
         conn.mark_ready()
         return True
@@ -267,10 +295,16 @@ class SocketSession:
     async def on_ping(self, frame: dict[str, Any]) -> str:
         return events.pong(frame.get("ref"))
 
-    async def on_send(self, frame: dict[str, Any]) -> str:
-        posted = await post_message(self.app, self.me.user_id, parse_send(frame))
+    async def on_send(self, frame: dict[str, Any]) -> None:
+        conn, ref = self.conn, frame.get("ref")
+        assert conn is not None
+
+        def acknowledge(posted: Posted) -> None:
+            """The `ack`, after the commit and before the message's own `message.new`."""
+            conn.send(text_frame(events.ack(ref, posted.encoded)))  # message not re-serialized
+
+        await post_message(self.app, self.me.user_id, parse_send(frame), acknowledge)
         self.strikes = 0
-        return events.ack(frame.get("ref"), posted.encoded)  # the message is not re-serialized
 
     def _room_id(self, frame: dict[str, Any]) -> tuple[Validator, int]:
         v = Validator(frame)

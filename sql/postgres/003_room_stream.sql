@@ -12,8 +12,10 @@ ALTER TABLE messages ALTER COLUMN pos SET NOT NULL;
 CREATE UNIQUE INDEX messages_room_pos ON messages (room_id, pos);
 
 -- The pos of the member's own `member.joined`: where a connection starts
--- following a room it learns of by polling (0 for members from before the stream).
+-- following a room it learns of by polling (members from before the stream
+-- count from the stream's start).
 ALTER TABLE members ADD COLUMN joined_pos BIGINT NOT NULL DEFAULT 0;
+UPDATE members SET joined_pos = rooms.last_pos FROM rooms WHERE rooms.id = members.room_id;
 
 CREATE TABLE room_events (
     room_id     BIGINT NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,

@@ -8,6 +8,7 @@ UPDATE rooms SET last_pos = last_seq;
 CREATE UNIQUE INDEX messages_room_pos ON messages (room_id, pos);
 
 ALTER TABLE members ADD COLUMN joined_pos INTEGER NOT NULL DEFAULT 0;
+UPDATE members SET joined_pos = (SELECT last_pos FROM rooms WHERE rooms.id = members.room_id);
 
 CREATE TABLE room_events (
     room_id     INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
