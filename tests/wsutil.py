@@ -232,6 +232,10 @@ class Recorder:
     def has(self, kind: str, **fields: Any) -> bool:
         return any(all(f.get(k) == v for k, v in fields.items()) for f in self.of_type(kind))
 
+    def has_message(self, message_id: int) -> bool:
+        """Whether the message's `message.new` arrived."""
+        return any(f["message"]["id"] == message_id for f in self.of_type("message.new"))
+
     def text(self) -> str:
         return "\n".join(json.dumps(frame, ensure_ascii=False) for _, frame in self.frames)
 
