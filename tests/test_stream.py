@@ -9,6 +9,7 @@ own removal. Replays and `GET /rooms/{id}/events` are built from current rows.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -145,39 +146,43 @@ async def test_every_change_is_a_room_event_with_the_next_pos(client, alice, bob
     watcher = await follow(client, alice)
     await join(client, bob, room)  # 2
     assert await add_member(client, alice, room, carol, role="admin") == 201  # 3
-    message = await send(client, bob, room, "draft")  # 4
-    await edit(client, bob, message, "final")  # 5
-    await delete(client, alice, message)  # 6
-    await patch_room(client, alice, room, topic="new topic")  # 7
-    await leave(client, bob, room)  # 8
-    assert await kick(client, alice, room, carol) == 204  # 9
-    await watcher.wait_pos(room["id"], 9)
+    kept = await send(client, bob, room, "draft")  # 4
+    await edit(client, bob, kept, "final")  # 5
+    doomed = await send(client, bob, room, "doomed")  # 6
+    await delete(client, alice, doomed)  # 7
+    await patch_room(client, alice, room, topic="new topic")  # 8
+    await leave(client, bob, room)  # 9
+    assert await kick(client, alice, room, carol) == 204  # 10
+    await watcher.wait_pos(room["id"], 10)
     live = watcher.events[room["id"]]
     expected = [
         (2, "member.joined", bob.id),
         (3, "member.joined", carol.id),
-        (4, "message.new", message["id"]),
-        (5, "message.edited", message["id"]),
-        (6, "message.deleted", message["id"]),
-        (7, "room.updated", room["id"]),
-        (8, "member.left", bob.id),
-        (9, "member.left", carol.id),
+        (4, "message.new", kept["id"]),
+        (5, "message.edited", kept["id"]),
+        (6, "message.new", doomed["id"]),
+        (7, "message.deleted", doomed["id"]),
+        (8, "room.updated", room["id"]),
+        (9, "member.left", bob.id),
+        (10, "member.left", carol.id),
     ]
     assert [event_key(e) for e in live] == expected
     stored = await stored_events(client, alice, room["id"])
     assert [event_key(e) for e in stored] == [(1, "member.joined", alice.id), *expected]
     for events in (live, stored[1:]):
-        bob_joined, carol_joined, new, edited, deleted, updated, left, kicked = events
+        bob_joined, carol_joined, new, edited, _, deleted, updated, left, kicked = events
         assert bob_joined["role"] == "member" and bob_joined["by"] in (None, bob.id)
         assert carol_joined["role"] == "admin" and carol_joined["by"] == alice.id
-        assert new["room_id"] == edited["room_id"] == room["id"]
+        assert new["room_id"] == room["id"] and new["message"]["room_id"] == room["id"]
+        assert edited["message"]["body"] == "final" and edited["message"]["edited_at"]
         assert deleted["message"]["body"] == "" and deleted["message"]["deleted"] is True
-        assert updated["room"]["topic"] == "new topic"
-        assert left["reason"] == "left" and kicked["reason"] == "kicked"
-    assert live[2]["message"]["body"] == "draft" and live[3]["message"]["body"] == "final"
-    assert live[3]["message"]["edited_at"] is not None
-    assert stored[3]["message"]["deleted"] is True  # message.new read back: the tombstone
-    assert stored[4]["message"]["deleted"] is True  # so is message.edited
+        assert updated["room"]["id"] == room["id"] and updated["room"]["topic"] == "new topic"
+        assert left["user"]["id"] == bob.id and left["reason"] == "left"
+        assert kicked["user"]["id"] == carol.id and kicked["reason"] == "kicked"
+    assert live[2]["message"]["body"] in ("draft", "final")  # live: as sent, or as now
+    assert stored[3]["message"]["body"] == "final"  # read back: as it is now
+    assert stored[5]["message"]["body"] == "" and stored[5]["message"]["deleted"] is True
+    assert "doomed" not in json.dumps(stored)
     watcher.assert_clean()
 
 

@@ -192,12 +192,14 @@ class Recorder:
             self._violate("room event without an integer pos", frame)
             return
         own = frame.get("user", {}).get("id") == self.user_id
-        if frame["type"] == "member.joined" and own and room_id not in self.following:
+        if frame["type"] == "member.joined" and own:
             self.following.add(room_id)
-            self.expect[room_id] = None  # a rejoin: the stream continues from here
+        high, expect = self.high.get(room_id, 0), self.expect.get(room_id)
         if room_id not in self.following:
             self._violate("an event of a room not followed (after removal?)", frame)
-        high, expect = self.high.get(room_id, 0), self.expect.get(room_id)
+            self.high[room_id] = max(high, pos)
+            self.events.setdefault(room_id, []).append(frame)
+            return
         if pos <= high:
             self._violate(f"pos {pos} after pos {high} (duplicate or rewind)", frame)
         elif expect is not None and pos != expect:
@@ -212,6 +214,7 @@ class Recorder:
             self.deleted.add(message["id"])
         if frame["type"] == "member.left" and own:
             self.following.discard(room_id)
+            self.expect[room_id] = None  # a rejoin continues the stream further on
 
     def _check_text(self, frame: dict[str, Any]) -> None:
         message = frame.get("message")
