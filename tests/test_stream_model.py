@@ -383,10 +383,15 @@ async def test_random_walk_against_the_model(cluster):  # noqa: F811
             if client.current is None:
                 await model.connect(client)
         for client in model.clients:
-            for room_id, members in model.members.items():
-                if client.id in members:
+            for room_id, periods in client.periods.items():
+                period = periods[-1]
+                if period.leave is None:
                     last = len(model.stream[room_id])
-                    await client.current.wait_pos(room_id, last, SETTLE_SECONDS)
+                elif period.open_at_leave is client.current:
+                    last = period.leave  # its removal must reach the connection it had
+                else:
+                    continue
+                await client.current.wait_pos(room_id, last, SETTLE_SECONDS)
     except AssertionError as exc:
         raise AssertionError(f"{context}: {exc}") from None
     stored = {
