@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -38,6 +38,7 @@ class Cluster:
     servers: list[ServerProcess]
     one: Node
     two: Node
+    recorders: list[Recorder] = field(default_factory=list)
 
     async def signup(self, node: Node, name: str) -> Account:
         body = await node.signup(name)
@@ -59,7 +60,9 @@ class Cluster:
     async def listen(self, node: Node, account: Account, label: str) -> Recorder:
         """A recorded connection on `node` whose hold is over."""
         ws = await node.ws(account.access_token)
-        return await Recorder(ws, account.id, label=label).live()
+        recorder = Recorder(ws, account.id, label=label)
+        self.recorders.append(recorder)
+        return await recorder.live()
 
     async def events(self, account: Account, room_id: int) -> list[dict]:
         async def fetch(path: str) -> dict:
@@ -79,12 +82,18 @@ class Cluster:
 async def cluster(tmp_path, cluster_db, session) -> AsyncIterator[Cluster]:  # noqa: F811
     redis = RedisProcess(tmp_path).start()
     servers: list[ServerProcess] = []
+    cluster = None
     try:
         servers = start_nodes(tmp_path, cluster_db, redis.url)
-        yield Cluster(redis, servers, Node(session, servers[0]), Node(session, servers[1]))
+        cluster = Cluster(redis, servers, Node(session, servers[0]), Node(session, servers[1]))
+        yield cluster
     finally:
-        # Drop the test's sockets first: a server's shutdown otherwise waits for the
-        # close handshake of sockets nobody reads any more.
+        # Close the test's sockets first: a server's shutdown may otherwise wait long
+        # for the close handshake of sockets nobody reads any more.
+        if cluster is not None:
+            for recorder in cluster.recorders:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(recorder.close(), 2)
         await session.close()
         await asyncio.gather(*(asyncio.to_thread(server.stop) for server in servers))
         if redis.process is not None:
@@ -174,6 +183,37 @@ async def test_a_kick_while_redis_is_down_reaches_the_other_node(cluster):
     await victim.live()
     assert victim.events[room_id][-1]["pos"] == 5 and "after the restart" not in victim.text()
     await assert_matches_the_stream(cluster, alice, victim, witness)
+
+
+async def test_a_kick_is_not_overtaken_by_a_slow_relay(cluster):
+    """Redis slow (paused briefly, below the stall threshold): node two must not deliver
+    its own later messages to the victim before the kick that node one committed."""
+    one, two = cluster.one, cluster.two
+    alice, bob = await cluster.signup(one, "alice"), await cluster.signup(two, "bob")
+    room_id = await cluster.room(alice, kind="private")
+    await member(one, alice, room_id, bob)
+    victim = await cluster.listen(two, bob, "bob on two")
+    owner_on_two = await cluster.listen(two, alice, "alice on two")
+    cluster.redis.pause()
+    try:
+        status, _ = await one.call(
+            "DELETE", f"/api/v1/rooms/{room_id}/members/{bob.id}", alice.access_token
+        )
+        assert status == 204
+        for i in range(5):
+            last = await post(two, alice, room_id, f"after the kick {i}")
+    finally:
+        cluster.redis.unpause()
+    await owner_on_two.wait_for(lambda r: r.has_message(last["id"]), what="given the last")
+    await victim.wait_for(
+        lambda r: r.has("room.removed") and r.has("member.left", room_id=room_id),
+        REMOVAL_DEADLINE,
+        "told of the kick",
+    )
+    await victim.live()
+    assert "after the kick" not in victim.text()
+    assert victim.events[room_id][-1]["type"] == "member.left"
+    await assert_matches_the_stream(cluster, alice, victim, owner_on_two)
 
 
 async def test_a_redis_stall_switches_to_polling(cluster):

@@ -248,9 +248,10 @@ class Recorder:
         while not predicate(self):
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.closed:
+                recent = [frame.get("type") for _, frame in self.frames[-8:]]
                 raise AssertionError(
                     f"{self.label}: not {what or 'reached'} within {timeout} s"
-                    f" (closed={self.closed}); violations: {self.violations}"
+                    f" (closed={self.closed}, last frames {recent}); violations: {self.violations}"
                 )
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
