@@ -32,7 +32,7 @@ from .wsutil import (
 # A short hold keeps tests that do not resume quick; no assertion depends on it.
 HOLD = 0.2
 # The hold tests need one long enough to act inside it on a slow machine.
-LONG_HOLD = 4.0
+LONG_HOLD = 3.0
 
 
 @pytest.fixture
