@@ -1,4 +1,4 @@
-"""WebSocket test helpers: connect, and wait for frames of a type."""
+"""WebSocket test helpers: connect, wait for frames of a type, and record a socket's room stream."""
 
 from __future__ import annotations
 
