@@ -128,6 +128,15 @@ class RedisProcess:
                     raise
                 time.sleep(0.05)
 
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its sockets open and answers nothing (a stall, not an outage)."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def unpause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.kill()
