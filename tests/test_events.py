@@ -71,7 +71,7 @@ async def test_aiohttp_reads_our_frames_written_raw_to_the_transport(aiohttp_cli
 
 
 def _message(body: str = 'say "hi"\n😀') -> Message:
-    return Message(7, 3, 42, 1, body, "c-1", None, 1_700_000_000_000, None, False)
+    return Message(7, 3, 42, 1, body, "c-1", None, 1_700_000_000_000, None, False, 44)
 
 
 @pytest.mark.parametrize("kind", ["message.new", "message.edited", "message.deleted"])
@@ -79,14 +79,14 @@ def test_message_event_splices_valid_json(kind):
     message = _message()
     as_json = message.to_json()
     for event in (
-        events.message_event(kind, message),
-        events.message_event(kind, message, (as_json, events.dumps(as_json))),
+        events.message_event(kind, message, 45),
+        events.message_event(kind, message, 45, (as_json, events.dumps(as_json))),
     ):
-        assert json.loads(event.frame) == {"type": kind, "message": as_json}
+        expected = {"type": kind, "room_id": 3, "pos": 45, "message": as_json}
+        assert json.loads(event.frame) == expected
         assert event.frame == events.dumps(event.payload)
         assert event.wire == events.text_frame(event.frame)
-        assert event.room_id == 3
-        assert event.seq == (42 if kind == "message.new" else None)
+        assert (event.room_id, event.pos) == (3, 45)
 
 
 def test_ack_error_and_pong_carry_the_ref_only_when_given():
@@ -107,7 +107,7 @@ def test_ack_error_and_pong_carry_the_ref_only_when_given():
 
 
 def test_the_relay_carries_the_frame_text_as_is():
-    event = events.message_event("message.new", _message("line one\nline two\u2028"))
+    event = events.message_event("message.new", _message("line one\nline two\u2028"), 44)
     node, ts, relayed = decode(encode("node-a", Published(event), 12.5).encode())
     assert (node, ts) == ("node-a", 12.5)
     assert isinstance(relayed, Published)

@@ -31,7 +31,7 @@ async def test_ready_via_header_and_via_auth_frame(client, alice):
     for via_frame in (False, True):
         ws = await connect(client, alice, via_frame=via_frame)
         assert ws.ready["user"]["id"] == alice.id
-        assert ws.ready["rooms"] == [{"room_id": room["id"], "last_seq": 1}]
+        assert ws.ready["rooms"] == [{"room_id": room["id"], "last_seq": 1, "last_pos": 2}]
         await ws.send_json({"type": "ping", "ref": "p1"})
         assert await next_of(ws, "pong") == {"type": "pong", "ref": "p1"}
         await ws.close()
@@ -70,8 +70,8 @@ async def test_bad_auth_frame_closes(client, alice):
     closing = await ws.receive()
     assert closing.type == WSMsgType.CLOSE and closing.data == WSCloseCode.POLICY_VIOLATION
     ws = await client.ws_connect(WS)
-    await ws.send_str("not json")
-    assert (await receive(ws))["code"] == "invalid_request"
+    await ws.send_str("not json")  # anything but an auth frame before authenticating
+    assert (await receive(ws))["code"] == "unauthorized"
 
 
 async def test_send_ack_and_fanout_to_every_connection(client, alice, bob):
@@ -129,8 +129,9 @@ async def test_resume_replays_what_was_missed(client, alice, bob):
     for i in range(50):
         await send(client, alice, room, f"missed {i}")
     ws = await connect(client, bob)
-    assert ws.ready["rooms"] == [{"room_id": room["id"], "last_seq": 51}]
-    await ws.send_json({"type": "resume", "rooms": {str(room["id"]): 1}})
+    # pos 1 and 2: the members' joins; message seq n is at pos n + 2
+    assert ws.ready["rooms"] == [{"room_id": room["id"], "last_seq": 51, "last_pos": 53}]
+    await ws.send_json({"type": "resume", "rooms": {str(room["id"]): 3}})
     replayed = await messages_until(ws, 50)
     assert [m["seq"] for m in replayed] == list(range(2, 52))
     assert (await receive(ws))["type"] == "resumed"
@@ -144,8 +145,8 @@ async def test_resume_in_the_auth_frame_and_a_gap_beyond_500(client, alice, bob)
     for i in range(600):
         await send(client, alice, room, f"m{i}")
     ws = await connect(client, bob, via_frame=True, rooms={room["id"]: 0})
-    gap = await next_of(ws, "gap")
-    assert gap == {"type": "gap", "room_id": room["id"], "from_seq": 1, "to_seq": 100}
+    gap = await next_of(ws, "gap")  # the two joins and messages 1-100 (pos 3-102)
+    assert gap == {"type": "gap", "room_id": room["id"], "from_pos": 1, "to_pos": 102}
     replayed = await messages_until(ws, 500)
     assert [m["seq"] for m in replayed] == list(range(101, 601))
     assert (await receive(ws))["type"] == "resumed"
@@ -199,7 +200,8 @@ async def test_resume_under_fire_crosses_the_boundary_exactly_once(
     await first.close()
     last_seen = seen[-1]["seq"]
     second = await connect(client, bob)
-    await second.send_json({"type": "resume", "rooms": {str(room["id"]): last_seen}})
+    last_seen_pos = last_seen + 2  # after the two members' joins
+    await second.send_json({"type": "resume", "rooms": {str(room["id"]): last_seen_pos}})
     seen += await messages_until(second, total - last_seen, 60)
     await sender
     assert [m["seq"] for m in seen] == list(range(1, total + 1))
@@ -268,6 +270,8 @@ async def test_bad_frames_get_errors_and_the_connection_survives(client, alice):
     assert (await next_of(ws, "ack"))["ref"] == "ok"
     await ws.send_str("x" * (64 * 1024 + 1))
     closing = await ws.receive()
+    while closing.type == WSMsgType.TEXT:  # the sent message's own message.new follows its ack
+        closing = await ws.receive()
     assert closing.type == WSMsgType.CLOSE and closing.data == WSCloseCode.MESSAGE_TOO_BIG
 
 
