@@ -31,7 +31,8 @@ def decode_cursor(v: Validator, *, numeric: bool) -> str | int | None:
         position = int(text) if numeric else text
     except (binascii.Error, UnicodeDecodeError, ValueError):
         position = None
-    if position is None or (numeric and not 0 <= position <= MAX_INT):
+    # An empty cursor was never issued (the first page has none), so it is refused too.
+    if position in (None, "") or (numeric and not 0 <= position <= MAX_INT):
         v.errors.setdefault("cursor", "not a cursor returned by this endpoint")
         return None
     return position
