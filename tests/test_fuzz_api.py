@@ -373,3 +373,44 @@ def test_multipart_part_header_with_a_control_character_is_400(target: Target) -
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PATCH", "/api/v1/rooms/public", "GET"),
+        ("DELETE", "/api/v1/rooms/public", "GET"),
+    ],
+)
+def test_undocumented_method_beside_an_id_route_is_405(
+    target: Target, method: str, path: str, allow: str
+) -> None:
+    """`/rooms/public` is not room "public": other methods there are 405, not 404."""
+    response = requests.request(
+        method,
+        target.server.url + path,
+        headers={"Authorization": f"Bearer {target.token}"},
+        timeout=10,
+    )
+    assert response.status_code == 405, response.text
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    allowed = set(response.headers["Allow"].replace(" ", "").split(","))
+    assert allowed - {"HEAD"} == set(allow.split(",")), allowed
+
+
+LISTS = ["/api/v1/users", "/api/v1/rooms/public", "/api/v1/rooms/1/members", "/api/v1/search?q=a"]
+
+
+@pytest.mark.parametrize("path", LISTS)
+def test_empty_cursor_is_400(target: Target, path: str) -> None:
+    """No page has an empty cursor; it is refused like any other cursor never issued."""
+    response = requests.get(
+        target.server.url + path,
+        params={"cursor": ""},
+        headers={"Authorization": f"Bearer {target.token}"},
+        timeout=10,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"]["fields"] == {
+        "cursor": "not a cursor returned by this endpoint"
+    }
