@@ -244,6 +244,19 @@ def test_every_operation_was_fuzzed(target: Target) -> None:
     print(json.dumps(summary))
 
 
+def _linked_operations(document: dict[str, Any]) -> list[str]:
+    """Operations a link leads from or to: the flows (the rest is fuzzed above)."""
+    ids = set()
+    for item in document["paths"].values():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            for response in operation["responses"].values():
+                for link in response.get("links", {}).values():
+                    ids |= {operation["operationId"], link["operationId"]}
+    return sorted(ids)
+
+
 def test_linked_flows_conform(target: Target, api_schema) -> None:
     """The stateful phase: scenarios of calls chained along the document's links.
 
@@ -256,7 +269,9 @@ def test_linked_flows_conform(target: Target, api_schema) -> None:
     # Only the document's own links: the flows a client follows, not guessed ones.
     api_schema.config.phases.stateful.inference.algorithms = []
 
-    class Flows(api_schema.as_state_machine()):
+    flows = api_schema.include(operation_id=_linked_operations(api_schema.raw_schema))
+
+    class Flows(flows.as_state_machine()):
         def setup(self) -> None:
             self.token = target.token
 
