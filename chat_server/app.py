@@ -88,6 +88,8 @@ async def _close_websockets(app: web.Application) -> None:
 
 def _add_routes(app: web.Application) -> None:
     api = "/api/v1"
+    # Ids next to fixed siblings (/users/me, /rooms/public) are digits only, so an
+    # unsupported method on a sibling is 405, not a lookup of id "public".
     app.router.add_routes(
         [
             web.get("/healthz", healthz),
@@ -103,13 +105,13 @@ def _add_routes(app: web.Application) -> None:
             web.post(f"{api}/auth/password", auth.change_password),
             web.get(f"{api}/users/me", users.get_me),
             web.patch(f"{api}/users/me", users.patch_me),
-            web.get(f"{api}/users/{{user_id}}", users.get_user),
+            web.get(f"{api}/users/{{user_id:[0-9]+}}", users.get_user),
             web.get(f"{api}/users", users.search_users),
             web.post(f"{api}/rooms", rooms.create_room),
             web.get(f"{api}/rooms", rooms.list_rooms),
             web.get(f"{api}/rooms/public", rooms.public_rooms),
-            web.get(f"{api}/rooms/{{room_id}}", rooms.get_room),
-            web.patch(f"{api}/rooms/{{room_id}}", rooms.patch_room),
+            web.get(f"{api}/rooms/{{room_id:[0-9]+}}", rooms.get_room),
+            web.patch(f"{api}/rooms/{{room_id:[0-9]+}}", rooms.patch_room),
             web.post(f"{api}/rooms/{{room_id}}/join", rooms.join_room),
             web.post(f"{api}/rooms/{{room_id}}/leave", rooms.leave_room),
             web.get(f"{api}/rooms/{{room_id}}/events", rooms.room_events),

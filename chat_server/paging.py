@@ -42,7 +42,8 @@ def decode_cursor(v: Validator, *, numeric: bool) -> str | int | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         position = None
     # A text position goes to the database as a parameter: PostgreSQL refuses NUL in text.
-    if position is None or not (
+    # An empty cursor was never issued (the first page has none), so it is refused too.
+    if position in (None, "") or not (
         0 <= position <= MAX_INT if isinstance(position, int) else is_storable_text(position)
     ):
         v.errors.setdefault("cursor", "not a cursor returned by this endpoint")

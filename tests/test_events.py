@@ -48,6 +48,7 @@ def test_text_frame_header_at_the_length_boundaries(size):
     assert payload.decode() == text
 
 
+@pytest.mark.raw_frames
 async def test_aiohttp_reads_our_frames_written_raw_to_the_transport(aiohttp_client):
     texts = [_text_of(size) for size in BOUNDARY_SIZES]
 

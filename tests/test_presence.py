@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from chat_server.presence import Presence
+from chat_server.realtime.presence import Presence
 
 ALICE, BOB, CAROL = 1, 2, 3
 
