@@ -178,10 +178,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    db = request.app[keys.DB]
     try:
-        await request.app[keys.DB].ping()
+        await db.ping()
     except Exception as exc:
         raise Unavailable(f"database: {type(exc).__name__}") from None
+    if db.engine.storage_full():
+        raise Unavailable("database storage full: writes fail")
     relay = request.app[keys.RELAY]
     if relay is not None and not await relay.ping():
         raise Unavailable("redis unreachable")

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .engines import DatabaseUnavailable
+from .engines import DatabaseUnavailable, StorageFull
 
 log = logging.getLogger("chat_server")
 
@@ -164,6 +164,9 @@ def render_error(exc: Exception, request: web.Request) -> web.Response | None:
         return None if exc.status < 400 else error_response(_from_http_exception(exc))
     if isinstance(exc, HttpProcessingError):  # malformed input found while reading
         return error_response(InvalidRequest(f"malformed request: {exc.message}"))
+    if isinstance(exc, StorageFull):
+        log.warning("database storage full: a write failed for lack of space")
+        return error_response(Unavailable("database storage full"))
     if is_database_outage(exc):
         log.warning("database unavailable: %s", exc)  # the driver's exception type
         return error_response(Unavailable("database unavailable"))
