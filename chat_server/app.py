@@ -34,7 +34,12 @@ def create_app(config: Config | None = None) -> web.Application:
     middlewares = [observability.observe]
     if config.allowed_origins:
         middlewares.insert(0, cors)
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_JSON_BYTES)
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=MAX_JSON_BYTES,
+        # Whatever runs the app, requests aiohttp cannot parse are logged safely.
+        handler_args={"logger": observability.PROTOCOL_LOG},
+    )
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
     app[keys.TOKENS] = auth.TokenService(

@@ -13,14 +13,12 @@ import logging
 import os
 import sys
 
-from aiohttp import web
-
 from .app import create_app
 from .auth import USERNAME, USERNAME_RULE, PasswordHasher
 from .config import SETTINGS, Config, ConfigError
 from .db import Database
 from .engines import UniqueViolation
-from .observability import setup_logging
+from .observability import serve, setup_logging
 
 
 def _flag(variable: str) -> str:
@@ -74,14 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(config)
     except ConfigError as exc:
         parser.error(str(exc))
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        access_log=None,
-        print=_announce,
-        loop=_event_loop(),
-    )
+    # Not web.run_app: its runner answers unparsable requests in text/plain.
+    serve(app, host=config.host, port=config.port, announce=_announce, loop=_event_loop())
     return 0
 
 
