@@ -174,6 +174,12 @@ def malformed_request(exc: BaseException | None) -> InvalidRequest:
     return InvalidRequest(f"malformed request: {what}" if what else "malformed request")
 
 
+def _client_gone(exc: Exception, request: web.Request) -> bool:
+    """True when reading the request failed because the client hung up."""
+    transport = request.transport
+    return isinstance(exc, ConnectionError) and (transport is None or transport.is_closing())
+
+
 def is_database_outage(exc: BaseException) -> bool:
     """True for errors meaning the database is unreachable, not that a query is wrong."""
     return isinstance(exc, DatabaseUnavailable)
@@ -183,8 +189,9 @@ def render_error(exc: Exception, request: web.Request) -> web.Response | None:
     """The contract's error response for what a handler raised (None: not an error).
 
     The one renderer: ApiErrors, aiohttp's own HTTP errors (404, 405, 413, ...),
-    malformed bodies and database outages all end up in the error shape; any
-    other exception is logged and becomes a 500 that reveals nothing.
+    malformed bodies, clients hanging up and database outages all end up in
+    the error shape; any other exception is logged and becomes a 500 that
+    reveals nothing.
     """
     if isinstance(exc, ApiError):
         return error_response(exc)
@@ -192,6 +199,8 @@ def render_error(exc: Exception, request: web.Request) -> web.Response | None:
         return None if exc.status < 400 else error_response(_from_http_exception(exc))
     if isinstance(exc, HttpProcessingError | RequestPayloadError):  # found while reading
         return error_response(malformed_request(exc))
+    if _client_gone(exc, request):  # nobody to answer; aiohttp drops the response
+        return error_response(InvalidRequest("the connection closed mid-request"))
     if isinstance(exc, StorageFull):
         log.warning("database storage full: a write failed for lack of space")
         return error_response(Unavailable("database storage full"))

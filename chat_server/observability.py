@@ -37,6 +37,9 @@ access_log = logging.getLogger("chat_server.access")
 REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming X-Request-ID is echoed only if it is this tame (it ends up in logs).
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The status logged (never sent) when a handler is cancelled because its client
+# hung up (aiohttp's handler_cancellation), as nginx logs it.
+CLIENT_CLOSED = 499
 
 
 class JsonFormatter(logging.Formatter):
@@ -172,6 +175,9 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         status = exc.status
         exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
         raise
     finally:
         elapsed = time.perf_counter() - started

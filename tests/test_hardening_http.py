@@ -1,6 +1,7 @@
 """Hostile HTTP over raw sockets: requests aiohttp cannot parse are answered in
 the contract's error shape and logged in one line that quotes nothing of them
-(a header line carries a token), never with a traceback."""
+(a header line carries a token), never with a traceback; a client that hangs
+up mid-body leaves no error behind."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ import asyncio
 import json
 import logging
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from chat_server import create_app
+from chat_server.observability import AppRunner
+
+from .conftest import PASSWORD
 from .servers import ServerProcess
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.SIGNATURE-never-logged"
@@ -82,3 +90,67 @@ async def test_embedded_app_logs_no_token_and_no_traceback(client, caplog) -> No
     assert TOKEN not in caplog.text and "Bearer" not in caplog.text, caplog.text
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert [r for r in caplog.records if "malformed" in r.getMessage()], caplog.text
+
+
+class _Finished(logging.Handler):
+    """Sets `done` when the access log records a request to `route`."""
+
+    def __init__(self, route: str) -> None:
+        super().__init__()
+        self.route = route
+        self.done = asyncio.Event()
+        self.statuses: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "route", None) == self.route:
+            self.statuses.append(record.status)  # type: ignore[attr-defined]
+            self.done.set()
+
+
+@pytest.fixture(params=["cancelling", "serving"])
+async def port(request, aiohttp_client, config) -> AsyncIterator[int]:
+    """A running app: under aiohttp's test server, which cancels the handler of a
+    client that hangs up, or under the runner `python run.py` uses, where the
+    handler's read fails instead."""
+    if request.param == "cancelling":
+        yield (await aiohttp_client(create_app(config))).port
+        return
+    runner = AppRunner(create_app(config))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield runner.addresses[0][1]
+    await runner.cleanup()
+
+
+async def test_a_client_hanging_up_mid_body_leaves_no_error(port, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with aiohttp.ClientSession() as session:
+        signed_up = await session.post(
+            f"http://127.0.0.1:{port}/api/v1/auth/signup",
+            json={"username": "alice", "password": PASSWORD},
+        )
+        token = (await signed_up.json())["access_token"]
+    finished = _Finished("/api/v1/media")
+    access = logging.getLogger("chat_server.access")
+    access.addHandler(finished)
+    boundary = "b0undary"
+    part = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=file; filename=a.bin\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + b"x" * 10_000
+    head = (
+        f"POST /api/v1/media HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        "Content-Length: 1000000\r\n\r\n"
+    ).encode()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + part)
+        await writer.drain()
+        writer.transport.abort()  # gone, 990 kB short
+        await asyncio.wait_for(finished.done.wait(), 10)
+    finally:
+        access.removeHandler(finished)
+    assert len(finished.statuses) == 1 and finished.statuses[0] < 500, finished.statuses
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
