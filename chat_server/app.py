@@ -37,7 +37,12 @@ def create_app(config: Config | None = None) -> web.Application:
     middlewares = [observability.observe]
     if config.allowed_origins:
         middlewares.insert(0, cors)
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_JSON_BYTES)
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=MAX_JSON_BYTES,
+        # Whatever runs the app, requests aiohttp cannot parse are logged safely.
+        handler_args={"logger": observability.PROTOCOL_LOG},
+    )
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
     app[keys.TOKENS] = auth.TokenService(
@@ -184,10 +189,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    db = request.app[keys.DB]
     try:
-        await request.app[keys.DB].ping()
+        await db.ping()
     except Exception as exc:
         raise Unavailable(f"database: {type(exc).__name__}") from None
+    if db.engine.storage_full():
+        raise Unavailable("database storage full: writes fail")
     relay = request.app[keys.RELAY]
     if relay is not None and not await relay.ping():
         raise Unavailable("redis unreachable")

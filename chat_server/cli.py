@@ -21,8 +21,6 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from aiohttp import web
-
 from . import __version__
 from .app import create_app
 from .auth import USERNAME, USERNAME_RULE, PasswordHasher, create_account
@@ -30,7 +28,7 @@ from .config import SETTINGS, Config, ConfigError, mask_password
 from .db import Database
 from .errors import Conflict
 from .models import User
-from .observability import setup_logging
+from .observability import serve, setup_logging
 
 log = logging.getLogger("chat_server")
 # File descriptors kept for other uses than client sockets (database, files, listeners).
@@ -190,12 +188,12 @@ def _serve(config: Config, names: _NameOf) -> int:
     files = raise_open_file_limit()
     app = create_app(config)
     try:
-        web.run_app(
+        # Not web.run_app: its runner answers unparsable requests in text/plain.
+        serve(
             app,
             host=config.host,
             port=config.port,
-            access_log=None,
-            print=lambda _: _banner(config, files),
+            announce=lambda _: _banner(config, files),
             loop=_event_loop(),
         )
     except OSError as exc:

@@ -2,8 +2,9 @@
 
 Both offer the same asyncpg-style `Conn` (fetch, fetchrow, fetchval, execute),
 `write()` for one autocommitted statement and `transaction()`, and raise the
-same two exceptions: `UniqueViolation` for a unique constraint and
-`DatabaseUnavailable` for a driver outage. What differs: SQLite gets `$n`
+same exceptions: `UniqueViolation` for a unique constraint,
+`DatabaseUnavailable` for a driver outage and its `StorageFull` for a full disk
+(which the engine also remembers for readiness: `storage_full()`). What differs: SQLite gets `$n`
 parameters rewritten to `?n`, has one writer connection behind a lock (reads
 go to a second connection; WAL lets them overlap) and binds id lists as JSON
 (`in_ids`); PostgreSQL binds them as arrays and commits writes that arrive
@@ -17,13 +18,15 @@ set connection pragmas.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import re
 import sqlite3
+import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote
@@ -42,6 +45,10 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # statements may run at once (a second one overlaps the first's commit wait).
 GROUP_COMMIT_LIMIT = 200
 GROUP_COMMITTERS = 2
+# How long readiness reports a full disk after a write failed for lack of space,
+# unless a write succeeds first: readiness comes back by itself when space is
+# freed while no write arrives to show it (the next failure reports it again).
+STORAGE_FULL_HOLD = 30.0
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -60,6 +67,14 @@ class DatabaseUnavailable(OSError):
     """
 
 
+class StorageFull(DatabaseUnavailable):
+    """The database cannot grow: its disk is full (SQLITE_FULL, SQLSTATE 53100).
+
+    Reads still work and writes work again once space is freed, without a
+    restart: callers answer it like an outage (503, retry later).
+    """
+
+
 # What the drivers raise when the database, not the query, is at fault.
 _PG_OUTAGES = (
     OSError,  # refused, reset, timed out (asyncpg's command_timeout is a TimeoutError)
@@ -69,13 +84,37 @@ _PG_OUTAGES = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.DiskFullError,
 )
-_SQLITE_OUTAGES = (OSError,)
 
 
 def _unavailable(exc: BaseException) -> DatabaseUnavailable:
+    if _is_storage_full(exc):
+        return StorageFull("database storage full")
     # Named by the driver's exception type only: its text may name hosts and users.
     return DatabaseUnavailable(type(exc).__name__)
+
+
+def _is_storage_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        # Extended result codes (SQLITE_FULL | n << 8) keep the primary code in the low byte.
+        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return isinstance(exc, asyncpg.exceptions.DiskFullError)
+
+
+@contextmanager
+def _sqlite_outages() -> Iterator[None]:
+    """SQLite's failures of the database, not of the query, as DatabaseUnavailable."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if not _is_storage_full(exc):
+            raise  # a bad query, a lock timeout, ...: not an outage
+        raise _unavailable(exc) from exc
+    except OSError as exc:
+        raise _unavailable(exc) from exc
 
 
 class Conn(ABC):
@@ -100,6 +139,25 @@ class Engine(Conn):
     """A database: reads on it directly, writes in `write()` or `transaction()`."""
 
     name: str
+    _storage_full_at: float | None = None
+
+    def storage_full(self) -> bool:
+        """True while writes fail for lack of space: one did in the last
+        STORAGE_FULL_HOLD seconds, and none has succeeded since."""
+        at = self._storage_full_at
+        return at is not None and time.monotonic() - at < STORAGE_FULL_HOLD
+
+    @contextmanager
+    def _writing(self, *, succeeded: bool = True) -> Iterator[None]:
+        """Around statements that write: remembers a failure for lack of space
+        and, when `succeeded` says that success proves there is space, forgets it."""
+        try:
+            yield
+        except StorageFull:
+            self._storage_full_at = time.monotonic()
+            raise
+        if succeeded:
+            self._storage_full_at = None
 
     @abstractmethod
     async def write(self, sql: str, *args: Any) -> Row | None:
@@ -194,31 +252,38 @@ class PostgresEngine(Engine):
         return cls(pool)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
-            async with self.pool.acquire() as conn:
-                return await _PgConn(conn).fetch(sql, *args)
-        except _PG_OUTAGES as exc:
-            raise _unavailable(exc) from exc
+        # Some writes come this way (a group commit's statement), and a sort
+        # may spill to disk: a full disk is remembered, a success proves nothing.
+        with self._writing(succeeded=False):
+            try:
+                async with self.pool.acquire() as conn:
+                    return await _PgConn(conn).fetch(sql, *args)
+            except _PG_OUTAGES as exc:
+                raise _unavailable(exc) from exc
 
     async def execute(self, sql: str, *args: Any) -> None:
-        try:
-            async with self.pool.acquire() as conn:
-                await _PgConn(conn).execute(sql, *args)
-        except _PG_OUTAGES as exc:
-            raise _unavailable(exc) from exc
+        with self._writing():
+            try:
+                async with self.pool.acquire() as conn:
+                    await _PgConn(conn).execute(sql, *args)
+            except _PG_OUTAGES as exc:
+                raise _unavailable(exc) from exc
 
-    # Autocommit: a lone statement commits on its own, in one round trip.
-    write = Conn.fetchrow
+    async def write(self, sql: str, *args: Any) -> Row | None:
+        # Autocommit: a lone statement commits on its own, in one round trip.
+        with self._writing():
+            return await self.fetchrow(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                yield _PgConn(conn)
-        except DatabaseUnavailable:  # from another engine call inside the transaction
-            raise
-        except _PG_OUTAGES as exc:  # acquiring, a statement, BEGIN, COMMIT or releasing
-            raise _unavailable(exc) from exc
+        with self._writing():
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    yield _PgConn(conn)
+            except DatabaseUnavailable:  # from another engine call inside the transaction
+                raise
+            except _PG_OUTAGES as exc:  # acquiring, a statement, BEGIN, COMMIT or releasing
+                raise _unavailable(exc) from exc
 
     def group_commit(
         self,
@@ -330,13 +395,12 @@ class _SqliteConn(Conn):
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         try:
-            return list(await self._conn.execute_fetchall(_sqlite_sql(sql), args))
+            with _sqlite_outages():
+                return list(await self._conn.execute_fetchall(_sqlite_sql(sql), args))
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" in str(exc):
                 raise UniqueViolation(str(exc)) from exc
             raise
-        except _SQLITE_OUTAGES as exc:
-            raise _unavailable(exc) from exc
 
     async def execute(self, sql: str, *args: Any) -> None:
         await self.fetch(sql, *args)
@@ -357,7 +421,7 @@ class SqliteEngine(Engine):
     async def connect(cls, url: str) -> SqliteEngine:
         # sqlite:///relative/path or sqlite:////absolute/path
         path = Path(unquote(url.removeprefix("sqlite:///")))
-        try:
+        with _sqlite_outages():
             path.parent.mkdir(parents=True, exist_ok=True)
             conns = []
             for _ in range(2):
@@ -371,8 +435,6 @@ class SqliteEngine(Engine):
                 ):
                     await conn.execute(pragma)
                 conns.append(conn)
-        except _SQLITE_OUTAGES as exc:
-            raise _unavailable(exc) from exc
         return cls(*conns)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
@@ -384,24 +446,27 @@ class SqliteEngine(Engine):
 
     async def write(self, sql: str, *args: Any) -> Row | None:
         async with self._write_lock:  # autocommit: one call to the database thread
-            return await _SqliteConn(self._writer).fetchrow(sql, *args)
+            with self._writing():
+                return await _SqliteConn(self._writer).fetchrow(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         async with self._write_lock:
-            await self._control("BEGIN IMMEDIATE")
-            try:
-                yield _SqliteConn(self._writer)
-            except BaseException:
-                await self._control("ROLLBACK")
-                raise
-            await self._control("COMMIT")
+            with self._writing():
+                await self._control("BEGIN IMMEDIATE")
+                try:
+                    yield _SqliteConn(self._writer)
+                    await self._control("COMMIT")
+                except BaseException:
+                    # SQLite may have rolled back already (it does on SQLITE_FULL);
+                    # a failed COMMIT may leave the transaction open.
+                    if self._writer.in_transaction:
+                        await self._control("ROLLBACK")
+                    raise
 
     async def _control(self, statement: str) -> None:
-        try:
+        with _sqlite_outages():
             await self._writer.execute(statement)
-        except _SQLITE_OUTAGES as exc:
-            raise _unavailable(exc) from exc
 
     def connections_in_use(self) -> int:
         return 1 if self._write_lock.locked() else 0

@@ -13,9 +13,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import (
+    BadStatusLine,
+    HttpProcessingError,
+    InvalidHeader,
+    InvalidURLError,
+    LineTooLong,
+    PayloadEncodingError,
+)
+from aiohttp.web_protocol import RequestPayloadError
 
-from .engines import DatabaseUnavailable
+from .engines import DatabaseUnavailable, StorageFull
 
 log = logging.getLogger("chat_server")
 
@@ -139,6 +147,32 @@ def _from_http_exception(exc: web.HTTPException) -> ApiError:
     return error
 
 
+# What the HTTP parser refused, most specific first, in words that quote nothing
+# of the request: aiohttp's own messages quote the offending bytes (a header
+# line with its token, say).
+_MALFORMED: tuple[tuple[type[BaseException], str], ...] = (
+    (LineTooLong, "request line or header too long"),
+    (BadStatusLine, "bad request line"),
+    (InvalidURLError, "bad request target"),
+    (InvalidHeader, "bad header"),
+    (PayloadEncodingError, "bad body encoding"),
+    (RequestPayloadError, "bad body encoding"),
+    (HttpProcessingError, "bad headers"),
+)
+
+
+def malformed_request(exc: BaseException | None) -> InvalidRequest:
+    """The 400 for a request (or body) that aiohttp could not parse."""
+    what = next((what for kind, what in _MALFORMED if isinstance(exc, kind)), None)
+    return InvalidRequest(f"malformed request: {what}" if what else "malformed request")
+
+
+def _client_gone(exc: Exception, request: web.Request) -> bool:
+    """True when reading the request failed because the client hung up."""
+    transport = request.transport
+    return isinstance(exc, ConnectionError) and (transport is None or transport.is_closing())
+
+
 def is_database_outage(exc: BaseException) -> bool:
     """True for errors meaning the database is unreachable, not that a query is wrong."""
     return isinstance(exc, DatabaseUnavailable)
@@ -148,15 +182,21 @@ def render_error(exc: Exception, request: web.Request) -> web.Response | None:
     """The contract's error response for what a handler raised (None: not an error).
 
     The one renderer: ApiErrors, aiohttp's own HTTP errors (404, 405, 413, ...),
-    malformed bodies and database outages all end up in the error shape; any
-    other exception is logged and becomes a 500 that reveals nothing.
+    malformed bodies, clients hanging up and database outages all end up in
+    the error shape; any other exception is logged and becomes a 500 that
+    reveals nothing.
     """
     if isinstance(exc, ApiError):
         return error_response(exc)
     if isinstance(exc, web.HTTPException):
         return None if exc.status < 400 else error_response(_from_http_exception(exc))
-    if isinstance(exc, HttpProcessingError):  # malformed input found while reading
-        return error_response(InvalidRequest(f"malformed request: {exc.message}"))
+    if isinstance(exc, HttpProcessingError | RequestPayloadError):  # found while reading
+        return error_response(malformed_request(exc))
+    if _client_gone(exc, request):  # nobody to answer; aiohttp drops the response
+        return error_response(InvalidRequest("the connection closed mid-request"))
+    if isinstance(exc, StorageFull):
+        log.warning("database storage full: a write failed for lack of space")
+        return error_response(Unavailable("database storage full"))
     if is_database_outage(exc):
         log.warning("database unavailable: %s", exc)  # the driver's exception type
         return error_response(Unavailable("database unavailable"))

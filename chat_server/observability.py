@@ -1,4 +1,5 @@
-"""Logging setup, request ids and access logs, and Prometheus metrics.
+"""Logging setup, request ids and access logs, Prometheus metrics, and the
+connection handling that keeps requests aiohttp cannot parse out of the log.
 
 Logs name the route template (never the raw path with ids or query), the
 user id, status and latency. Tokens, passwords and message bodies are never
@@ -7,14 +8,19 @@ logged anywhere in the server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import secrets
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -25,12 +31,15 @@ from prometheus_client import (
 )
 
 from . import keys
-from .errors import render_error
+from .errors import ApiError, error_response, malformed_request, render_error
 
 access_log = logging.getLogger("chat_server.access")
 REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming X-Request-ID is echoed only if it is this tame (it ends up in logs).
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The status logged (never sent) when a handler is cancelled because its client
+# hung up (aiohttp's handler_cancellation), as nginx logs it.
+CLIENT_CLOSED = 499
 
 
 class JsonFormatter(logging.Formatter):
@@ -184,6 +193,9 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
         status = exc.status
         exc.headers[REQUEST_ID_HEADER] = request_id
         raise
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        raise
     finally:
         elapsed = time.perf_counter() - started
         route = _route_of(request)
@@ -211,3 +223,115 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     db = request.app[keys.DB]
     metrics.db_pool_in_use.set(db.connections_in_use())
     return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# --- requests aiohttp cannot parse -----------------------------------------------------
+# They never reach the middleware: aiohttp's connection handler answers them
+# itself, in text/plain quoting the offending bytes, and logs them at ERROR with
+# a traceback whose message quotes them too (a header line with its token).
+
+
+class ProtocolLog(logging.LoggerAdapter):
+    """The log of aiohttp's connection handlers (`aiohttp.server`), safe for client input.
+
+    A record about a request the parser refused becomes one line naming the kind
+    of fault, at INFO at most (client input is no error of the server); faults
+    of the server keep their traceback. create_app() installs it for every runner.
+    """
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = _exception_of(kwargs.get("exc_info"))
+        if not isinstance(exc, HttpProcessingError):
+            super().log(level, msg, *args, **kwargs)
+            return
+        kwargs.pop("exc_info")
+        text = str(msg) % args if args else str(msg)  # aiohttp's words and the peer's address
+        refused = malformed_request(exc).message
+        super().log(min(level, logging.INFO), "%s: %s", text, refused, **kwargs)
+
+
+def _exception_of(exc_info: Any) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple):
+        return exc_info[1]
+    return sys.exc_info()[1] if exc_info else None
+
+
+PROTOCOL_LOG = ProtocolLog(logging.getLogger("aiohttp.server"))
+
+
+class _ContractErrorsHandler(RequestHandler):
+    """aiohttp's connection handler, answering what it cannot parse in the contract's shape."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's own logs (through ProtocolLog) and refuses if a response has begun.
+        super().handle_error(request, status, exc, message)
+        response = error_response(malformed_request(exc) if status < 500 else ApiError())
+        response.force_close()
+        return response
+
+
+class _ContractErrorsServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        # As web.Server.__call__, with the handler class aiohttp offers no option for.
+        return _ContractErrorsHandler(self, loop=self._loop, **self._kwargs)
+
+
+class AppRunner(web.AppRunner):
+    """web.AppRunner whose connections answer requests aiohttp cannot parse in the
+    contract's JSON error shape instead of aiohttp's text/plain echo of them."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _ContractErrorsServer  # aiohttp builds it; only __call__ differs
+        return server
+
+
+def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    announce: Callable[[str], None],
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Serves `app` until SIGINT or SIGTERM: web.run_app on `AppRunner` (run_app
+    takes no runner), then cleans up the app and the loop as run_app does."""
+    main = loop.create_task(_serve(app, host, port, announce))
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        main.cancel()  # its `finally` shuts the app down
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(main, *leftover, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _serve(
+    app: web.Application, host: str, port: int, announce: Callable[[str], None]
+) -> None:
+    # run_app's defaults: SIGINT/SIGTERM raise GracefulExit, idle keep-alive 75 s.
+    runner = AppRunner(app, handle_signals=True, access_log=None, keepalive_timeout=75.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        announce(f"======== Running on {site.name} ========")
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

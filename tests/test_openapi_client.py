@@ -19,11 +19,14 @@ from .conftest import make_config
 
 # The generator decodes only JSON, text and application/octet-stream bodies; media
 # and thumbnails are bytes of whatever type was sniffed, which a client takes as a file.
+# No post hooks: formatting the generated code with ruff (its default) is not what
+# is tested, and ruff may not be on the PATH.
 GENERATOR_CONFIG = {
     "content_type_overrides": {
         media_type: "application/octet-stream"
         for media_type in ("*/*", "image/png", "image/jpeg", "image/webp")
-    }
+    },
+    "post_hooks": [],
 }
 
 
