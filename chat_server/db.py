@@ -241,11 +241,10 @@ class Database:
         to revoke. On PostgreSQL, `FOR SHARE` waits for a change in progress
         and re-reads the row; SQLite's one writer runs the two one at a time.
         """
-        lock = " FOR SHARE" if self.engine.name == "postgres" else ""
         row = await self.engine.write(
             "INSERT INTO sessions (user_id, refresh_jti, user_agent, created_at, last_used_at)"
             " SELECT id, $3, $4, $5, $5 FROM users WHERE id = $1 AND password_hash = $2"
-            f"{lock} RETURNING {SESSION_FIELDS}",
+            f" FOR SHARE RETURNING {SESSION_FIELDS}",
             user_id,
             password_hash,
             refresh_jti,
@@ -551,9 +550,12 @@ class Database:
         A change that needs membership checks it here, so a removal committing
         meanwhile either waits for the change or makes it fail (invariant 9).
         Member rows are locked before the room row everywhere: no deadlock.
+        KEY SHARE, not SHARE: it blocks the removal (a DELETE) but not the
+        read-marker updates of the member's own concurrent sends, which wait
+        for the room row this transaction is about to lock.
         """
         role: str | None = await tx.fetchval(
-            "SELECT role FROM members WHERE room_id = $1 AND user_id = $2 FOR SHARE",
+            "SELECT role FROM members WHERE room_id = $1 AND user_id = $2 FOR KEY SHARE",
             room_id,
             user_id,
         )
@@ -720,7 +722,7 @@ class Database:
     # and moves the sender's read marker.
     _SEND_POSTGRES = f"""
 WITH member AS (
-    SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2 FOR SHARE
+    SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2 FOR KEY SHARE
 ), bumped AS (
     UPDATE rooms SET last_seq = last_seq + 1, last_pos = last_pos + 1
     WHERE id = $1 AND EXISTS (SELECT 1 FROM member)
@@ -753,7 +755,7 @@ WITH sends AS (
 ), member AS (
     SELECT m.room_id, m.user_id FROM members m
     WHERE (m.room_id, m.user_id) IN (SELECT room_id, sender_id FROM sends)
-    ORDER BY m.room_id, m.user_id FOR SHARE
+    ORDER BY m.room_id, m.user_id FOR KEY SHARE
 ), batch AS (
     SELECT s.* FROM sends s
     WHERE (s.room_id, s.sender_id) IN (SELECT room_id, user_id FROM member)

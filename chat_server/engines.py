@@ -381,7 +381,7 @@ class GroupCommit(Generic[T, R]):
 
 _PARAM = re.compile(r"\$(\d+)")
 # Row locks: SQLite's single writer already serializes every write transaction.
-_ROW_LOCK = re.compile(r"\s+FOR (?:SHARE|UPDATE)\b")
+_ROW_LOCK = re.compile(r"\s+FOR (?:KEY SHARE|SHARE|NO KEY UPDATE|UPDATE)\b")
 
 
 @functools.lru_cache(maxsize=512)

@@ -147,6 +147,7 @@ class Sender:
     progress: Progress = field(default_factory=Progress)
     reconnects: int = 0
     retried: int = 0  # client_ids sent again after a failure
+    last_pos: int = 0  # of the room's stream, as delivered to this sender
 
     @property
     def last_seq(self) -> int:
@@ -183,7 +184,7 @@ async def _send_batch(ws, sender: Sender, room_id, total, window, sent_before: s
     first = await ws.receive(timeout=10)
     if first.type != WSMsgType.TEXT:
         raise ConnectionError(f"no ready: {first.type}")
-    await ws.send_json({"type": "resume", "rooms": {str(room_id): sender.last_seq}})
+    await ws.send_json({"type": "resume", "rooms": {str(room_id): sender.last_pos}})
     todo = [c for c in sender.client_ids if c not in sender.acked]
     in_flight: set[str] = set()
 
@@ -209,6 +210,9 @@ async def _send_batch(ws, sender: Sender, room_id, total, window, sent_before: s
         if msg.type != WSMsgType.TEXT:
             raise ConnectionError(f"connection ended: {msg.type} {msg.data}")
         frame = msg.json()
+        if frame.get("pos") is not None:  # a room event: the stream in order, once each
+            assert frame["pos"] == sender.last_pos + 1, (sender.name, frame, sender.last_pos)
+            sender.last_pos = frame["pos"]
         if frame["type"] == "ack":
             message = frame["message"]
             if message["client_id"] not in sender.acked:
