@@ -197,7 +197,7 @@ async def readyz(request: web.Request) -> web.Response:
     if db.engine.storage_full():
         raise Unavailable("database storage full: writes fail")
     relay = request.app[keys.RELAY]
-    if relay is not None and not await relay.ping():
+    if relay is not None and not relay.connected:  # unreachable, or stalled (no heartbeat)
         raise Unavailable("redis unreachable")
     return web.json_response({"status": "ok"})
 

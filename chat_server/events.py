@@ -168,16 +168,6 @@ def read(room_id: int, user_id: int, seq: int) -> Event:
     )
 
 
-def room_added(room: Room, user_id: int) -> Event:
-    """To the user: a room joined, created or added to (`room` as that user sees it)."""
-    return Event.of({"type": "room.added", "room": room.to_json()}, user_ids=(user_id,))
-
-
-def room_removed(room: Room, user_id: int) -> Event:
-    """To the user: a room left or removed from."""
-    return Event.of({"type": "room.removed", "room": room.to_json()}, user_ids=(user_id,))
-
-
 # --- frames for one connection (text) -------------------------------------------------
 
 
@@ -188,6 +178,16 @@ def ready(user: User, positions: dict[int, tuple[int, int]]) -> str:
         for room_id, (seq, pos) in sorted(positions.items())
     ]
     return dumps({"type": "ready", "user": user.to_json(), "rooms": rooms})
+
+
+def room_added(room: Room) -> str:
+    """The connection's user joined, created or was added to `room` (as they see it)."""
+    return dumps({"type": "room.added", "room": room.to_json()})
+
+
+def room_removed(room: Room) -> str:
+    """The connection's user left or was removed from `room` (as they see it now)."""
+    return dumps({"type": "room.removed", "room": room.to_json()})
 
 
 def resumed() -> str:

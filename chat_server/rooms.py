@@ -7,8 +7,6 @@ are announced after commit and update the hub's room index live.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from aiohttp import web
 
 from . import events, keys, stream
@@ -42,26 +40,22 @@ async def member_room(app: web.Application, room_id: int, user_id: int) -> Room:
 # --- announcements -------------------------------------------------------------------
 
 
-def announce_join(app: web.Application, room: Room, user: User, pos: int, by: int | None) -> None:
-    """After a committed join or add (`member.joined` at `pos`; `room` as the new
-    member sees it): the room hears of the member, the member's connections
-    follow the room from there, and learn of it."""
+def announce_join(
+    app: web.Application, room_id: int, user: User, role: str, pos: int, by: int | None
+) -> None:
+    """After a committed join or add (`member.joined` at `pos`): the room hears of
+    the member, and the member's connections (on every process) follow the room
+    from there, announcing it as `room.added`."""
     hub = app[keys.HUB]
-    member = events.member_joined(room.id, pos, user.to_json(), room.my_role, by)
-    hub.publish(events.room_event(member))
-    hub.joined(user.id, room.id, pos)
-    hub.publish(events.room_added(room, user.id))
+    hub.publish(events.room_event(events.member_joined(room_id, pos, user.to_json(), role, by)))
+    hub.joined(user.id, room_id, pos)
 
 
-def announce_leave(app: web.Application, room: Room, user: User, pos: int, reason: str) -> None:
+def announce_leave(app: web.Application, room_id: int, user: User, pos: int, reason: str) -> None:
     """After a committed removal (`member.left` at `pos`): the removed user's
-    connections deliver it and stop there, then hear `room.removed`."""
-    hub = app[keys.HUB]
-    hub.publish(
-        events.room_event(events.member_left(room.id, pos, user.to_json(), reason), user.id)
-    )
-    gone = replace(room, my_role=None, my_last_read_seq=0, member_count=room.member_count - 1)
-    hub.publish(events.room_removed(gone, user.id))
+    connections deliver it, stop following the room there and say `room.removed`."""
+    member = events.member_left(room_id, pos, user.to_json(), reason)
+    app[keys.HUB].publish(events.room_event(member, removes=user.id))
 
 
 # --- routes --------------------------------------------------------------------------
@@ -78,7 +72,7 @@ async def create_room(request: web.Request) -> web.Response:
     room = await db.create_room(kind, name, topic or "", me.user_id)
     owner = await db.get_user(me.user_id)
     if owner is not None:
-        announce_join(request.app, room, owner, room.last_pos, None)  # pos 1
+        announce_join(request.app, room.id, owner, "owner", room.last_pos, None)  # pos 1
     return web.json_response(room.to_json(), status=201)
 
 
@@ -129,12 +123,12 @@ async def join_room(request: web.Request) -> web.Response:
         return web.json_response(room.to_json())
     db = request.app[keys.DB]
     pos = await db.add_member(room.id, me.user_id, "member", None)
+    user = await db.get_user(me.user_id)
+    if pos is not None and user is not None:  # None: joined concurrently, announced there
+        announce_join(request.app, room.id, user, "member", pos, None)
     joined = await db.get_room(room.id, me.user_id)
     if joined is None:
         raise NotFound("no such room")
-    user = await db.get_user(me.user_id)
-    if pos is not None and user is not None:
-        announce_join(request.app, joined, user, pos, None)
     return web.json_response(joined.to_json())
 
 
@@ -154,7 +148,7 @@ async def _remove(
     user = await db.get_user(user_id)
     pos = await db.remove_member(room.id, user_id, reason, actor_id)
     if pos is not None and user is not None:
-        announce_leave(app, room, user, pos, reason)
+        announce_leave(app, room.id, user, pos, reason)
 
 
 async def list_members(request: web.Request) -> web.Response:
@@ -186,11 +180,10 @@ async def add_member(request: web.Request) -> web.Response:
     pos = await db.add_member(room.id, user.id, role, me.user_id)
     if pos is None:
         raise Conflict("already a member")
+    announce_join(request.app, room.id, user, role, pos, me.user_id)
     member = await db.get_member(room.id, user.id)
-    joined = await db.get_room(room.id, user.id)
-    if member is None or joined is None:  # removed again in between
+    if member is None:  # removed again in between
         raise NotFound("no such member")
-    announce_join(request.app, joined, user, pos, me.user_id)
     return web.json_response(member.to_json(), status=201)
 
 
@@ -233,9 +226,6 @@ async def open_dm(request: web.Request) -> web.Response:
                 hub.publish(events.room_event(member))
         for user_id in users:
             hub.joined(user_id, room.id, 1)  # each member sees both joins
-            view = await db.get_room(room.id, user_id)
-            if view is not None:
-                hub.publish(events.room_added(view, user_id))
     return web.json_response(room.to_json(), status=201 if created else 200)
 
 

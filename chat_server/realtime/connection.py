@@ -84,7 +84,10 @@ class Ordered:
 
 @dataclass(frozen=True, slots=True)
 class CatchUp:
-    """Deliver what the room's stream holds after the connection's position."""
+    """Deliver what the room's stream holds after the connection's position.
+
+    After a join (`cause` "join") the room is announced first: `room.added`.
+    """
 
     room_id: int
     cause: str  # for metrics: resume, join, poll, hold
@@ -185,6 +188,11 @@ class Connection:
         if catch_up is not None:
             self.push(CatchUp(room_id, catch_up))
         return True
+
+    def advance_to(self, room_id: int, pos: int) -> None:
+        """Nothing up to `pos` is owed (read for `ready`, after the room was followed)."""
+        if self.last_pos.get(room_id, pos) < pos:
+            self.last_pos[room_id] = pos
 
     def unfollow(self, room_id: int) -> bool:
         """Stop delivering the room (queued events of it are dropped); False if not following."""
@@ -436,13 +444,20 @@ class Connection:
         joined_pos = await self.db.joined_pos(room_id, self.user_id)
         if joined_pos is not None and joined_pos > pos:
             self.last_pos[room_id] = joined_pos - 1
-        else:
-            self.unfollow(room_id)
+            return
+        self.unfollow(room_id)
+        room = await self.db.get_room(room_id, self.user_id)
+        if room is not None:
+            await self._write(text_frame(events.room_removed(room)))
 
     async def _catch_up(self, item: CatchUp) -> None:
         last = self.last_pos.get(item.room_id)
         if last is None:
             return
+        if item.cause == "join":
+            room = await self.db.get_room(item.room_id, self.user_id)
+            if room is not None and room.my_role is not None:  # not removed again already
+                await self._write(text_frame(events.room_added(room)))
         outcome = "nothing_missed"
         if item.limit is not None:
             newest = await self.db.room_last_pos(item.room_id)

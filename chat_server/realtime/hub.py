@@ -85,7 +85,8 @@ class Hub:
         prepared) keeps its position.
         """
         for room_id, pos in positions.items():
-            conn.follow(room_id, pos)
+            if not conn.follow(room_id, pos):
+                conn.advance_to(room_id, pos)
         rooms = conn.rooms
         if self.presence.local_online(conn.user_id):
             self._announce_presence(conn.user_id, "online", rooms)
@@ -125,7 +126,7 @@ class Hub:
                     conn.behind(room_id, last_pos)
         if self.by_user:
             for user_id, room_id, joined_pos in await self.db.memberships(list(self.by_user)):
-                self._joined_local(user_id, room_id, joined_pos, cause="poll")
+                self._joined_local(user_id, room_id, joined_pos)
         sessions = {c.session_id for conns in self.by_user.values() for c in conns}
         if sessions:
             self._close_local(await self.db.revoked_among(list(sessions)))
@@ -135,17 +136,17 @@ class Hub:
     def joined(self, user_id: int, room_id: int, pos: int) -> None:
         """The user's connections (on every process) follow the room from its
         `member.joined` at `pos`."""
-        self._joined_local(user_id, room_id, pos, cause="join")
+        self._joined_local(user_id, room_id, pos)
         self._relay(Joined(user_id, room_id, pos))
 
-    def _joined_local(self, user_id: int, room_id: int, pos: int, cause: str) -> None:
+    def _joined_local(self, user_id: int, room_id: int, pos: int) -> None:
         """Connections not following the room start at `pos`; the others are in it
         already, or will be once they deliver the removal this join follows
         (Connection._removed reads where the user rejoined)."""
         joining = [
             conn
             for conn in self.by_user.get(user_id, ())
-            if conn.follow(room_id, pos - 1, catch_up=cause)
+            if conn.follow(room_id, pos - 1, catch_up="join")
         ]
         if not joining:
             return
@@ -218,7 +219,7 @@ class Hub:
             case Published(event):
                 self.deliver(event)
             case Joined(user_id, room_id, pos):
-                self._joined_local(user_id, room_id, pos, cause="join")
+                self._joined_local(user_id, room_id, pos)
             case Heartbeat():
                 pass  # another process's; the relay listens for its own
             case Revoked(session_ids):

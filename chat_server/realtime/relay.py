@@ -193,12 +193,6 @@ class Relay:
         await self.redis.aclose()
         await self.subscriber.aclose()
 
-    async def ping(self) -> bool:
-        try:
-            return bool(await self.redis.ping())
-        except (RedisError, OSError):
-            return False
-
     # --- sending -------------------------------------------------------------------
 
     def send(self, message: RelayMessage) -> None:
