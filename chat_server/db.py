@@ -500,6 +500,29 @@ class Database:
         )
         return pos
 
+    async def left_after(self, room_id: int, user_id: int, after_pos: int) -> int | None:
+        """When (epoch ms) the user's first `member.left` after `after_pos` was committed."""
+        at: int | None = await self.engine.fetchval(
+            "SELECT created_at FROM room_events WHERE room_id = $1 AND pos > $3"
+            " AND type = 'member.left' AND user_id = $2 ORDER BY pos LIMIT 1",
+            room_id,
+            user_id,
+            after_pos,
+        )
+        return at
+
+    async def joins_since(
+        self, user_ids: Sequence[int], since_ms: int
+    ) -> list[tuple[int, int, int]]:
+        """(user_id, room_id, pos) of the given users' `member.joined` since `since_ms`."""
+        rows = await self.engine.fetch(
+            "SELECT user_id, room_id, pos FROM room_events WHERE type = 'member.joined'"
+            f" AND created_at >= $2 AND user_id {self.engine.in_ids('$1')}",
+            self.engine.ids_param(user_ids),
+            since_ms,
+        )
+        return [(r["user_id"], r["room_id"], r["pos"]) for r in rows]
+
     async def memberships(self, user_ids: Sequence[int]) -> list[tuple[int, int, int]]:
         """(user_id, room_id, joined_pos) of every membership of the given users."""
         rows = await self.engine.fetch(

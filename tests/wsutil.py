@@ -348,7 +348,12 @@ class Recorder:
         return [frame for _, frame in self.frames if frame.get("type") in ROOM_EVENTS]
 
     def reached(self, room_id: int, pos: int) -> bool:
-        return self.high.get(room_id, 0) >= pos
+        """Whether the connection stands at `pos` or later: its newest delivered event,
+        or, before any, where `ready` (or the resume) put it."""
+        if room_id in self.high:
+            return self.high[room_id] >= pos
+        start = self.expect.get(room_id)
+        return start is not None and start - 1 >= pos
 
     def has(self, kind: str, **fields: Any) -> bool:
         return any(all(f.get(k) == v for k, v in fields.items()) for f in self.of_type(kind))

@@ -31,6 +31,7 @@ from .. import events, stream
 from ..db import Database
 from ..errors import is_database_outage
 from ..events import dumps, text_frame
+from ..models import now_ms
 
 if TYPE_CHECKING:
     from ..observability import Metrics
@@ -115,10 +116,13 @@ class Connection:
         "following",
         "held",
         "last_pos",
+        "left_at",
         "metrics",
         "moved",
+        "opened_at",
         "outbox",
         "outbox_limit",
+        "rejoins",
         "request",
         "session_id",
         "state",
@@ -148,7 +152,14 @@ class Connection:
         self.outbox_limit = outbox_limit
         self.state = State.CONNECTING
         self.following = following  # the hub's index: room -> connections following it
+        self.opened_at = now_ms()
         self.last_pos: dict[int, int] = {}  # followed room -> last pos delivered
+        # Room -> pos of the user's own `member.left` this connection delivered: a
+        # join numbered before it (a late notification, a stale poll) is not followed.
+        self.left_at: dict[int, int] | None = None
+        # Room -> pos of a join heard of while still following the room: the user
+        # left and came back, and this connection has yet to deliver the leaving.
+        self.rejoins: dict[int, int] | None = None
         # Rooms whose position moved since `ready`: a later resume cannot rewind them.
         self.moved: set[int] | None = None
         self.outbox: deque[bytes | Ordered | CatchUp | Close] | None = None  # made when needed
@@ -181,8 +192,15 @@ class Connection:
         `catch_up` (its cause) sends what was committed after `after_pos` at
         once (a join); otherwise the next live event or resume brings it.
         """
-        if room_id in self.last_pos:
+        last = self.last_pos.get(room_id)
+        if last is not None:
+            if after_pos >= last:  # a rejoin after a removal not yet delivered here
+                if self.rejoins is None:
+                    self.rejoins = {}
+                self.rejoins[room_id] = max(self.rejoins.get(room_id, 0), after_pos + 1)
             return False
+        if self.left_at is not None and self.left_at.get(room_id, -1) > after_pos:
+            return False  # a join from before a removal already delivered here
         self.last_pos[room_id] = after_pos
         self.following.setdefault(room_id, set()).add(self)
         if catch_up is not None:
@@ -441,11 +459,16 @@ class Connection:
         """The user's own `member.left` at `pos` was delivered: stop following the room,
         unless the user is in it again by now; then go on from that `member.joined`
         (nothing between the two is theirs to see)."""
-        joined_pos = await self.db.joined_pos(room_id, self.user_id)
-        if joined_pos is not None and joined_pos > pos:
+        joined_pos = await self.db.joined_pos(room_id, self.user_id) or 0
+        if self.rejoins is not None:  # heard of while the database was being asked
+            joined_pos = max(joined_pos, self.rejoins.pop(room_id, 0))
+        if joined_pos > pos:
             self.last_pos[room_id] = joined_pos - 1
             return
         self.unfollow(room_id)
+        if self.left_at is None:
+            self.left_at = {}
+        self.left_at[room_id] = pos
         room = await self.db.get_room(room_id, self.user_id)
         if room is not None:
             await self._write(text_frame(events.room_removed(room)))
@@ -454,10 +477,10 @@ class Connection:
         last = self.last_pos.get(item.room_id)
         if last is None:
             return
-        if item.cause == "join":
-            room = await self.db.get_room(item.room_id, self.user_id)
-            if room is not None and room.my_role is not None:  # not removed again already
-                await self._write(text_frame(events.room_added(room)))
+        if item.cause == "join" and not await self._joining(item.room_id, last):
+            return
+        if (last := self.last_pos.get(item.room_id)) is None:
+            return
         outcome = "nothing_missed"
         if item.limit is not None:
             newest = await self.db.room_last_pos(item.room_id)
@@ -473,6 +496,28 @@ class Connection:
             self.metrics.resumes.labels(
                 "replayed" if replayed and outcome != "gap" else outcome
             ).inc()
+
+    async def _joining(self, room_id: int, last: int) -> bool:
+        """Announce a room followed after a join from `last`, as `room.added`; False
+        when the notice came too late to matter (the room is no longer followed).
+
+        Notices of joins can arrive late (a slow relay): a membership that ended
+        before this socket opened is skipped, and so is one the user has left
+        since rejoining (the stream goes on from the latest join).
+        """
+        joined_pos = await self.db.joined_pos(room_id, self.user_id)
+        if joined_pos is None:  # removed again already: owed only if after this socket opened
+            left_at = await self.db.left_after(room_id, self.user_id, last)
+            if left_at is None or left_at < self.opened_at:
+                self.unfollow(room_id)
+                return False
+            return True
+        if joined_pos - 1 > last:
+            self.last_pos[room_id] = joined_pos - 1
+        room = await self.db.get_room(room_id, self.user_id)
+        if room is not None:
+            await self._write(text_frame(events.room_added(room)))
+        return True
 
     async def _fill(self, room_id: int, until: int | None, cause: str) -> int:
         """Send the room's committed events after our last pos, up to `until`, as they

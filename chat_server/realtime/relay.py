@@ -34,6 +34,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from ..events import Event, dumps
+from ..models import now_ms
 
 if TYPE_CHECKING:
     from ..observability import Metrics
@@ -152,6 +153,13 @@ RETRY_SECONDS = 1.0
 HEARTBEAT_SECONDS = 0.25
 STALL_SECONDS = 1.0
 POLL_SECONDS = 0.5
+# How long start-up waits for Redis to carry the first heartbeat (then it
+# starts anyway, polling until Redis is back).
+START_WAIT_SECONDS = 2.0
+# While Redis does not carry events, polls look for joins committed since a
+# little before Redis was last known to carry them (commits take time, and
+# clocks of several machines differ a little).
+JOINS_MARGIN_MS = 5_000
 # How often a process announces who is online on it, and after how long a
 # silent process's users are considered gone (it crashed or lost Redis).
 ALIVE_SECONDS = 10.0
@@ -172,7 +180,9 @@ class Relay:
         self._queued = asyncio.Event()
         self.subscribed = False  # the subscriber is listening on the channel
         self.heard_at = 0.0  # monotonic time our own heartbeat last came back
+        self.heard_at_ms = now_ms()  # the same, on the wall clock (joins are stamped so)
         self.connected = False  # subscribed and hearing our heartbeat: Redis carries events
+        self._live = asyncio.Event()  # set while connected
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, hub: Hub) -> None:
@@ -183,6 +193,8 @@ class Relay:
             asyncio.create_task(self._watch_loop(hub)),
             asyncio.create_task(self._alive_loop(hub)),
         ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._live.wait(), START_WAIT_SECONDS)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -259,8 +271,9 @@ class Relay:
             now = time.monotonic()
             healthy = self.subscribed and now - self.heard_at <= STALL_SECONDS
             if healthy and not self.connected:
+                since = self.heard_at_ms - JOINS_MARGIN_MS
                 self._set_connected(True)
-                await self._poll(hub)  # catch up on what was published while away
+                await self._poll(hub, since)  # catch up on what was published while away
                 hub.relay_alive()
             elif not healthy and self.connected:
                 self._set_connected(False)
@@ -269,7 +282,7 @@ class Relay:
                     self.metrics.relay_stalls.inc()
             if not self.connected and now - last_poll >= POLL_SECONDS:
                 last_poll = now
-                await self._poll(hub)
+                await self._poll(hub, self.heard_at_ms - JOINS_MARGIN_MS)
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def _beat(self) -> None:
@@ -280,14 +293,18 @@ class Relay:
             )
 
     @staticmethod
-    async def _poll(hub: Hub) -> None:
+    async def _poll(hub: Hub, joins_since_ms: int) -> None:
         try:
-            await hub.poll()
+            await hub.poll(joins_since_ms)
         except Exception as exc:  # the database may be away too; try again next round
             log.warning("relay: polling the database failed (%s)", type(exc).__name__)
 
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
+        if connected:
+            self._live.set()
+        else:
+            self._live.clear()
         self.metrics.relay_connected.set(1 if connected else 0)
 
     def _on_message(self, hub: Hub, data: bytes) -> None:
@@ -297,8 +314,11 @@ class Relay:
             log.warning("relay: undecodable message ignored")
             return
         if node == self.node:
-            if isinstance(message, Heartbeat):
+            if isinstance(message, Heartbeat) and self.connected:
                 self.heard_at = time.monotonic()
+                self.heard_at_ms = now_ms()
+            elif isinstance(message, Heartbeat):
+                self.heard_at = time.monotonic()  # back: heard_at_ms stays where Redis went away
             return
         self.metrics.relay_received.inc()
         self.metrics.relay_lag.observe(max(0.0, time.time() - ts))

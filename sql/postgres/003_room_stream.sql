@@ -28,3 +28,7 @@ CREATE TABLE room_events (
     created_at  BIGINT NOT NULL,
     PRIMARY KEY (room_id, pos)
 );
+-- Joins by user since a time: what a process polling while Redis is away
+-- looks for, so that even a membership begun and ended between two polls
+-- reaches the user's connections.
+CREATE INDEX room_events_joins ON room_events (user_id, created_at) WHERE type = 'member.joined';

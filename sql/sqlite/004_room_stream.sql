@@ -21,6 +21,10 @@ CREATE TABLE room_events (
     created_at  INTEGER NOT NULL,
     PRIMARY KEY (room_id, pos)
 ) WITHOUT ROWID;
+-- Joins by user since a time: what a process polling while Redis is away
+-- looks for, so that even a membership begun and ended between two polls
+-- reaches the user's connections.
+CREATE INDEX room_events_joins ON room_events (user_id, created_at) WHERE type = 'member.joined';
 
 DROP TRIGGER messages_take_seq;
 CREATE TRIGGER messages_take_seq AFTER INSERT ON messages BEGIN
