@@ -35,6 +35,7 @@ ROOM = {
     "created_by": 1,
     "created_at": "2026-11-23T22:37:53.123Z",
     "last_seq": 2,
+    "last_pos": 9,
     "member_count": 2,
     "my_role": "owner",
     "my_last_read_seq": 2,
@@ -69,7 +70,6 @@ MESSAGE_2 = MESSAGE | {
 }
 
 GOOD_SERVER_FRAMES = [
-    {"type": "ready", "user": USER, "rooms": [{"room_id": 3, "last_seq": 2}]},
     {"type": "ready", "user": USER_2, "rooms": [{"room_id": 3, "last_seq": 2, "last_pos": 9}]},
     {"type": "resumed"},
     {"type": "gap", "room_id": 3, "from_pos": 1, "to_pos": 40},
@@ -77,7 +77,6 @@ GOOD_SERVER_FRAMES = [
     {"type": "ack", "ref": "r1", "message": MESSAGE},
     {"type": "ack", "result": {"emoji": ":tada:", "count": 1, "me": True}},
     {"type": "error", "code": "not_found", "message": "no such room", "ref": "x"},
-    {"type": "message.new", "message": MESSAGE},
     {"type": "message.new", "room_id": 3, "pos": 9, "message": MESSAGE_2},
     {"type": "message.deleted", "room_id": 3, "pos": 10, "message": MESSAGE | {"deleted": True}},
     {"type": "message.pinned", "room_id": 3, "pos": 11, "message": MESSAGE_2, "by": 1},
@@ -91,11 +90,9 @@ GOOD_SERVER_FRAMES = [
         "user_id": 2,
         "count": 2,
     },
-    {"type": "member.joined", "room_id": 3, "user": USER},
     {"type": "member.joined", "room_id": 3, "pos": 1, "user": USER_2, "role": "owner", "by": None},
     {"type": "member.left", "room_id": 3, "pos": 13, "user": USER_2, "reason": "kicked"},
     {"type": "member.role", "room_id": 3, "pos": 14, "user": USER_2, "role": "admin"},
-    {"type": "room.updated", "room": ROOM},
     {"type": "room.updated", "room_id": 3, "pos": 15, "room": ROOM_2},
     {"type": "room.added", "room": ROOM_2},
     {"type": "room.removed", "room": ROOM | {"my_role": None}},
@@ -120,6 +117,9 @@ GOOD_SERVER_FRAMES = [
     {"type": "presence", "user_id": 2, "status": "online", "added_later": [1, 2]},  # open
 ]
 BAD_SERVER_FRAMES = [
+    {"type": "message.new", "message": MESSAGE},  # a room event without its room_id and pos
+    {"type": "gap", "room_id": 3, "from_seq": 1, "to_seq": 40},
+    {"type": "ready", "user": USER, "rooms": [{"room_id": 3, "last_seq": 2}]},
     {"type": "teleport"},
     {"no": "type"},
     {"type": "ready", "user": USER},
