@@ -500,14 +500,10 @@ class Database:
         )
         return pos
 
-    async def left_after(self, room_id: int, user_id: int, after_pos: int) -> int | None:
-        """When (epoch ms) the user's first `member.left` after `after_pos` was committed."""
+    async def event_time(self, room_id: int, pos: int) -> int | None:
+        """When (epoch ms) the room event at `pos` was written (None: a message's or none)."""
         at: int | None = await self.engine.fetchval(
-            "SELECT created_at FROM room_events WHERE room_id = $1 AND pos > $3"
-            " AND type = 'member.left' AND user_id = $2 ORDER BY pos LIMIT 1",
-            room_id,
-            user_id,
-            after_pos,
+            "SELECT created_at FROM room_events WHERE room_id = $1 AND pos = $2", room_id, pos
         )
         return at
 

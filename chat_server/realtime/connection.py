@@ -501,14 +501,16 @@ class Connection:
         """Announce a room followed after a join from `last`, as `room.added`; False
         when the notice came too late to matter (the room is no longer followed).
 
-        Notices of joins can arrive late (a slow relay): a membership that ended
-        before this socket opened is skipped, and so is one the user has left
-        since rejoining (the stream goes on from the latest join).
+        Notices of joins can arrive late (a slow relay, a poll looking back): a
+        membership that began before this socket opened and is over is skipped
+        (had it lasted until then, `ready` would have followed it), and so is
+        one the user has left since rejoining (the stream goes on from the
+        latest join).
         """
         joined_pos = await self.db.joined_pos(room_id, self.user_id)
-        if joined_pos is None:  # removed again already: owed only if after this socket opened
-            left_at = await self.db.left_after(room_id, self.user_id, last)
-            if left_at is None or left_at < self.opened_at:
+        if joined_pos is None:  # removed again already: owed only if joined after we opened
+            joined_at = await self.db.event_time(room_id, last + 1)
+            if joined_at is None or joined_at < self.opened_at:
                 self.unfollow(room_id)
                 return False
             return True
