@@ -22,18 +22,8 @@ from PIL import Image
 from chat_server import create_app, keys
 from chat_server.media.store import Spool
 
-from .helpers import (
-    MEDIA,
-    create_room,
-    error_of,
-    get_media,
-    make_config,
-    messages_path,
-    send,
-    signup,
-    upload,
-    uploaded,
-)
+from .helpers import create_room, error_of, make_config, messages_path, send, signup
+from .helpers.media import MEDIA, get_media, upload, uploaded
 from .helpers.rawhttp import chunk, connect, request_head
 
 BOUNDARY = "test-boundary-4d1c"

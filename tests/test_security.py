@@ -20,17 +20,8 @@ from aiohttp import WSMsgType, WSServerHandshakeError
 from chat_server import create_app
 from chat_server.config import Rate
 
-from .helpers import (
-    PASSWORD,
-    create_room,
-    error_of,
-    get_media,
-    make_config,
-    messages_path,
-    send,
-    signup,
-    uploaded,
-)
+from .helpers import PASSWORD, create_room, error_of, make_config, messages_path, send, signup
+from .helpers.media import get_media, uploaded
 from .helpers.ws import WS, next_of
 
 SECRET = "test-secret-key-" + "x" * 32

@@ -1,9 +1,9 @@
 """What the tests share: accounts, configuration, and the REST calls many tests make.
 
 The rest is in modules of its own: WebSocket clients and frame checks in `ws`,
-HTTP over a bare socket in `rawhttp`, server and Redis processes in `servers`,
-scratch PostgreSQL databases in `postgres`, and clients of a two-node cluster in
-`cluster`. Fixtures live in the conftest.py files.
+uploads in `media`, HTTP over a bare socket in `rawhttp`, server and Redis
+processes in `servers`, scratch PostgreSQL databases in `postgres`, and clients
+of a two-node cluster in `cluster`. Fixtures live in the conftest.py files.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp.test_utils import TestClient
 
 from chat_server import Config
@@ -22,7 +21,6 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "correct horse battery"
 SHORT_HOLD = 0.2  # seconds a new test socket holds live messages for a `resume`
 ROOMS = "/api/v1/rooms"
-MEDIA = "/api/v1/media"
 
 
 def make_config(tmp_path: Path, database_url: str, **overrides: Any) -> Config:
@@ -102,22 +100,3 @@ async def send(client, account, room, body="hello", **extra):
     )
     assert response.status in (200, 201), await response.text()
     return await response.json()
-
-
-# --- media -----------------------------------------------------------------------------
-
-
-async def upload(client, account, data: bytes, filename="file.bin", content_type="x/unknown"):
-    form = aiohttp.FormData(quote_fields=False)  # as browsers send names: raw UTF-8
-    form.add_field("file", data, filename=filename, content_type=content_type)
-    return await client.post(MEDIA, data=form, headers=account.headers)
-
-
-async def uploaded(client, account, data: bytes, **kwargs: Any) -> dict[str, Any]:
-    response = await upload(client, account, data, **kwargs)
-    assert response.status == 201, await response.text()
-    return await response.json()
-
-
-async def get_media(client, account, media_id, suffix="", **headers):
-    return await client.get(f"{MEDIA}/{media_id}{suffix}", headers={**account.headers, **headers})
