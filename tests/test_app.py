@@ -9,7 +9,7 @@ from aiohttp import web
 from chat_server import Config, create_app
 from chat_server.app import openapi_paths
 
-from .conftest import error_of, make_config
+from .helpers import error_of, make_config
 
 METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
 

@@ -10,7 +10,7 @@ import jsonschema_rs
 import pytest
 from aiohttp import web
 
-from .wsutil import ASYNCAPI_PATH, FRAME_FAILURES, FrameSchemas, frame_schemas, receive, resolve
+from .helpers.ws import ASYNCAPI_PATH, FRAME_FAILURES, FrameSchemas, frame_schemas, receive, resolve
 
 DOCUMENT = json.loads(ASYNCAPI_PATH.read_text())
 OPENAPI = json.loads((ASYNCAPI_PATH.parent / "openapi.json").read_text())

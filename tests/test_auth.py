@@ -11,7 +11,7 @@ import pytest
 from chat_server import create_app
 from chat_server.config import Rate
 
-from .conftest import PASSWORD, error_of, make_config, signup
+from .helpers import PASSWORD, error_of, make_config, signup
 
 SIGNUP = "/api/v1/auth/signup"
 LOGIN = "/api/v1/auth/login"

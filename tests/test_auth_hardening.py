@@ -14,7 +14,8 @@ import pytest
 
 from chat_server import create_app
 
-from .conftest import PASSWORD, Account, error_of, make_config, scratch_database, signup
+from .helpers import PASSWORD, Account, error_of, make_config, signup
+from .helpers.postgres import scratch_database
 
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"

@@ -12,7 +12,7 @@ from chat_server import create_app
 from chat_server.auth import load_secret_key
 from chat_server.config import SETTINGS, Config, ConfigError, Rate, markdown_table, mask_password
 
-from .conftest import error_of, make_config
+from .helpers import error_of, make_config
 
 
 def test_defaults_match_the_contract():

@@ -7,9 +7,8 @@ from aiohttp import web
 
 from chat_server import ApiError, create_app, post_message, subscribe
 
-from .conftest import signup
-from .test_rooms import create_room
-from .wsutil import connect, next_of
+from .helpers import create_room, signup
+from .helpers.ws import connect, next_of
 
 
 async def test_bot_posts_and_subscribers_see_committed_events(aiohttp_client, config):

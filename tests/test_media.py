@@ -22,12 +22,10 @@ from PIL import Image
 from chat_server import create_app, keys
 from chat_server.media.store import Spool
 
-from .conftest import error_of, make_config, signup
-from .rawhttp import chunk, connect, request_head
-from .test_messages import messages_path, send
-from .test_rooms import create_room
+from .helpers import create_room, error_of, make_config, messages_path, send, signup
+from .helpers.media import MEDIA, get_media, upload, uploaded
+from .helpers.rawhttp import chunk, connect, request_head
 
-MEDIA = "/api/v1/media"
 BOUNDARY = "test-boundary-4d1c"
 
 
@@ -55,28 +53,12 @@ def png_bomb(side: int = 20_000) -> bytes:
     )
 
 
-async def upload(client, account, data: bytes, filename="file.bin", content_type="x/unknown"):
-    form = aiohttp.FormData(quote_fields=False)  # as browsers send names: raw UTF-8
-    form.add_field("file", data, filename=filename, content_type=content_type)
-    return await client.post(MEDIA, data=form, headers=account.headers)
-
-
-async def uploaded(client, account, data: bytes, **kwargs: Any) -> dict[str, Any]:
-    response = await upload(client, account, data, **kwargs)
-    assert response.status == 201, await response.text()
-    return await response.json()
-
-
 def media_dir(client) -> Path:
     return client.app[keys.CONFIG].resolved_media_dir
 
 
 def stored_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
-
-
-async def get(client, account, media_id, suffix="", **headers):
-    return await client.get(f"{MEDIA}/{media_id}{suffix}", headers={**account.headers, **headers})
 
 
 async def chunked_body(size: int, filename: str = "stream.bin"):
@@ -104,7 +86,7 @@ async def test_image_round_trip(client, alice, fmt, content_type):
     assert (body["width"], body["height"]) == (640, 480)
     assert body["size"] == len(data) and body["sha256"] == hashlib.sha256(data).hexdigest()
     assert body["filename"] == f"pic.{fmt.lower()}" and body["created_at"].endswith("Z")
-    response = await get(client, alice, body["id"])
+    response = await get_media(client, alice, body["id"])
     assert response.status == 200 and await response.read() == data
     assert response.headers["Content-Type"] == content_type
     assert response.headers["ETag"] == f'"{body["sha256"]}"'
@@ -124,9 +106,9 @@ async def test_large_binary_round_trip_and_deduplication(client, alice, bob):
     sha = first["sha256"]
     blobs = [p for p in stored_files(media_dir(client)) if p.parent.name != "thumbs"]
     assert blobs == [media_dir(client) / sha[:2] / sha]
-    assert await (await get(client, alice, first["id"])).read() == data
+    assert await (await get_media(client, alice, first["id"])).read() == data
     # The same bytes do not grant access to another upload's row.
-    await error_of(await get(client, bob, first["id"]), 404)
+    await error_of(await get_media(client, bob, first["id"]), 404)
 
 
 async def test_text_and_binary_sniffing(client, alice):
@@ -144,7 +126,7 @@ async def test_text_and_binary_sniffing(client, alice):
     assert (await uploaded(client, alice, mp4))["content_type"] == "video/mp4"
     empty = await uploaded(client, alice, b"")
     assert empty["size"] == 0 and empty["content_type"] == "application/octet-stream"
-    response = await get(client, alice, empty["id"])
+    response = await get_media(client, alice, empty["id"])
     assert response.status == 200 and await response.read() == b""
 
 
@@ -156,7 +138,7 @@ async def test_spoofed_content_types(client, alice):
     html = b"<!doctype html><script>alert(document.cookie)</script>"
     body = await uploaded(client, alice, html, filename="cat.png", content_type="image/png")
     assert body["content_type"] == "text/plain; charset=utf-8" and body["width"] is None
-    response = await get(client, alice, body["id"])
+    response = await get_media(client, alice, body["id"])
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.headers["Content-Disposition"].startswith("attachment;")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
@@ -164,7 +146,7 @@ async def test_spoofed_content_types(client, alice):
     svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
     body = await uploaded(client, alice, svg, filename="x.svg", content_type="image/svg+xml")
     assert "svg" not in body["content_type"] and "html" not in body["content_type"]
-    response = await get(client, alice, body["id"])
+    response = await get_media(client, alice, body["id"])
     assert response.headers["Content-Disposition"].startswith("attachment;")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
@@ -172,7 +154,7 @@ async def test_spoofed_content_types(client, alice):
     fake = b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10
     body = await uploaded(client, alice, fake, filename="broken.png")
     assert body["content_type"] == "application/octet-stream" and body["width"] is None
-    response = await get(client, alice, body["id"])
+    response = await get_media(client, alice, body["id"])
     assert response.headers["Content-Disposition"].startswith("attachment;")
 
 
@@ -193,7 +175,7 @@ async def test_filenames_are_sanitised_for_display_only(client, alice):
     assert not (media_dir(client).parent / "etc").exists()
 
     unicode = await uploaded(client, alice, b"x", filename='résumé "final" ✓.txt')
-    disposition = (await get(client, alice, unicode["id"])).headers["Content-Disposition"]
+    disposition = (await get_media(client, alice, unicode["id"])).headers["Content-Disposition"]
     assert disposition == (
         'attachment; filename="r_sum_ _final_ _.txt"; '
         "filename*=UTF-8''r%C3%A9sum%C3%A9%20%22final%22%20%E2%9C%93.txt"
@@ -218,8 +200,8 @@ async def test_bad_uploads(client, alice):
         headers={**alice.headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
     )
     assert (await error_of(truncated, 400))["details"]["fields"].keys() == {"file"}
-    await error_of(await get(client, alice, "abc"), 404)
-    await error_of(await get(client, alice, 999), 404)
+    await error_of(await get_media(client, alice, "abc"), 404)
+    await error_of(await get_media(client, alice, 999), 404)
     leftovers = [p for p in stored_files(media_dir(client))]
     assert leftovers == []
 
@@ -365,7 +347,7 @@ async def test_png_bomb_is_not_decoded(client, alice):
     # Over the pixel cap: stored as an opaque file, never decoded, no thumbnail.
     assert body["content_type"] == "application/octet-stream"
     assert body["width"] is None and body["height"] is None
-    await error_of(await get(client, alice, body["id"], "/thumbnail?size=96"), 404)
+    await error_of(await get_media(client, alice, body["id"], "/thumbnail?size=96"), 404)
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
     assert grown_kib < 150 * 1024
 
@@ -378,11 +360,11 @@ async def test_etag_and_ranges(client, alice):
     body = await uploaded(client, alice, data)
     etag = f'"{body["sha256"]}"'
 
-    not_modified = await get(client, alice, body["id"], **{"If-None-Match": etag})
+    not_modified = await get_media(client, alice, body["id"], **{"If-None-Match": etag})
     assert not_modified.status == 304 and not_modified.headers["ETag"] == etag
-    weak = await get(client, alice, body["id"], **{"If-None-Match": f'"other", W/{etag}'})
+    weak = await get_media(client, alice, body["id"], **{"If-None-Match": f'"other", W/{etag}'})
     assert weak.status == 304
-    other = await get(client, alice, body["id"], **{"If-None-Match": '"other"'})
+    other = await get_media(client, alice, body["id"], **{"If-None-Match": '"other"'})
     assert other.status == 200 and await other.read() == data
 
     for header, expected, first, last in [
@@ -391,25 +373,25 @@ async def test_etag_and_ranges(client, alice):
         ("bytes=-5", data[-5:], len(data) - 5, len(data) - 1),
         ("bytes=100-99999", data[100:], 100, len(data) - 1),
     ]:
-        partial = await get(client, alice, body["id"], Range=header)
+        partial = await get_media(client, alice, body["id"], Range=header)
         assert partial.status == 206, header
         assert await partial.read() == expected
         assert partial.headers["Content-Range"] == f"bytes {first}-{last}/{len(data)}"
         assert partial.headers["ETag"] == etag
 
     for header in ("bytes=99999-", "bytes=-0"):
-        unsatisfiable = await get(client, alice, body["id"], Range=header)
+        unsatisfiable = await get_media(client, alice, body["id"], Range=header)
         assert (await error_of(unsatisfiable, 416))["code"] == "range_not_satisfiable"
         assert unsatisfiable.headers["Content-Range"] == f"bytes */{len(data)}"
 
     for header in ("bytes=abc", "bytes=0-1,3-4", "items=0-1", "bytes=9-2", "bytes=-"):
-        ignored = await get(client, alice, body["id"], Range=header)
+        ignored = await get_media(client, alice, body["id"], Range=header)
         assert ignored.status == 200, header
         assert await ignored.read() == data
 
-    stale = await get(client, alice, body["id"], Range="bytes=0-9", **{"If-Range": '"old"'})
+    stale = await get_media(client, alice, body["id"], Range="bytes=0-9", **{"If-Range": '"old"'})
     assert stale.status == 200
-    fresh = await get(client, alice, body["id"], Range="bytes=0-9", **{"If-Range": etag})
+    fresh = await get_media(client, alice, body["id"], Range="bytes=0-9", **{"If-Range": etag})
     assert fresh.status == 206
 
     head = await client.head(f"{MEDIA}/{body['id']}", headers=alice.headers)
@@ -428,49 +410,49 @@ async def test_private_room_media_follows_membership(client, alice, bob):
     )
     item = await uploaded(client, alice, image_bytes("PNG", (50, 50)))
     # Not attached anywhere yet: only the uploader.
-    await error_of(await get(client, bob, item["id"]), 404)
-    assert (await get(client, alice, item["id"])).status == 200
+    await error_of(await get_media(client, bob, item["id"]), 404)
+    assert (await get_media(client, alice, item["id"])).status == 200
 
     message = await send(client, alice, room, "look", attachments=[item["id"]])
     assert [m["id"] for m in message["attachments"]] == [item["id"]]
-    assert (await get(client, bob, item["id"])).status == 200
-    assert (await get(client, bob, item["id"], "/thumbnail?size=96")).status == 200
-    await error_of(await get(client, carol, item["id"]), 404)
-    await error_of(await get(client, carol, item["id"], "/thumbnail?size=96"), 404)
+    assert (await get_media(client, bob, item["id"])).status == 200
+    assert (await get_media(client, bob, item["id"], "/thumbnail?size=96")).status == 200
+    await error_of(await get_media(client, carol, item["id"]), 404)
+    await error_of(await get_media(client, carol, item["id"], "/thumbnail?size=96"), 404)
     await error_of(await client.get(f"{MEDIA}/{item['id']}"), 401)
 
     assert (await client.delete(f"{members}/{bob.id}", headers=alice.headers)).status == 204
-    await error_of(await get(client, bob, item["id"]), 404)
-    await error_of(await get(client, bob, item["id"], "/thumbnail?size=96"), 404)
+    await error_of(await get_media(client, bob, item["id"]), 404)
+    await error_of(await get_media(client, bob, item["id"], "/thumbnail?size=96"), 404)
 
 
 async def test_deleted_message_no_longer_shares_its_media(client, alice, bob):
     room = await create_room(client, alice, "open")
     item = await uploaded(client, alice, b"shared notes")
     message = await send(client, alice, room, "notes", attachments=[item["id"]])
-    assert (await get(client, bob, item["id"])).status == 200
+    assert (await get_media(client, bob, item["id"])).status == 200
     path = f"{messages_path(room)}/{message['id']}"
     assert (await client.delete(path, headers=alice.headers)).status == 204
-    await error_of(await get(client, bob, item["id"]), 404)
+    await error_of(await get_media(client, bob, item["id"]), 404)
 
 
 async def test_public_room_media_is_readable_by_anyone_signed_in(client, alice, bob):
     room = await create_room(client, alice, "lobby", kind="public")
     item = await uploaded(client, alice, b"hello all")
     await send(client, alice, room, "", attachments=[item["id"]])
-    response = await get(client, bob, item["id"])  # bob never joined
+    response = await get_media(client, bob, item["id"])  # bob never joined
     assert response.status == 200 and await response.read() == b"hello all"
 
 
 async def test_avatar_is_readable_by_anyone_signed_in(client, alice, bob):
     item = await uploaded(client, alice, image_bytes("JPEG", (64, 64)))
-    await error_of(await get(client, bob, item["id"]), 404)
+    await error_of(await get_media(client, bob, item["id"]), 404)
     patched = await client.patch(
         "/api/v1/users/me", json={"avatar_media_id": item["id"]}, headers=alice.headers
     )
     assert patched.status == 200
-    assert (await get(client, bob, item["id"])).status == 200
-    assert (await get(client, bob, item["id"], "/thumbnail?size=96")).status == 200
+    assert (await get_media(client, bob, item["id"])).status == 200
+    assert (await get_media(client, bob, item["id"], "/thumbnail?size=96")).status == 200
 
 
 # --- thumbnails ---------------------------------------------------------------------
@@ -490,7 +472,7 @@ async def test_thumbnails(client, alice, fmt, mode, thumb_type):
     item = await uploaded(client, alice, image_bytes(fmt, (1000, 500), mode))
     thumbs = media_dir(client) / "thumbs"
     for size in (96, 320, 800):
-        response = await get(client, alice, item["id"], f"/thumbnail?size={size}")
+        response = await get_media(client, alice, item["id"], f"/thumbnail?size={size}")
         assert response.status == 200
         assert response.headers["Content-Type"] == thumb_type
         assert response.headers["X-Content-Type-Options"] == "nosniff"
@@ -502,7 +484,7 @@ async def test_thumbnails(client, alice, fmt, mode, thumb_type):
     cached = thumbs / f"{item['sha256']}_96.{ext}"
     assert cached.is_file()
     before = cached.stat()
-    again = await get(client, alice, item["id"], "/thumbnail?size=96")
+    again = await get_media(client, alice, item["id"], "/thumbnail?size=96")
     etag = again.headers["ETag"]
     assert again.status == 200 and etag == f'"{item["sha256"]}-96"'
     after = cached.stat()
@@ -510,7 +492,7 @@ async def test_thumbnails(client, alice, fmt, mode, thumb_type):
     assert sorted(p.name for p in thumbs.iterdir()) == sorted(
         f"{item['sha256']}_{size}.{ext}" for size in (96, 320, 800)
     )
-    not_modified = await get(
+    not_modified = await get_media(
         client, alice, item["id"], "/thumbnail?size=96", **{"If-None-Match": etag}
     )
     assert not_modified.status == 304
@@ -520,11 +502,11 @@ async def test_thumbnails_are_upright_and_never_upscaled(client, alice):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated 90°: shown as 100 wide, 200 high
     item = await uploaded(client, alice, image_bytes("JPEG", (200, 100), exif=exif))
-    response = await get(client, alice, item["id"], "/thumbnail?size=96")
+    response = await get_media(client, alice, item["id"], "/thumbnail?size=96")
     with Image.open(io.BytesIO(await response.read())) as thumb:
         assert thumb.size == (48, 96)
     small = await uploaded(client, alice, image_bytes("PNG", (50, 30)))
-    response = await get(client, alice, small["id"], "/thumbnail?size=800")
+    response = await get_media(client, alice, small["id"], "/thumbnail?size=800")
     with Image.open(io.BytesIO(await response.read())) as thumb:
         assert thumb.size == (50, 30)
 
@@ -532,11 +514,11 @@ async def test_thumbnails_are_upright_and_never_upscaled(client, alice):
 async def test_thumbnail_errors(client, alice):
     image = await uploaded(client, alice, image_bytes("PNG", (20, 20)))
     for query in ("?size=100", "?size=abc", "", "?size=96.0"):
-        response = await get(client, alice, image["id"], f"/thumbnail{query}")
+        response = await get_media(client, alice, image["id"], f"/thumbnail{query}")
         assert (await error_of(response, 400))["details"]["fields"].keys() == {"size"}
     text = await uploaded(client, alice, b"just text")
-    await error_of(await get(client, alice, text["id"], "/thumbnail?size=96"), 404)
-    await error_of(await get(client, alice, 999, "/thumbnail?size=96"), 404)
+    await error_of(await get_media(client, alice, text["id"], "/thumbnail?size=96"), 404)
+    await error_of(await get_media(client, alice, 999, "/thumbnail?size=96"), 404)
 
 
 async def _uploads_of(client, user_id: int) -> int:

@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .conftest import error_of, signup
-from .test_rooms import create_room
-
-
-def messages_path(room):
-    return f"/api/v1/rooms/{room['id']}/messages"
-
-
-async def send(client, account, room, body="hello", **extra):
-    response = await client.post(
-        messages_path(room), json={"body": body, **extra}, headers=account.headers
-    )
-    assert response.status in (200, 201), await response.text()
-    return await response.json()
+from .helpers import create_room, error_of, messages_path, send, signup
 
 
 async def test_send_assigns_contiguous_seqs_and_moves_the_read_marker(client, alice):

@@ -15,7 +15,7 @@ from typing import Any
 
 from chat_server import create_app
 
-from .conftest import make_config
+from .helpers import make_config
 
 # The generator decodes only JSON, text and application/octet-stream bodies; media
 # and thumbnails are bytes of whatever type was sniffed, which a client takes as a file.

@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import error_of, signup
-
-ROOMS = "/api/v1/rooms"
-
-
-async def create_room(client, account, name="general", kind="public", **extra):
-    response = await client.post(
-        ROOMS, json={"name": name, "kind": kind, **extra}, headers=account.headers
-    )
-    assert response.status == 201, await response.text()
-    return await response.json()
+from .helpers import ROOMS, create_room, error_of, signup
 
 
 async def test_create_list_get_and_patch(client, alice, bob):

@@ -13,7 +13,6 @@ import secrets
 import time
 from typing import Any
 
-import aiohttp
 import jwt
 import pytest
 from aiohttp import WSMsgType, WSServerHandshakeError
@@ -21,12 +20,9 @@ from aiohttp import WSMsgType, WSServerHandshakeError
 from chat_server import create_app
 from chat_server.config import Rate
 
-from .conftest import PASSWORD, error_of, make_config, signup
-from .servers import ServerProcess
-from .test_media import get, uploaded
-from .test_messages import messages_path, send
-from .test_rooms import create_room
-from .wsutil import WS, next_of
+from .helpers import PASSWORD, create_room, error_of, make_config, messages_path, send, signup
+from .helpers.media import get_media, uploaded
+from .helpers.ws import WS, next_of
 
 SECRET = "test-secret-key-" + "x" * 32
 ME = "/api/v1/users/me"
@@ -272,7 +268,7 @@ async def test_idor_members_cannot_be_managed_by_others(client, alice, bob):
 async def test_idor_media_of_others_is_invisible(client, alice, bob):
     body = await uploaded(client, alice, b"private bytes " + BODY_MARKER.encode(), filename="a.txt")
     for suffix in ("", "/thumbnail?size=96"):
-        response = await get(client, bob, body["id"], suffix)
+        response = await get_media(client, bob, body["id"], suffix)
         assert (await error_of(response, 404))["code"] == "not_found", suffix
     # Attaching someone else's media to your own message is refused too.
     room = await create_room(client, bob, "bobs")
@@ -284,7 +280,7 @@ async def test_idor_media_of_others_is_invisible(client, alice, bob):
     assert set((await error_of(response, 400))["details"]["fields"]) == {"attachments"}
     response = await client.patch(ME, json={"avatar_media_id": body["id"]}, headers=bob.headers)
     assert response.status in (400, 404), await response.text()
-    assert (await get(client, alice, body["id"])).status == 200
+    assert (await get_media(client, alice, body["id"])).status == 200
 
 
 async def test_idor_sessions_of_others(client, alice, bob):
@@ -306,7 +302,7 @@ async def test_upload_with_spoofed_type_is_sniffed(client, alice):
     html = b"<!doctype html><html><script>alert(document.cookie)</script></html>"
     body = await uploaded(client, alice, html, filename="cat.png", content_type="image/png")
     assert not body["content_type"].startswith("image/")
-    response = await get(client, alice, body["id"])
+    response = await get_media(client, alice, body["id"])
     assert "html" not in response.headers["Content-Type"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
@@ -333,7 +329,7 @@ async def test_html_and_svg_uploads_are_served_as_attachment_with_nosniff(
 ):
     body = await uploaded(client, alice, payload, filename=filename, content_type=declared)
     assert "html" not in body["content_type"] and "svg" not in body["content_type"]
-    response = await get(client, alice, body["id"])
+    response = await get_media(client, alice, body["id"])
     assert response.headers["Content-Disposition"].startswith("attachment;")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "html" not in response.headers["Content-Type"]
@@ -345,7 +341,7 @@ async def test_upload_traversal_names_stay_inside_the_media_dir(client, alice, t
         body = await uploaded(client, alice, b"traversal " + name.encode(), filename=name)
         assert "/" not in body["filename"] and "\\" not in body["filename"], body
         assert not body["filename"].startswith(".."), body
-        disposition = (await get(client, alice, body["id"])).headers["Content-Disposition"]
+        disposition = (await get_media(client, alice, body["id"])).headers["Content-Disposition"]
         assert "/" not in disposition.split(";")[1] and ".." not in disposition.split(";")[1]
     assert not (tmp_path / "evil.txt").exists()
     assert not list(tmp_path.parent.glob("evil.txt"))
@@ -456,75 +452,3 @@ async def test_sql_metacharacters_are_data_in_every_string_field(client, alice, 
     assert (
         await client.post("/api/v1/auth/login", json={"username": "alice", "password": PASSWORD})
     ).status == 200
-
-
-# --- logs ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
-async def test_server_logs_hold_no_token_password_or_message_body(tmp_path, level):
-    password = "pw-" + secrets.token_hex(8)
-    body = "body-" + secrets.token_hex(8)
-    server = ServerProcess(
-        {
-            "CHAT_DATA_DIR": str(tmp_path / "data"),
-            "CHAT_LOG_FORMAT": "json",
-            "CHAT_LOG_LEVEL": level,
-        },
-        tmp_path,
-    ).start()
-    secrets_used: list[str] = [password, body]
-    try:
-        async with aiohttp.ClientSession() as session:
-            url = server.url + "/api/v1"
-            async with session.post(
-                url + "/auth/signup", json={"username": "logged", "password": password}
-            ) as response:
-                tokens = await response.json()
-            access, refresh = tokens["access_token"], tokens["refresh_token"]
-            secrets_used += [access, refresh]
-            auth = {"Authorization": f"Bearer {access}"}
-            async with session.post(
-                url + "/auth/login", json={"username": "logged", "password": password + "x"}
-            ) as response:
-                assert response.status == 401
-            async with session.post(
-                url + "/rooms", json={"name": "r", "kind": "public"}, headers=auth
-            ) as response:
-                room = await response.json()
-            async with session.post(
-                url + f"/rooms/{room['id']}/messages", json={"body": body}, headers=auth
-            ) as response:
-                assert response.status == 201
-            async with session.get(url + "/users/me", params={"token": access}, headers=auth):
-                pass
-            ws = await session.ws_connect(url + "/ws")
-            await ws.send_json({"type": "auth", "token": access})
-            await next_of(ws, "ready")
-            await ws.send_json({"type": "send", "room_id": room["id"], "body": body + "-ws"})
-            await next_of(ws, "ack")
-            await ws.close()
-            ws = await session.ws_connect(url + "/ws")
-            await ws.send_json({"type": "auth", "token": access + "tampered"})
-            await ws.receive(timeout=5)
-            await ws.close()
-            async with session.post(url + "/auth/refresh", json={"refresh_token": refresh}) as r:
-                secrets_used.append((await r.json())["access_token"])
-            async with session.post(
-                url + "/auth/password",
-                json={"old_password": password, "new_password": password + "2"},
-                headers={"Authorization": f"Bearer {secrets_used[-1]}"},
-            ) as response:
-                assert response.status == 204
-            async with session.post(url + "/auth/refresh", json={"refresh_token": refresh}) as r:
-                assert r.status == 401  # reuse of a rotated refresh token
-    finally:
-        server.stop()
-    logs = server.logs()
-    assert '"request_id"' in logs  # the JSON access log did run
-    leaks = [
-        line[:300]
-        for line in logs.splitlines()
-        if "eyJ" in line or any(x in line for x in secrets_used)
-    ]
-    assert not leaks, f"{len(leaks)} log lines hold a secret, e.g.:\n" + "\n".join(leaks[:3])

@@ -19,10 +19,8 @@ import asyncpg
 
 from chat_server import keys
 
-from .conftest import PASSWORD, error_of, signup
-from .test_messages import messages_path, send
-from .test_rooms import create_room
-from .wsutil import connect, next_of
+from .helpers import PASSWORD, create_room, error_of, messages_path, send, signup
+from .helpers.ws import connect, next_of
 
 BIG = "x" * 4000
 # More attempts than it takes to use up the last free space in the pages.

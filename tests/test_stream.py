@@ -16,18 +16,8 @@ import pytest
 
 from chat_server import create_app
 
-from .conftest import error_of, make_config, signup
-from .test_messages import messages_path, send
-from .test_rooms import ROOMS, create_room
-from .test_ws import join
-from .wsutil import (
-    Recorder,
-    connect,
-    event_key,
-    fold_members,
-    fold_messages,
-    page_events,
-)
+from .helpers import ROOMS, create_room, error_of, join, make_config, messages_path, send, signup
+from .helpers.ws import Recorder, connect, event_key, fold_members, fold_messages, page_events
 
 # A short hold keeps tests that do not resume quick; no assertion depends on it.
 HOLD = 0.2

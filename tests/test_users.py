@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import error_of, signup
+from .helpers import error_of, signup
 
 ME = "/api/v1/users/me"
 

@@ -10,12 +10,10 @@ import pytest
 from chat_server.errors import InvalidRequest
 from chat_server.validation import MAX_JSON_BYTES, Validator
 
-from .conftest import PASSWORD, error_of
-from .rawhttp import chunk, connect, request_head
-from .test_messages import messages_path
-from .test_rooms import create_room
-from .wsutil import connect as ws_connect
-from .wsutil import next_of, receive
+from .helpers import PASSWORD, create_room, error_of, messages_path
+from .helpers.rawhttp import chunk, connect, request_head
+from .helpers.ws import connect as ws_connect
+from .helpers.ws import next_of, receive
 
 PAUSE = 0.05  # long enough that the server has read what came before
 

@@ -14,15 +14,8 @@ from aiohttp.test_utils import TestServer
 from chat_server import Config, create_app, keys
 from chat_server.config import Rate
 
-from .conftest import PASSWORD, make_config, signup
-from .test_messages import send
-from .test_rooms import create_room
-from .wsutil import WS, assert_silent, connect, messages_until, next_of, receive
-
-
-async def join(client, account, room):
-    response = await client.post(f"/api/v1/rooms/{room['id']}/join", headers=account.headers)
-    assert response.status == 200
+from .helpers import PASSWORD, create_room, join, make_config, send, signup
+from .helpers.ws import WS, assert_silent, connect, messages_until, next_of, receive
 
 
 async def test_ready_via_header_and_via_auth_frame(client, alice):

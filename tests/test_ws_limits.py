@@ -11,9 +11,8 @@ from aiohttp import WSCloseCode, WSMsgType, WSServerHandshakeError
 from chat_server import create_app
 from chat_server.realtime.ws import MAX_FRAME_BYTES, MAX_UNAUTHENTICATED_PER_IP
 
-from .conftest import make_config
-from .test_rooms import create_room
-from .wsutil import WS, connect, next_of, receive
+from .helpers import create_room, make_config
+from .helpers.ws import WS, connect, next_of, receive
 
 
 async def test_pings_do_not_extend_the_authentication_window(

@@ -8,13 +8,11 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
-import pytest
-from aiohttp import ClientWebSocketResponse, WSMsgType
+from aiohttp import WSMsgType
 
 WS = "/api/v1/ws"
 
@@ -78,9 +76,9 @@ async def assert_silent(ws, kind: str, wait: float = 0.3) -> None:
 # from a server subprocess, through these helpers or `ws.receive*` directly) is
 # validated against the document's server frames; failures are collected and
 # fail the test that received them. Frames sent with `send` are validated
-# against its client frames. (conftest.py imports the two fixtures below.)
+# against its client frames. The fixtures that do it are in conftest.py.
 
-ASYNCAPI_PATH = Path(__file__).resolve().parent.parent / "chat_server" / "asyncapi.json"
+ASYNCAPI_PATH = Path(__file__).resolve().parents[2] / "chat_server" / "asyncapi.json"
 # Failures since the last check, appended from any thread or event loop; the
 # first MAX_FRAME_FAILURES are kept (a broken schema fails every frame of a flood).
 MAX_FRAME_FAILURES = 100
@@ -152,36 +150,6 @@ async def send(ws, frame: dict[str, Any]) -> None:
     errors = frame_schemas().errors(frame, "client")
     assert not errors, f"{frame} does not match asyncapi.json: {errors}"
     await ws.send_json(frame)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def received_frames_are_checked() -> Iterator[None]:
-    """For the whole run, every client WebSocket checks the text frames it receives."""
-    original = ClientWebSocketResponse.receive
-
-    async def receive(self, timeout: float | None = None):
-        msg = await original(self, timeout)
-        if msg.type == WSMsgType.TEXT:
-            check_server_frame(msg.data)
-        return msg
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ClientWebSocketResponse, "receive", receive)
-        yield
-
-
-@pytest.fixture(autouse=True)
-def frames_match_asyncapi(
-    received_frames_are_checked: None, request: pytest.FixtureRequest
-) -> Iterator[None]:
-    """Fails a test during which a received frame did not match asyncapi.json
-    (unless it is marked `raw_frames`: it sends frames of its own making)."""
-    yield
-    failures = FRAME_FAILURES[:]
-    del FRAME_FAILURES[: len(failures)]
-    if failures and request.node.get_closest_marker("raw_frames") is None:
-        shown = "\n".join(failures)
-        pytest.fail(f"received frames that do not match asyncapi.json:\n{shown}")
 
 
 # --- the room stream (API.md "Room stream") ------------------------------------------

@@ -10,17 +10,13 @@ invariants 3, 9, 11).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import pytest
 
-from .conftest import Account
-from .servers import RedisProcess, ServerProcess
-from .test_cluster import Node, cluster_db, session, start_nodes  # noqa: F401 (fixtures)
-from .wsutil import Recorder, event_key, fold_messages, next_of, page_events
+from ..helpers import Account
+from ..helpers.cluster import Cluster, Node
+from ..helpers.ws import Recorder, event_key, fold_messages, next_of
 
 pytestmark = pytest.mark.e2e
 
@@ -30,76 +26,6 @@ STALL_SECONDS = 4.0
 STALL_LATENCY = 3.0
 # How long a removal may take to reach the other node while Redis is down.
 REMOVAL_DEADLINE = 8.0
-
-
-@dataclass
-class Cluster:
-    redis: RedisProcess
-    servers: list[ServerProcess]
-    one: Node
-    two: Node
-    recorders: list[Recorder] = field(default_factory=list)
-
-    async def signup(self, node: Node, name: str) -> Account:
-        body = await node.signup(name)
-        return Account(body["user"], body["access_token"], body["refresh_token"])
-
-    async def room(self, owner: Account, kind: str = "public", name: str = "stream") -> int:
-        status, room = await self.one.call(
-            "POST", "/api/v1/rooms", owner.access_token, json={"name": name, "kind": kind}
-        )
-        assert status == 201, room
-        return room["id"]
-
-    async def join(self, node: Node, account: Account, room_id: int) -> None:
-        status, body = await node.call(
-            "POST", f"/api/v1/rooms/{room_id}/join", account.access_token
-        )
-        assert status == 200, body
-
-    async def listen(self, node: Node, account: Account, label: str) -> Recorder:
-        """A recorded connection on `node` whose hold is over."""
-        ws = await node.ws(account.access_token)
-        recorder = Recorder(ws, account.id, label=label)
-        self.recorders.append(recorder)
-        return await recorder.live()
-
-    async def events(self, account: Account, room_id: int) -> list[dict]:
-        async def fetch(path: str) -> dict:
-            status, body = await self.one.call("GET", path, account.access_token)
-            assert status == 200, body
-            return body
-
-        return await page_events(fetch, room_id)
-
-    async def last_pos(self, account: Account, room_id: int) -> int:
-        status, room = await self.one.call("GET", f"/api/v1/rooms/{room_id}", account.access_token)
-        assert status == 200, room
-        return room["last_pos"]
-
-
-@pytest.fixture
-async def cluster(tmp_path, cluster_db, session) -> AsyncIterator[Cluster]:  # noqa: F811
-    redis = RedisProcess(tmp_path).start()
-    servers: list[ServerProcess] = []
-    cluster = None
-    try:
-        servers = start_nodes(tmp_path, cluster_db, redis.url)
-        cluster = Cluster(redis, servers, Node(session, servers[0]), Node(session, servers[1]))
-        yield cluster
-    finally:
-        # Close the test's sockets first: a server's shutdown may otherwise wait long
-        # for the close handshake of sockets nobody reads any more.
-        if cluster is not None:
-            for recorder in cluster.recorders:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(recorder.close(), 2)
-        await session.close()
-        await asyncio.gather(*(asyncio.to_thread(server.stop) for server in servers))
-        if redis.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                redis.unpause()
-        redis.stop()
 
 
 async def post(node: Node, account: Account, room_id: int, body: str) -> dict:

@@ -5,82 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from .conftest import PASSWORD, scratch_database
-from .servers import RedisProcess, ServerProcess
-from .wsutil import assert_silent, messages_until, next_of
+from ..helpers import PASSWORD
+from ..helpers.cluster import Node, start_nodes
+from ..helpers.servers import RedisProcess
+from ..helpers.ws import assert_silent, messages_until, next_of
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def cluster_db(pg_database: str) -> Iterator[str]:
-    """A fresh database of the cluster's own (its processes migrate it at start)."""
-    with scratch_database() as url:
-        yield url
-
-
-def start_nodes(tmp_path: Path, db_url: str, redis_url: str, count: int = 2, **env: str):
-    nodes = []
-    for i in range(count):
-        data_dir = tmp_path / f"node{i}"
-        data_dir.mkdir()
-        settings = {
-            "CHAT_DATA_DIR": str(data_dir),
-            "CHAT_DATABASE_URL": db_url,
-            "CHAT_REDIS_URL": redis_url,
-            **env,
-        }
-        nodes.append(ServerProcess(settings, tmp_path).start())
-    return nodes
 
 
 @pytest.fixture
 def shared_redis_url() -> str:
     """The machine's Redis, on a database number of this test's own."""
     return f"redis://127.0.0.1:6379/{secrets.randbelow(15) + 1}"
-
-
-class Node:
-    """A client of one node: REST calls and WebSockets with an account's token."""
-
-    def __init__(self, session: aiohttp.ClientSession, server: ServerProcess) -> None:
-        self.session = session
-        self.base = server.url
-
-    async def call(self, method: str, path: str, token: str | None = None, **kwargs):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self.session.request(
-            method, self.base + path, headers=headers, **kwargs
-        ) as response:
-            body = await response.json() if response.content_type == "application/json" else None
-            return response.status, body
-
-    async def signup(self, username: str) -> dict:
-        status, body = await self.call(
-            "POST", "/api/v1/auth/signup", json={"username": username, "password": PASSWORD}
-        )
-        assert status == 201, body
-        return body
-
-    async def ws(self, token: str):
-        ws = await self.session.ws_connect(
-            self.base + "/api/v1/ws", headers={"Authorization": f"Bearer {token}"}
-        )
-        ws.ready = await next_of(ws, "ready")
-        return ws
-
-
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def _room_with(node: Node, owner: dict, members: list[dict], nodes: list[Node]) -> int:

@@ -21,8 +21,9 @@ import pytest
 
 from chat_server import Config, create_app
 
-from .conftest import PASSWORD, scratch_database
-from .servers import REPO, free_port, wait_http
+from ..helpers import PASSWORD
+from ..helpers.postgres import scratch_database
+from ..helpers.servers import REPO, free_port, wait_http
 
 
 def run(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> tuple[int, str, str]:

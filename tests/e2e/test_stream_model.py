@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .conftest import Account
-from .test_cluster import Node, cluster_db, session  # noqa: F401 (fixtures)
-from .test_stream_cluster import Cluster, cluster  # noqa: F401 (fixture)
-from .wsutil import MESSAGE_EVENTS, Recorder, event_key
+from ..helpers import Account
+from ..helpers.cluster import Cluster, Node
+from ..helpers.ws import MESSAGE_EVENTS, Recorder, event_key
 
 pytestmark = pytest.mark.e2e
 
@@ -359,7 +358,7 @@ def check_client(
                 problems.append(f"{name}: text of deleted message {message['id']}: {frame}")
 
 
-async def test_random_walk_against_the_model(cluster):  # noqa: F811
+async def test_random_walk_against_the_model(cluster):
     seed = int(os.environ.get("CHAT_MODEL_SEED") or secrets.randbits(32))
     print(f"CHAT_MODEL_SEED={seed}")
     rng = random.Random(seed)

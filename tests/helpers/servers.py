@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,10 +10,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+import pytest
+
+from .postgres import scratch_database
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -33,6 +39,21 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer within {timeout} s")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def engine_env(
+    engine: str, request: pytest.FixtureRequest, data_dir: Path
+) -> Iterator[dict[str, str]]:
+    """Environment for `python run.py` on `engine`: SQLite in `data_dir`, or a scratch
+    PostgreSQL database (skipped without PostgreSQL, a failure under CI=true)."""
+    env = {"CHAT_DATA_DIR": str(data_dir)}
+    if engine == "sqlite":
+        yield env
+        return
+    request.getfixturevalue("pg_database")
+    with scratch_database() as url:
+        yield env | {"CHAT_DATABASE_URL": url}
 
 
 @dataclass

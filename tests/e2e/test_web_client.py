@@ -14,7 +14,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,9 +28,11 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
+from ..helpers import IN_CI, PASSWORD
+from ..helpers.servers import REPO, free_port
+
 pytestmark = pytest.mark.e2e
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -42,8 +43,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-IN_CI = os.environ.get("CI", "").lower() == "true"
-PASSWORD = "correct horse battery"
 RECONNECTING = "Reconnecting…"
 # Back-off tops out at 10 s, so a restarted server is found within ~10 s.
 RECONNECT_TIMEOUT_MS = 30_000
@@ -52,12 +51,6 @@ FOCUSED_NAME_JS = """(() => {
   const el = document.activeElement;
   return el.getAttribute('aria-label') || el.labels?.[0]?.textContent || el.textContent;
 })()"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _unique(prefix: str) -> str:
@@ -88,7 +81,7 @@ class ServerProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "run.py"],
-                cwd=REPO_ROOT,
+                cwd=REPO,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -274,7 +267,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("web-client-server")
-    process = ServerProcess(_free_port(), root / "data", root / "server.log")
+    process = ServerProcess(free_port(), root / "data", root / "server.log")
     process.start()
     yield process
     process.stop()

@@ -19,8 +19,8 @@ from aiohttp import web
 from chat_server import create_app
 from chat_server.observability import AppRunner
 
-from .conftest import PASSWORD
-from .servers import ServerProcess
+from ..helpers import PASSWORD
+from ..helpers.servers import ServerProcess
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.SIGNATURE-never-logged"
 

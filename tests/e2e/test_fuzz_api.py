@@ -29,8 +29,8 @@ from schemathesis.checks import CHECKS as REGISTERED_CHECKS
 from schemathesis.checks import load_all_checks
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from .conftest import PASSWORD, engine_env
-from .servers import REPO, ServerProcess
+from ..helpers import PASSWORD
+from ..helpers.servers import REPO, ServerProcess, engine_env
 
 pytestmark = pytest.mark.e2e
 

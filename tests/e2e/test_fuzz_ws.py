@@ -28,8 +28,8 @@ import pytest
 from aiohttp import WSMsgType
 from hypothesis import strategies as st
 
-from .conftest import PASSWORD, engine_env
-from .servers import ServerProcess
+from ..helpers import PASSWORD
+from ..helpers.servers import ServerProcess, engine_env
 
 pytestmark = pytest.mark.e2e
 

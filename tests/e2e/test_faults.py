@@ -36,8 +36,9 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from .conftest import IN_CI, PASSWORD, _run, engine_env
-from .servers import ServerProcess, free_port
+from ..helpers import IN_CI, PASSWORD
+from ..helpers.postgres import run_sync
+from ..helpers.servers import ServerProcess, engine_env, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -400,7 +401,7 @@ def own_postgres() -> Iterator[PostgresCluster]:
             finally:
                 await conn.close()
 
-        _run(create())
+        run_sync(create())
         yield cluster
     finally:
         with contextlib.suppress(AssertionError):

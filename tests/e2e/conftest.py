@@ -1,0 +1,52 @@
+"""Fixtures of the cluster tests: a database of the cluster's own, a client session,
+and two server processes on a throwaway Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+from ..helpers.cluster import Cluster, Node, start_nodes
+from ..helpers.postgres import scratch_database
+from ..helpers.servers import RedisProcess, ServerProcess
+
+
+@pytest.fixture
+def cluster_db(pg_database: str) -> Iterator[str]:
+    """A fresh database of the cluster's own (its processes migrate it at start)."""
+    with scratch_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def cluster(tmp_path, cluster_db, session) -> AsyncIterator[Cluster]:
+    redis = RedisProcess(tmp_path).start()
+    servers: list[ServerProcess] = []
+    cluster = None
+    try:
+        servers = start_nodes(tmp_path, cluster_db, redis.url)
+        cluster = Cluster(redis, servers, Node(session, servers[0]), Node(session, servers[1]))
+        yield cluster
+    finally:
+        # Close the test's sockets first: a server's shutdown may otherwise wait long
+        # for the close handshake of sockets nobody reads any more.
+        if cluster is not None:
+            for recorder in cluster.recorders:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(recorder.close(), 2)
+        await session.close()
+        await asyncio.gather(*(asyncio.to_thread(server.stop) for server in servers))
+        if redis.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                redis.unpause()
+        redis.stop()
