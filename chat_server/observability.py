@@ -85,7 +85,7 @@ def setup_logging(log_format: str, level: str) -> None:
     # Database drivers log statements with their parameters at DEBUG (message
     # bodies, password hashes): never let them, whatever the level asked for.
     for noisy in ("aiosqlite", "asyncpg"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
     logging.Formatter.converter = time.gmtime
 
 
