@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from . import auth, keys, media, messages, observability, rooms, users
 from .config import Config
@@ -152,7 +153,7 @@ CORS_MAX_AGE = "600"
 
 
 @web.middleware
-async def cors(request: web.Request, handler: Any) -> web.StreamResponse:
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """CORS for the origins in CHAT_ALLOWED_ORIGINS; others get no CORS headers at all.
 
     (Installed only when CHAT_ALLOWED_ORIGINS is set.)
@@ -233,6 +234,6 @@ async def web_client(request: web.Request) -> web.FileResponse:
     )
 
 
-def openapi_paths() -> dict:
+def openapi_paths() -> dict[str, Any]:
     """The OpenAPI document's paths (used by tests and tooling)."""
     return json.loads(_load_openapi())["paths"]

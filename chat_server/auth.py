@@ -18,9 +18,11 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, TypeVarTuple
 
 import bcrypt
 import jwt
@@ -38,6 +40,9 @@ ALGORITHM = "HS256"
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 USERNAME_RULE = "3-32 characters of a-z 0-9 _ . -"
 PASSWORD_RULE = "8-1024 characters"
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 # Sessions' last_used_at is written at most this often (ms), not on every request.
 SESSION_TOUCH_INTERVAL_MS = 60_000
 SECRET_FILE = "secret_key"
@@ -91,7 +96,7 @@ class PasswordHasher:
         digest = hmac.new(PREHASH_KEY, password.encode(), hashlib.sha256).digest()
         return base64.b64encode(digest)
 
-    async def _run(self, fn, *args):
+    async def _run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def hash(self, password: str) -> str:
@@ -156,7 +161,7 @@ class TokenService:
             "expires_in": self.access_ttl,
         }
 
-    def decode(self, token: str, typ: str, installation: str) -> dict:
+    def decode(self, token: str, typ: str, installation: str) -> dict[str, Any]:
         """Claims of a valid token of type `typ` issued by `installation`, else Unauthorized.
 
         PyJWT's `leeway` would stretch `exp` as much as `iat`/`nbf`, so expiry

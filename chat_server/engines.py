@@ -210,7 +210,7 @@ async def connect(url: str) -> Engine:
 class _PgConn(Conn):
     """A pooled connection; the engine that lent it turns outages into DatabaseUnavailable."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
         self._conn = conn
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:

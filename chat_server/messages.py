@@ -11,12 +11,12 @@ from aiohttp import web
 
 from . import events, keys
 from .auth import require_auth
-from .db import NotMember
+from .db import MANAGERS, NotMember
 from .errors import Forbidden, InvalidRequest, NotFound, RateLimited
 from .events import dumps
 from .models import Message
 from .paging import decode_cursor, page, page_limit
-from .rooms import MANAGERS, member_room, visible_room
+from .rooms import member_room, visible_room
 from .validation import Validator, path_id, read_json
 
 MAX_BODY = 4000

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -84,7 +85,7 @@ def setup_logging(log_format: str, level: str) -> None:
     # Database drivers log statements with their parameters at DEBUG (message
     # bodies, password hashes): never let them, whatever the level asked for.
     for noisy in ("aiosqlite", "asyncpg"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
     logging.Formatter.converter = time.gmtime
 
 
@@ -166,7 +167,7 @@ def _request_id(request: web.Request) -> str:
 
 
 @web.middleware
-async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Around every request: its id in and out, the contract's error shape for
     whatever the handler raised (errors.render_error), one access-log line and
     the HTTP metrics.
@@ -231,7 +232,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 # a traceback whose message quotes them too (a header line with its token).
 
 
-class ProtocolLog(logging.LoggerAdapter):
+class ProtocolLog(logging.LoggerAdapter[logging.Logger]):
     """The log of aiohttp's connection handlers (`aiohttp.server`), safe for client input.
 
     A record about a request the parser refused becomes one line naming the kind
@@ -250,11 +251,12 @@ class ProtocolLog(logging.LoggerAdapter):
         super().log(min(level, logging.INFO), "%s: %s", text, refused, **kwargs)
 
 
-def _exception_of(exc_info: Any) -> BaseException | None:
+def _exception_of(exc_info: object) -> BaseException | None:
     if isinstance(exc_info, BaseException):
         return exc_info
-    if isinstance(exc_info, tuple):
-        return exc_info[1]
+    if isinstance(exc_info, tuple):  # (type, value, traceback), value None when no exception
+        value = exc_info[1]
+        return value if isinstance(value, BaseException) else None
     return sys.exc_info()[1] if exc_info else None
 
 

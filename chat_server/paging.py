@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Literal, overload
+from collections.abc import Callable
+from typing import Any, Literal, Protocol, TypeVar, overload
 
 from .validation import MAX_INT, Validator, is_storable_text
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
+
+
+class Listed(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+L = TypeVar("L", bound=Listed)
 
 
 def page_limit(v: Validator) -> int:
@@ -51,7 +59,7 @@ def decode_cursor(v: Validator, *, numeric: bool) -> str | int | None:
     return position
 
 
-def page(items: list, limit: int, position_of) -> dict:
+def page(items: list[L], limit: int, position_of: Callable[[L], str | int]) -> dict[str, Any]:
     """`{"items", "next_cursor"}` from up to `limit + 1` fetched items."""
     more = len(items) > limit
     items = items[:limit]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .config import Rate
@@ -94,7 +95,7 @@ class RedisRateLimiter:
     asked again for BACKOFF_SECONDS: meanwhile each process limits on its own.
     """
 
-    def __init__(self, rate: Rate, client: Any, prefix: str) -> None:
+    def __init__(self, rate: Rate, client: Redis, prefix: str) -> None:
         self.rate = rate
         self.client = client
         self.prefix = prefix
@@ -120,7 +121,9 @@ class RedisRateLimiter:
         return float(wait)
 
 
-def make_limiter(rate: Rate | None, redis_client: Any = None, name: str = "") -> RateLimiter:
+def make_limiter(
+    rate: Rate | None, redis_client: Redis | None = None, name: str = ""
+) -> RateLimiter:
     """No limit, a shared Redis limit (with a Redis client), or this process's own."""
     if rate is None:
         return Unlimited()

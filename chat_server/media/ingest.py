@@ -77,6 +77,8 @@ async def file_part(request: web.Request, limit: int) -> BodyPartReader:
     """
     body = _BoundedBody(request.content, limit + MULTIPART_SLACK)
     try:
+        # aiohttp types the stream as StreamReader but reads only the four methods
+        # _BoundedBody has (a Protocol would say so; aiohttp's annotation does not).
         reader = MultipartReader(request.headers, cast(StreamReader, body))
         skipped = 0
         for _ in range(MAX_PARTS_BEFORE_FILE + 1):
