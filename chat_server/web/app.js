@@ -16,9 +16,9 @@ let session = null;
 class Session {
   constructor(me) {
     this.me = me;
-    // Per room, the highest seq received over the WebSocket, whose delivery
-    // has no holes: the resume point after a reconnect. REST replies never
-    // advance it, as they can run ahead of messages still to be replayed.
+    // Per room, the highest room-event pos received over the WebSocket, whose
+    // delivery has no holes: the resume point after a reconnect. REST replies
+    // never advance it, as they can run ahead of events still to be replayed.
     this.seen = new Map();
     this.reloading = null;
     this.list = new RoomList({ me, onSelect: (id) => this.openRoom(id) });
@@ -26,7 +26,7 @@ class Session {
       me,
       sendFrame: (frame) => this.socket.send(frame),
       onRead: (roomId, seq) => this.markRead(roomId, seq),
-      onSent: (message) => this.onMessage(message, false),
+      onSent: (message) => this.onMessage(message),
     });
     this.socket = new ChatSocket({
       getToken: (forceRefresh) => api.accessToken(forceRefresh),
@@ -72,9 +72,9 @@ class Session {
   }
 
   // A room from REST or an event. New rooms start their resume point at
-  // their current last_seq: earlier messages are history, not missed events.
+  // their current last_pos: earlier events are history, not missed events.
   addRoom(room) {
-    if (!this.seen.has(room.id)) this.seen.set(room.id, room.last_seq);
+    if (!this.seen.has(room.id)) this.seen.set(room.id, room.last_pos);
     this.list.upsert(room);
     this.retitle();
   }
@@ -120,9 +120,8 @@ class Session {
     }
   }
 
-  onMessage(message, viaSocket) {
+  onMessage(message) {
     const roomId = message.room_id;
-    if (viaSocket) this.seen.set(roomId, Math.max(this.seen.get(roomId) ?? 0, message.seq));
     if (!this.list.get(roomId)) this.reloadRooms(); // its room.added was missed
     const mine = message.sender_id === this.me.id;
     // The server moves the sender's read marker to their own message.
@@ -140,18 +139,30 @@ class Session {
     this.view.retryFailedLoad();
   }
 
-  // The server replays at most 500 messages per room; from_seq..to_seq were
+  // The server replays at most 500 events per room; from_pos..to_pos were
   // skipped. Only the open room shows messages, so only it pages them in.
-  onGap({ room_id: roomId, from_seq: from, to_seq: to }) {
+  async onGap({ room_id: roomId, from_pos: from, to_pos: to }) {
     this.seen.set(roomId, Math.max(this.seen.get(roomId) ?? 0, to));
-    this.list.update(roomId, { lastSeq: to });
-    if (this.view.roomId === roomId) this.view.fill(from, to);
+    let after = from - 1;
+    while (this.view.roomId === roomId) {
+      const page = await api.get(
+        `/rooms/${roomId}/events?after_pos=${after}&before_pos=${to + 1}&limit=100`,
+      ).catch(() => null);
+      if (!page) return;
+      for (const event of page.items) this.onEvent(event);
+      if (!page.has_more || !page.items.length) return;
+      after = page.items.at(-1).pos;
+    }
   }
 
   onEvent(frame) {
+    // Room events carry their place in the room's stream: resume from there.
+    if (frame.pos !== undefined) {
+      this.seen.set(frame.room_id, Math.max(this.seen.get(frame.room_id) ?? 0, frame.pos));
+    }
     switch (frame.type) {
       case 'ready': return this.onReady(frame);
-      case 'message.new': return this.onMessage(frame.message, true);
+      case 'message.new': return this.onMessage(frame.message);
       case 'message.edited':
       case 'message.deleted': return this.view.update(frame.message);
       case 'gap': return this.onGap(frame);
