@@ -331,7 +331,13 @@ class Connection:
             and item.removes != self.user_id
             and self._write_now(item.wire)
         ):
-            self._delivered(item.room_id, item.pos)
+            # _delivered, inline: this is the fan-out's per-recipient step
+            room_id = item.room_id
+            self.last_pos[room_id] = item.pos
+            if self.moved is None:
+                self.moved = {room_id}
+            else:
+                self.moved.add(room_id)
         else:
             self.push(item)
 
