@@ -519,15 +519,6 @@ class Database:
         )
         return [(r["user_id"], r["room_id"], r["pos"]) for r in rows]
 
-    async def memberships(self, user_ids: Sequence[int]) -> list[tuple[int, int, int]]:
-        """(user_id, room_id, joined_pos) of every membership of the given users."""
-        rows = await self.engine.fetch(
-            f"SELECT user_id, room_id, joined_pos FROM members WHERE user_id"
-            f" {self.engine.in_ids('$1')}",
-            self.engine.ids_param(user_ids),
-        )
-        return [(r["user_id"], r["room_id"], r["joined_pos"]) for r in rows]
-
     # --- the room stream ----------------------------------------------------------------
 
     async def _append_event(

@@ -109,16 +109,15 @@ class Hub:
             self._announce_presence(conn.user_id, "offline", rooms)
         self._relay(PresenceChanged(conn.user_id, "offline", rooms))
 
-    async def poll(self, joins_since_ms: int | None = None) -> None:
+    async def poll(self, joins_since_ms: int) -> None:
         """Catch every local connection up from the database, and drop revoked ones.
 
         The relay calls this while Redis is away or stalled, and once it is
         back: what the relay could not carry is read from the truth instead.
         Each followed room's stream is read past the connection's position
-        (which delivers a removal, and stops there), and each local user's
-        memberships are checked, so a room joined elsewhere is followed from
-        its `member.joined` even though no relay message said so; so are the
-        joins since `joins_since_ms`, for a membership over before this poll.
+        (which delivers a removal, and stops there), and the local users'
+        joins since `joins_since_ms` (a little before Redis went away) are
+        followed from their `member.joined`, even a membership over by now.
         """
         if self.by_room:
             newest = await self.db.last_positions(list(self.by_room))
@@ -126,11 +125,8 @@ class Hub:
                 for conn in list(self.by_room.get(room_id, ())):
                     conn.behind(room_id, last_pos)
         if self.by_user:
-            users = list(self.by_user)
-            joins = await self.db.memberships(users)
-            if joins_since_ms is not None:
-                joins += await self.db.joins_since(users, joins_since_ms)
-            for user_id, room_id, joined_pos in sorted(joins, key=lambda join: join[2]):
+            joins = await self.db.joins_since(list(self.by_user), joins_since_ms)
+            for user_id, room_id, joined_pos in sorted(joins, key=lambda join: join[1:]):
                 self._joined_local(user_id, room_id, joined_pos)
         sessions = {c.session_id for conns in self.by_user.values() for c in conns}
         if sessions:

@@ -11,9 +11,9 @@ UPDATE rooms SET last_pos = last_seq;
 ALTER TABLE messages ALTER COLUMN pos SET NOT NULL;
 CREATE UNIQUE INDEX messages_room_pos ON messages (room_id, pos);
 
--- The pos of the member's own `member.joined`: where a connection starts
--- following a room it learns of by polling (members from before the stream
--- count from the stream's start).
+-- The pos of the member's own `member.joined`: where a connection that is
+-- delivering the member's earlier removal goes on if they came back (members
+-- from before the stream count from its present end).
 ALTER TABLE members ADD COLUMN joined_pos BIGINT NOT NULL DEFAULT 0;
 UPDATE members SET joined_pos = rooms.last_pos FROM rooms WHERE rooms.id = members.room_id;
 

@@ -7,6 +7,7 @@ UPDATE messages SET pos = seq;
 UPDATE rooms SET last_pos = last_seq;
 CREATE UNIQUE INDEX messages_room_pos ON messages (room_id, pos);
 
+-- The pos of the member's own `member.joined` (see sql/postgres/003_room_stream.sql).
 ALTER TABLE members ADD COLUMN joined_pos INTEGER NOT NULL DEFAULT 0;
 UPDATE members SET joined_pos = (SELECT last_pos FROM rooms WHERE rooms.id = members.room_id);
 
