@@ -363,6 +363,25 @@ async def test_a_late_resume_never_rewinds(client, alice, bob):
     ws.assert_clean()
 
 
+async def test_a_resume_from_before_a_rejoin_skips_the_time_away(client, alice, bob):
+    room = await create_room(client, alice, kind="private")
+    assert await add_member(client, alice, room, bob) == 201
+    await send(client, alice, room, "while bob is in")
+    seen = await last_pos(client, alice, room["id"])
+    await leave(client, bob, room)
+    await send(client, alice, room, "secret: bob is out")
+    assert await add_member(client, alice, room, bob) == 201
+    back_at = await last_pos(client, alice, room["id"])
+    await send(client, alice, room, "bob is back")
+    ws = Recorder(await connect(client, bob), bob.id)
+    await ws.resume({room["id"]: seen})  # the client last saw the room before it left
+    await ws.wait_pos(room["id"], back_at + 1)
+    # Its own leaving, then on from its rejoin: nothing of the time away.
+    assert [e["pos"] for e in ws.room_events()] == [seen + 1, back_at, back_at + 1]
+    assert "secret" not in ws.text()
+    ws.assert_clean()
+
+
 # --- removal --------------------------------------------------------------------------
 
 
