@@ -405,6 +405,7 @@ class OurTarget(Target):
             CHAT_DATABASE_URL=self.db_url,
             CHAT_AUTH_RATE="0",
             CHAT_MESSAGE_RATE="0",
+            CHAT_REGISTRATION="open",  # the benchmarks sign their users up
             CHAT_BCRYPT_ROUNDS=str(self.bcrypt_rounds),
             CHAT_ACCESS_TTL="7200",
         )

@@ -32,8 +32,8 @@ from . import keys
 from .config import Config, ConfigError
 from .db import Database
 from .engines import UniqueViolation
-from .errors import Conflict, NotFound, RateLimited, Unauthorized
-from .models import User, now_ms
+from .errors import Conflict, Forbidden, NotFound, RateLimited, Unauthorized
+from .models import Actor, User, now_ms
 from .validation import Validator, is_ascii_digits, path_id, read_json
 
 ALGORITHM = "HS256"
@@ -225,6 +225,18 @@ async def require_auth(request: web.Request) -> Principal:
     principal = await authenticate_token(request.app, token)
     request[keys.USER_ID] = principal.user_id  # for the access log
     return principal
+
+
+async def require_admin(request: web.Request) -> Actor:
+    """The calling server admin, as the actor of what they do (403 for anyone else).
+
+    The flag is read from the database on each call, so a demotion applies to
+    the admin's existing sessions at once."""
+    me = await require_auth(request)
+    user = await request.app[keys.DB].get_user(me.user_id)
+    if user is None or not user.is_admin:
+        raise Forbidden("administrators only")
+    return Actor(me.user_id, client_ip(request))
 
 
 def client_ip(request: web.Request) -> str:

@@ -15,14 +15,17 @@ search (tsvector vs FTS5).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .engines import Conn, Engine, Row, UniqueViolation, connect
 from .migrations import migrate
-from .models import Media, Member, Message, Room, Session, StreamEntry, User, now_ms
+from .models import Actor, Audit, Media, Member, Message, Room, Session, StreamEntry, User, now_ms
 from .rows import (
+    to_audit,
     to_media,
     to_member,
     to_message,
@@ -39,7 +42,9 @@ def _qualified(alias: str, fields: str) -> str:
     return ", ".join(f"{alias}.{name}" for name in fields.split(", "))
 
 
-USER_FIELDS = "id, username, display_name, bio, avatar_media_id, created_at"
+USER_FIELDS = (
+    "id, username, display_name, bio, avatar_media_id, created_at, is_admin, is_bot, deactivated_at"
+)
 USER_COLUMNS = _qualified("u", USER_FIELDS)
 SESSION_FIELDS = "id, user_id, created_at, last_used_at, user_agent, revoked_at"
 MEDIA_FIELDS = "id, uploader_id, filename, content_type, size, sha256, created_at, width, height"
@@ -57,6 +62,7 @@ MESSAGE_FIELDS = (
 )
 MESSAGE_COLUMNS = _qualified("m", MESSAGE_FIELDS)
 STREAM_FIELDS = "room_id, pos, type, message_id, user_id, actor_id, detail"
+AUDIT_FIELDS = "id, at, actor_id, action, target_type, target_id, ip, details"
 # Larger than any seq or pos: the upper bound of "newest first" queries.
 MAX_SEQ = 2**63 - 1
 # Roles that manage a room (edit it, add and remove members, delete others' messages).
@@ -1020,3 +1026,38 @@ RETURNING {MESSAGE_FIELDS}
             )
         rows = await self.engine.fetch(sql, query, user_id, room_id or 0, before_id, limit)
         return await self._attach(rows)
+
+    # --- audit ----------------------------------------------------------------------------
+
+    @staticmethod
+    async def _audit(
+        tx: Conn,
+        actor: Actor | None,
+        action: str,
+        target_type: str,
+        target_id: int | None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Records an admin or moderation action in the action's own transaction,
+        so the log holds exactly the actions that committed (API.md "Audit").
+        `actor` None: the server itself (a shell command, a background job)."""
+        await tx.execute(
+            "INSERT INTO audit_log (at, actor_id, action, target_type, target_id, ip, details)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            now_ms(),
+            None if actor is None else actor.user_id,
+            action,
+            target_type,
+            target_id,
+            "" if actor is None else actor.ip,
+            json.dumps(details or {}, separators=(",", ":")),
+        )
+
+    async def audit_page(self, before_id: int, limit: int) -> list[Audit]:
+        """Audit entries older than `before_id`, newest first."""
+        rows = await self.engine.fetch(
+            f"SELECT {AUDIT_FIELDS} FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2",
+            before_id,
+            limit,
+        )
+        return [to_audit(r) for r in rows]

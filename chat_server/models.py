@@ -33,6 +33,9 @@ class User:
     bio: str
     avatar_media_id: int | None
     created_at: int
+    is_admin: bool = False
+    is_bot: bool = False
+    deactivated: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +45,41 @@ class User:
             "bio": self.bio,
             "avatar_media_id": self.avatar_media_id,
             "created_at": iso(self.created_at),
+            "is_admin": self.is_admin,
+            "is_bot": self.is_bot,
+            "deactivated": self.deactivated,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who performs an audited action, and from where (API.md "Audit")."""
+
+    user_id: int
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    id: int
+    at: int
+    actor_id: int | None
+    action: str
+    target_type: str
+    target_id: int | None
+    ip: str
+    details: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": iso(self.at),
+            "actor_id": self.actor_id,
+            "action": self.action,
+            "target_type": self.target_type,
+            "target_id": self.target_id,
+            "ip": self.ip,
+            "details": self.details,
         }
 
 

@@ -5,8 +5,10 @@ The column lists that produce these rows live next to the queries in db.py.
 
 from __future__ import annotations
 
+import json
+
 from .engines import Row
-from .models import Media, Member, Message, Room, Session, StreamEntry, User
+from .models import Audit, Media, Member, Message, Room, Session, StreamEntry, User
 
 
 def to_user(row: Row) -> User:
@@ -17,6 +19,9 @@ def to_user(row: Row) -> User:
         row["bio"],
         row["avatar_media_id"],
         row["created_at"],
+        bool(row["is_admin"]),
+        bool(row["is_bot"]),
+        row["deactivated_at"] is not None,
     )
 
 
@@ -91,4 +96,17 @@ def to_stream_entry(row: Row) -> StreamEntry:
         row["user_id"],
         row["actor_id"],
         row["detail"],
+    )
+
+
+def to_audit(row: Row) -> Audit:
+    return Audit(
+        row["id"],
+        row["at"],
+        row["actor_id"],
+        row["action"],
+        row["target_type"],
+        row["target_id"],
+        row["ip"],
+        json.loads(row["details"]),
     )

@@ -26,6 +26,9 @@ USER = {
     "bio": "",
     "avatar_media_id": None,
     "created_at": "2026-11-23T22:37:53.123Z",
+    "is_admin": False,
+    "is_bot": False,
+    "deactivated": False,
 }
 ROOM = {
     "id": 3,

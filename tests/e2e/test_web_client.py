@@ -77,6 +77,7 @@ class ServerProcess:
             "CHAT_BCRYPT_ROUNDS": "4",
             "CHAT_AUTH_RATE": "0",
             "CHAT_MESSAGE_RATE": "0",
+            "CHAT_REGISTRATION": "open",
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

@@ -31,6 +31,8 @@ def make_config(tmp_path: Path, database_url: str, **overrides: Any) -> Config:
         "bcrypt_rounds": 4,
         "auth_rate": None,
         "message_rate": None,
+        # Tests sign up freely; the invite-only default has tests of its own.
+        "registration": "open",
         # Listen-only test sockets would wait out the default 2 s hold for a
         # `resume`; tests of the hold itself ask for the default back.
         "ready_hold": SHORT_HOLD,

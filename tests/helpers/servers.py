@@ -82,6 +82,7 @@ class ServerProcess:
             "CHAT_BCRYPT_ROUNDS": "4",
             "CHAT_AUTH_RATE": "0",
             "CHAT_MESSAGE_RATE": "0",
+            "CHAT_REGISTRATION": "open",
             "CHAT_SECRET_KEY": "end-to-end-test-secret-key-" + "k" * 32,
             **self.env,
         }
