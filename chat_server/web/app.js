@@ -2,8 +2,10 @@
 // room list, the open room and the WebSocket together.
 import * as api from './api.js';
 import { $, backoff, showError, sleep } from './dom.js';
+import { Conversation } from './conversation.js';
 import { setupRoomDialogs } from './dialogs.js';
 import { revokeBlobs } from './media.js';
+import { mentionsMe } from './mentions.js';
 import { MessageView } from './messages.js';
 import { setupProfile } from './profile.js';
 import { RoomList } from './rooms.js';
@@ -22,11 +24,18 @@ class Session {
     this.seen = new Map();
     this.reloading = null;
     this.list = new RoomList({ me, onSelect: (id) => this.openRoom(id) });
+    this.conversation = new Conversation({
+      me,
+      rooms: this.list,
+      getView: () => this.view,
+      onSent: (message) => this.onMessage(message),
+    });
     this.view = new MessageView({
       me,
       sendFrame: (frame) => this.socket.send(frame),
       onRead: (roomId, seq) => this.markRead(roomId, seq),
       onSent: (message) => this.onMessage(message),
+      parts: this.conversation.parts,
     });
     this.socket = new ChatSocket({
       getToken: (forceRefresh) => api.accessToken(forceRefresh),
@@ -40,7 +49,10 @@ class Session {
     });
     rememberUser(me);
     onUserChange((user) => {
-      if (user.id === this.me.id) this.me = user;
+      if (user.id === this.me.id) {
+        this.me = user;
+        this.conversation.setMe(user);
+      }
       this.list.userChanged(user);
       this.retitle();
     });
@@ -64,6 +76,7 @@ class Session {
 
   stop() {
     this.socket.stop();
+    this.conversation.stop();
     this.view.destroy();
     $('#room-list').replaceChildren();
     $('#dm-list').replaceChildren();
@@ -82,6 +95,7 @@ class Session {
   removeRoom(id) {
     this.seen.delete(id);
     this.list.remove(id);
+    this.conversation.roomClosed(id);
     if (this.view.roomId === id) this.view.close();
   }
 
@@ -102,6 +116,7 @@ class Session {
     const room = this.list.get(id);
     if (!room) return;
     this.list.select(id);
+    this.conversation.roomOpened(id);
     this.view.open(room, this.list.title(room));
     $('#message-input').focus();
   }
@@ -124,9 +139,12 @@ class Session {
     const roomId = message.room_id;
     if (!this.list.get(roomId)) this.reloadRooms(); // its room.added was missed
     const mine = message.sender_id === this.me.id;
+    const isNew = message.seq > (this.list.get(roomId)?.last_seq ?? Infinity);
     // The server moves the sender's read marker to their own message.
     this.list.update(roomId, { lastSeq: message.seq, readSeq: mine ? message.seq : 0 });
+    if (isNew && mentionsMe(message, this.me.id)) this.list.mentioned(roomId, message.seq);
     this.view.accept(message);
+    this.conversation.onMessage(message);
   }
 
   onReady(frame) {
@@ -164,13 +182,17 @@ class Session {
       case 'ready': return this.onReady(frame);
       case 'message.new': return this.onMessage(frame.message);
       case 'message.edited':
-      case 'message.deleted': return this.view.update(frame.message);
+      case 'message.deleted':
+        this.view.update(frame.message);
+        return this.conversation.onUpdate(frame.message);
       case 'gap': return this.onGap(frame);
       case 'room.added':
       case 'room.updated': return this.addRoom(frame.room);
       case 'room.removed': return this.removeRoom(frame.room.id);
       case 'member.joined':
-      case 'member.left': return rememberUser(frame.user);
+      case 'member.left':
+        this.conversation.onEvent(frame);
+        return rememberUser(frame.user);
       case 'typing':
         if (frame.room_id === this.view.roomId) this.view.typing(frame.user_id);
         return undefined;
@@ -182,7 +204,9 @@ class Session {
         // Answers to our typing/read frames; nothing the user can act on.
         console.warn('WebSocket error:', frame.code, frame.message);
         return undefined;
-      default: return undefined; // resumed, pong, ack and future event types
+      default: // reactions, pins; resumed, pong, ack and future event types
+        this.conversation.onEvent(frame);
+        return undefined;
     }
   }
 }
