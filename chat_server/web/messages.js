@@ -2,7 +2,8 @@
 // and the typing line; the composer below it is composer.js.
 import * as api from './api.js';
 import { Composer } from './composer.js';
-import { $, backoff, confirmAction, h, showError, sleep } from './dom.js';
+import { $, backoff, confirmAction, h, sleep } from './dom.js';
+import { startEdit } from './edit.js';
 import { avatarImage, renderAttachment } from './media.js';
 import { withReply } from './parts.js';
 import { cachedUser, displayName, presenceDot, rememberUser } from './users.js';
@@ -352,30 +353,10 @@ export class MessageView {
     const item = this.items.get(seq);
     if (!item) return;
     this.editing = seq;
-    const field = h('textarea', { class: 'edit-field', 'aria-label': 'Edit message', rows: 3 });
-    field.value = item.message.body;
-    const error = h('p', { class: 'error', role: 'alert' });
-    const form = h('form', { class: 'edit-form' }, field, error,
-      h('div', { class: 'buttons' },
-        h('button', { type: 'button', onclick: () => this.#endEdit() }, 'Cancel'),
-        h('button', { type: 'submit' }, 'Save')));
-    form.addEventListener('submit', (event) => {
-      event.preventDefault();
-      this.#saveEdit(item.message, field.value, error);
+    startEdit(item.element, item.message, {
+      onSaved: (message) => this.update(message),
+      onCancel: () => this.#endEdit(),
     });
-    field.addEventListener('keydown', (event) => {
-      if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        form.requestSubmit();
-      } else if (event.key === 'Escape') {
-        this.#endEdit();
-      }
-    });
-    $('.actions', item.element).hidden = true;
-    const body = $('.body', item.element);
-    if (body) body.replaceWith(form);
-    else $('.message-header', item.element).after(form);
-    field.focus();
   }
 
   // Leaves edit mode without saving: re-render the message as it was.
@@ -389,28 +370,11 @@ export class MessageView {
     $('.edit-button', element)?.focus();
   }
 
-  async #saveEdit(message, text, error) {
-    const body = text.trim();
-    if (body === message.body) {
-      this.#endEdit();
-      return;
-    }
-    if (!body && !message.attachments.length) {
-      showError(error, new Error('A message cannot be empty; use Delete to remove it.'));
-      return;
-    }
-    try {
-      this.update(await api.patch(`/rooms/${message.room_id}/messages/${message.id}`, { body }));
-    } catch (failure) {
-      showError(error, failure);
-    }
-  }
-
   async #delete(message) {
     if (!(await confirmAction('Delete this message?'))) return;
     try {
       await api.del(`/rooms/${message.room_id}/messages/${message.id}`);
-      this.update({ ...message, body: '', attachments: [], deleted: true });
+      this.update({ ...message, body: '', attachments: [], reactions: [], deleted: true });
     } catch (error) {
       this.composer.showError(error);
     }

@@ -4,6 +4,7 @@
 import * as api from './api.js';
 import { deliver } from './composer.js';
 import { $, backoff, confirmAction, h, randomId, showError, sleep } from './dom.js';
+import { startEdit } from './edit.js';
 import { avatarImage, renderAttachment } from './media.js';
 import { formatTime } from './messages.js';
 import { withReply } from './parts.js';
@@ -210,8 +211,9 @@ export class ThreadView {
       ? h('div', { class: 'attachments' }, message.attachments.map(renderAttachment))
       : null;
     const actions = message.deleted ? null
-      : h('div', { class: 'actions' }, this.parts.actions(message, { inThread: true }),
-        mine ? h('button', { type: 'button', onclick: () => this.#delete(message) }, 'Delete') : null);
+      : h('div', { class: 'actions' }, this.parts.actions(message, { inThread: true }), mine ? [
+        h('button', { type: 'button', class: 'edit-button', onclick: () => this.#startEdit(message.seq) }, 'Edit'),
+        h('button', { type: 'button', onclick: () => this.#delete(message) }, 'Delete')] : null);
     const classes = ['message', mine ? 'mine' : null, root ? 'thread-root' : null].filter(Boolean).join(' ');
     const article = h('article', { class: classes, 'data-seq': message.seq },
       header, body, attachments, this.parts.extras({ inThread: true }), actions);
@@ -219,11 +221,33 @@ export class ThreadView {
     return article;
   }
 
+  // The root or a reply, by seq.
+  #entry(seq) {
+    return this.root?.message.seq === seq ? this.root : this.items.get(seq);
+  }
+
+  #startEdit(seq) {
+    const entry = this.#entry(seq);
+    if (!entry) return;
+    startEdit(entry.element, entry.message, {
+      onSaved: (message) => this.update(message),
+      onCancel: () => {
+        // As it is now: events may have changed it while the form was open.
+        const current = this.#entry(seq);
+        if (!current) return;
+        const element = this.#render(current.message, { root: current === this.root });
+        current.element.replaceWith(element);
+        current.element = element;
+        $('.edit-button', element)?.focus();
+      },
+    });
+  }
+
   async #delete(message) {
     if (!(await confirmAction('Delete this message?'))) return;
     try {
       await api.del(`/rooms/${message.room_id}/messages/${message.id}`);
-      this.update({ ...message, body: '', attachments: [], reactions: [], deleted: true });
+      this.update({ ...this.#entry(message.seq)?.message ?? message, body: '', attachments: [], reactions: [], deleted: true });
     } catch (error) {
       showError(this.error, error);
     }

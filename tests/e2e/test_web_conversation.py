@@ -265,6 +265,14 @@ def test_thread_replies_live(pair: tuple[User, User, str]) -> None:
     expect(alice.thread).to_contain_text("2 replies")
     alice.shot("thread-panel")
 
+    # A reply is edited where it shows, in the thread.
+    bob.thread_article("first reply").get_by_role("button", name="Edit").click()
+    editor = bob.thread.get_by_role("textbox", name="Edit message")
+    editor.fill("first reply, edited")
+    editor.press("Enter")
+    expect(alice.thread_article("first reply, edited")).to_have_count(1)
+    expect(bob.thread).to_be_visible()
+
     # Escape (or Close thread) closes it and focus returns to the opener.
     alice.thread.get_by_role("textbox", name="Reply").press("Escape")
     expect(alice.thread).to_be_hidden()
