@@ -26,7 +26,15 @@ from ..helpers.servers import ServerProcess
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-gpu-compositing"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 RECONNECT_TIMEOUT_MS = 30_000
 FOCUSED_NAME_JS = """(() => {
   const el = document.activeElement;
