@@ -59,7 +59,7 @@ async def create_user(request: web.Request) -> web.Response:
         "username", required=True, max_len=32, pattern=USERNAME, reason=USERNAME_RULE
     )
     password = v.string("password", required=True, min_len=8, max_len=1024, reason=PASSWORD_RULE)
-    display_name = v.string("display_name", min_len=1, max_len=64, strip=True)
+    display_name = v.string("display_name", max_len=64, strip=True)
     is_admin = _flag(v, "is_admin")
     v.check()
     db = request.app[keys.DB]

@@ -117,7 +117,7 @@ async def test_create_user(client, alice):
         ({"username": "x", "password": PASSWORD}, "username"),
         ({"username": "erin", "password": "short"}, "password"),
         ({"username": "erin", "password": PASSWORD, "is_admin": "yes"}, "is_admin"),
-        ({"username": "erin", "password": PASSWORD, "display_name": ""}, "display_name"),
+        ({"username": "erin", "password": PASSWORD, "display_name": "x" * 65}, "display_name"),
     ]
     for fields, name in bad:
         response = await client.post(USERS, json=fields, headers=alice.headers)
