@@ -217,6 +217,10 @@ async def test_deactivation_ends_sessions_memberships_and_logins(client, alice, 
     refused = await client.post(LOGIN, json={"username": "bob", "password": PASSWORD})
     wrong = await client.post(LOGIN, json={"username": "carol", "password": "wrong password"})
     assert (await error_of(refused, 401)) == (await error_of(wrong, 401))
+    db: Database = client.app[keys.DB]
+    _, password_hash = await db.get_credentials("bob")  # type: ignore[misc]
+    # a login that checked the password before the deactivation committed gets no session
+    assert await db.create_session(bob.id, password_hash, "jti", "racing login") is None
     # nobody adds them to a room or opens a DM with them
     response = await client.post(
         f"/api/v1/rooms/{general['id']}/members", json={"user_id": bob.id}, headers=carol.headers
