@@ -128,7 +128,8 @@ class ErasureBatch:
 
 
 class _AlreadyMember(Exception):
-    """Rolls back a join that lost a race with the same join."""
+    """Rolls back a join that lost a race with the same join (or with the
+    account's deactivation)."""
 
 
 @dataclass(frozen=True, slots=True)
