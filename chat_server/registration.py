@@ -248,7 +248,7 @@ async def list_invites(request: web.Request) -> web.Response:
 
 async def revoke_invite(request: web.Request) -> web.Response:
     me = await auth.require_auth(request)
-    invite_id = path_id(request, "invite_id")
+    invite_id = path_id(request, "invite")
     actor = Actor(me.user_id, auth.client_ip(request))
     if not await request.app[keys.DB].revoke_invite(actor, invite_id):
         raise NotFound("no such invite")
@@ -259,7 +259,7 @@ async def check_invite(request: web.Request) -> web.Response:
     """What a signup page shows before the account exists (no auth; rate limited
     per IP like logins, so codes cannot be guessed at speed)."""
     await auth.check_auth_rate(request)
-    refusal, rooms = await request.app[keys.DB].invite_status(request.match_info["code"])
+    refusal, rooms = await request.app[keys.DB].invite_status(request.match_info["invite"])
     return web.json_response(
         {
             "valid": refusal is None,
