@@ -252,7 +252,7 @@ def _banner(config: Config, files: tuple[int, int], setup: SetupLink) -> None:
     ]
     first_admin = setup.banner(config.resolved_public_url)
     if first_admin is not None:
-        lines.append(first_admin)
+        lines.insert(-1, first_admin)  # "sockets:" stays the last line
     for line in lines:
         log.info(line)
 
