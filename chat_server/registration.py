@@ -38,7 +38,7 @@ from .errors import Forbidden, NotFound
 from .models import Actor, User, now_ms
 from .paging import decode_cursor, page, page_limit
 from .rooms import announce_join
-from .validation import Validator, path_id, read_json
+from .validation import Validator, is_storable_text, path_id, read_json
 
 # Which revision-2 capabilities this server has (GET /server): clients compare it
 # to the level they need. 2: registration control, invites and administration.
@@ -259,7 +259,12 @@ async def check_invite(request: web.Request) -> web.Response:
     """What a signup page shows before the account exists (no auth; rate limited
     per IP like logins, so codes cannot be guessed at speed)."""
     await auth.check_auth_rate(request)
-    refusal, rooms = await request.app[keys.DB].invite_status(request.match_info["invite"])
+    code = request.match_info["invite"]
+    refusal, rooms = (
+        await request.app[keys.DB].invite_status(code)
+        if is_storable_text(code)  # a NUL, say, names no invite
+        else ("unknown invite", [])
+    )
     return web.json_response(
         {
             "valid": refusal is None,

@@ -317,7 +317,7 @@ async def test_checking_an_invite_needs_no_account(start):
         "rooms": [{"id": room["id"], "name": "welcome"}],
     }
     await client.delete(f"{INVITES}/{invite['id']}", headers=admin.headers)
-    for code in (invite["code"], "unknown-code"):
+    for code in (invite["code"], "unknown-code", "nul%00"):
         response = await client.get(f"{INVITES}/{code}")
         assert response.status == 200
         assert await response.json() == {"valid": False, "server_name": "Team chat", "rooms": []}
