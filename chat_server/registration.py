@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -105,8 +106,7 @@ async def prepare_setup(db: Database, data_dir: Path) -> SetupLink:
 def _write_private(path: Path, token: str) -> Path:
     """`token` in a new file (mode 0600) next to `path`, for a rename into place."""
     pending = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    with pending.open("x", encoding="ascii") as file:
-        pending.chmod(0o600)
+    with os.fdopen(os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
         file.write(token + "\n")
     return pending
 
