@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from chat_server import create_app, keys
-from chat_server.db import Database
+from chat_server.db import Database, SignupRefused
 
 from .helpers import PASSWORD, Account, create_room, error_of, make_config, signup
 from .helpers.ws import connect, next_of
@@ -129,19 +129,45 @@ async def test_an_invite_that_is_not_valid_is_refused_and_nothing_is_created(sta
     assert uses == {expired["id"]: 0, used["id"]: 1, revoked["id"]: 0}
 
 
+async def test_a_taken_username_spends_no_use_of_the_invite(start):
+    client = await start("invite")
+    admin = await first_admin(client)
+    invite = await new_invite(client, admin)
+    error = await error_of(await try_signup(client, "ROOT", invite=invite["code"]), 409)
+    assert error["details"]["fields"] == {"username": "taken"}
+    assert (await my_invites(client, admin))["items"][0]["uses"] == 0
+    assert (await signup(client, "fresh", invite=invite["code"])).user["is_admin"] is False
+
+
 async def test_two_signups_racing_for_the_last_use_make_one_account(start):
     client = await start("invite")
     admin = await first_admin(client)
     invite = await new_invite(client, admin, max_uses=2)
     await signup(client, "early", invite=invite["code"])
+    racers = [f"racer{n}" for n in range(6)]  # more than two, so they surely overlap
     responses = await asyncio.gather(
-        try_signup(client, "racer1", invite=invite["code"]),
-        try_signup(client, "racer2", invite=invite["code"]),
+        *(try_signup(client, n, invite=invite["code"]) for n in racers)
     )
-    assert sorted(r.status for r in responses) == [201, 403]
-    names = [n for n in ("racer1", "racer2") if await db_of(client).get_credentials(n)]
+    assert sorted(r.status for r in responses) == [201] + [403] * (len(racers) - 1)
+    names = [n for n in racers if await db_of(client).get_credentials(n)]
     assert len(names) == 1
     assert (await my_invites(client, admin))["items"][0]["uses"] == 2
+
+
+async def test_inserts_racing_for_the_last_use_make_one_account(start):
+    """The same race without HTTP and hashing in between, so the transactions overlap."""
+    client = await start("invite")
+    admin = await first_admin(client)
+    invite = await new_invite(client, admin, max_uses=1)
+    db = db_of(client)
+    racers = [f"racer{n}" for n in range(8)]
+    outcomes = await asyncio.gather(
+        *(db.create_invited_user(n, n, "x", invite["code"]) for n in racers),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
+    assert all(isinstance(o, SignupRefused) for o in outcomes if isinstance(o, BaseException))
+    assert (await my_invites(client, admin))["items"][0]["uses"] == 1
 
 
 async def test_an_invite_joins_its_rooms_and_the_members_see_it(start):
