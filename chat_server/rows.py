@@ -8,7 +8,19 @@ from __future__ import annotations
 import json
 
 from .engines import Row
-from .models import Audit, Media, Member, Message, Room, Session, StreamEntry, User
+from .models import (
+    AdminUser,
+    Audit,
+    Invite,
+    Job,
+    Media,
+    Member,
+    Message,
+    Room,
+    Session,
+    StreamEntry,
+    User,
+)
 
 
 def to_user(row: Row) -> User:
@@ -109,4 +121,33 @@ def to_audit(row: Row) -> Audit:
         row["target_id"],
         row["ip"],
         json.loads(row["details"]),
+    )
+
+
+def to_admin_user(row: Row) -> AdminUser:
+    return AdminUser(to_user(row), row["last_seen_at"], row["session_count"])
+
+
+def to_job(row: Row) -> Job:
+    return Job(
+        row["id"],
+        row["kind"],
+        row["target_id"],
+        row["actor_id"],
+        row["done_count"],
+        row["lease_until"],
+    )
+
+
+def to_invite(row: Row, room_ids: tuple[int, ...]) -> Invite:
+    return Invite(
+        row["id"],
+        row["code"],
+        row["max_uses"],
+        row["uses"],
+        row["expires_at"],
+        row["created_by"],
+        room_ids,
+        row["created_at"],
+        row["revoked_at"] is not None,
     )
