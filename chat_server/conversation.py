@@ -39,9 +39,11 @@ T = TypeVar("T")
 
 def check_emoji(value: Any) -> str:
     """The emoji of a path or frame, or 400 naming `emoji`."""
-    if not isinstance(value, str) or len(value) > MAX_EMOJI_CHARS:
-        raise InvalidRequest.fields({"emoji": emoji_rules.RULE})
-    if not emoji_rules.is_reaction(value):
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_EMOJI_CHARS
+        or not emoji_rules.is_reaction(value)
+    ):
         raise InvalidRequest.fields({"emoji": emoji_rules.RULE})
     return value
 

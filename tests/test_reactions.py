@@ -9,9 +9,10 @@ from itertools import pairwise
 
 import pytest
 
-from chat_server import keys
+from chat_server import create_app, keys
+from chat_server.config import Rate
 
-from .helpers import ROOMS, create_room, error_of, join, send, signup
+from .helpers import ROOMS, create_room, error_of, join, make_config, send, signup
 from .helpers.conversation import (
     fold_reactions,
     history,
@@ -323,3 +324,22 @@ async def test_reactions_racing_a_kick_commit_before_it_or_not_at_all(client, al
     assert all(e["pos"] < left["pos"] for e in added)
     [seen] = await history(client, alice, room["id"])
     assert sum(r["count"] for r in seen["reactions"]) == len(added)
+
+
+async def test_reacting_counts_against_the_message_rate(aiohttp_client, tmp_path, database_url):
+    config = make_config(tmp_path, database_url, message_rate=Rate(3, 60))
+    client = await aiohttp_client(create_app(config))
+    alice = await signup(client, "alice")
+    room = await create_room(client, alice)
+    message = await send(client, alice, room)  # 1
+    await react(client, alice, message, "👍")  # 2
+    await unreact(client, alice, message, "👍")  # 3
+    error = await error_of(
+        await client.put(reaction_path(room["id"], message["id"], "🎉"), headers=alice.headers),
+        429,
+    )
+    assert error["code"] == "rate_limited"
+    response = await client.post(
+        f"{ROOMS}/{room['id']}/messages", json={"body": "more"}, headers=alice.headers
+    )
+    assert response.status == 429
