@@ -12,29 +12,18 @@ A reaction is either one Unicode emoji grapheme or a custom `:name:` of 1-32
 
 `pictographic` is Unicode's Extended_Pictographic property (emoji-data.txt,
 Unicode 15.1), kept here as ranges because the standard library's
-`unicodedata` does not expose emoji properties. Text like "ok", two emoji
+`unicodedata` does not expose emoji properties. The grammar is one regular
+expression (PATTERN), which openapi.json gives as the parameter's pattern. Text like "ok", two emoji
 side by side, or a bare digit are not one emoji.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 
-CUSTOM = re.compile(r":[a-z0-9_+\-]{1,32}:")
 RULE = "one emoji, or :name: of 1-32 a-z 0-9 _ + -"
 # The longest standard ZWJ sequences (families) have four people.
 MAX_ZWJ_ELEMENTS = 4
-
-ZWJ = 0x200D
-VS16 = 0xFE0F
-KEYCAP = 0x20E3
-BLACK_FLAG = 0x1F3F4
-CANCEL_TAG = 0xE007F
-SKIN_TONES = range(0x1F3FB, 0x1F3FF + 1)
-REGIONAL_INDICATORS = range(0x1F1E6, 0x1F1FF + 1)
-TAGS = range(0xE0020, 0xE007E + 1)
-KEYCAP_BASES = frozenset(map(ord, "0123456789#*"))
 
 # Extended_Pictographic, as inclusive (first, last) code point ranges in order.
 _PICTOGRAPHIC = (
@@ -59,60 +48,29 @@ _PICTOGRAPHIC = (
     (0x1F888, 0x1F88F), (0x1F8AE, 0x1F8FF), (0x1F90C, 0x1F93A), (0x1F93C, 0x1F945),
     (0x1F947, 0x1FAFF), (0x1FC00, 0x1FFFD),
 )  # fmt: skip
-_STARTS = [first for first, _ in _PICTOGRAPHIC]
 
 
-def is_pictographic(code: int) -> bool:
-    index = bisect_right(_STARTS, code) - 1
-    return index >= 0 and code <= _PICTOGRAPHIC[index][1]
+def _char_class(ranges: tuple[tuple[int, int], ...]) -> str:
+    return "".join(chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in ranges)
+
+
+_ELEMENT = f"[{_char_class(_PICTOGRAPHIC)}][\ufe0f\U0001f3fb-\U0001f3ff]?"
+# The grammar above as one regular expression; its characters are literal (no
+# escapes), so the same text is a JSON Schema (ECMA 262) pattern: openapi.json's
+# `emoji` parameter carries PATTERN.
+GRAMMAR = "|".join(
+    (
+        ":[a-z0-9_+-]{1,32}:",  # custom
+        "[0-9#*]\ufe0f?\u20e3",  # keycap
+        "[\U0001f1e6-\U0001f1ff]{2}",  # flag
+        "\U0001f3f4[\U000e0020-\U000e007e]{1,30}\U000e007f",  # tag flag
+        f"{_ELEMENT}(?:\u200d{_ELEMENT}){{0,{MAX_ZWJ_ELEMENTS - 1}}}",  # zwj_seq
+    )
+)
+PATTERN = f"^(?:{GRAMMAR})$"
+_REACTION = re.compile(GRAMMAR)
 
 
 def is_reaction(text: str) -> bool:
     """True when `text` is one emoji grapheme or a `:name:` (see the module's grammar)."""
-    if CUSTOM.fullmatch(text):
-        return True
-    codes = [ord(char) for char in text]
-    return bool(codes) and (
-        _is_keycap(codes) or _is_flag(codes) or _is_tag_flag(codes) or _is_zwj_sequence(codes)
-    )
-
-
-def _is_keycap(codes: list[int]) -> bool:
-    return codes[0] in KEYCAP_BASES and codes[1:] in ([KEYCAP], [VS16, KEYCAP])
-
-
-def _is_flag(codes: list[int]) -> bool:
-    return len(codes) == 2 and all(code in REGIONAL_INDICATORS for code in codes)
-
-
-def _is_tag_flag(codes: list[int]) -> bool:
-    tags = codes[1:-1]
-    return (
-        codes[0] == BLACK_FLAG
-        and codes[-1] == CANCEL_TAG
-        and 1 <= len(tags) <= 30
-        and all(code in TAGS for code in tags)
-    )
-
-
-def _is_zwj_sequence(codes: list[int]) -> bool:
-    elements = _split(codes, ZWJ)
-    return len(elements) <= MAX_ZWJ_ELEMENTS and all(map(_is_element, elements))
-
-
-def _is_element(codes: list[int]) -> bool:
-    """A pictographic code point with at most one presentation selector or skin tone."""
-    if not codes or not is_pictographic(codes[0]):
-        return False
-    rest = codes[1:]
-    return not rest or (len(rest) == 1 and (rest[0] == VS16 or rest[0] in SKIN_TONES))
-
-
-def _split(codes: list[int], separator: int) -> list[list[int]]:
-    parts: list[list[int]] = [[]]
-    for code in codes:
-        if code == separator:
-            parts.append([])
-        else:
-            parts[-1].append(code)
-    return parts
+    return _REACTION.fullmatch(text) is not None

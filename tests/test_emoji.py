@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
-from chat_server.emoji import is_pictographic, is_reaction
+from chat_server.emoji import PATTERN, is_reaction
 
 VALID = [
     "👍",
@@ -61,7 +65,12 @@ def test_anything_else_is_not(text: str) -> None:
     assert not is_reaction(text)
 
 
-def test_pictographic_ranges_edges() -> None:
-    assert is_pictographic(0x1F600) and is_pictographic(0x00A9) and is_pictographic(0x1FAFF)
-    assert not is_pictographic(ord("a")) and not is_pictographic(0x1F3FB)  # a skin tone
-    assert not is_pictographic(0x1F1E6)  # a regional indicator alone
+def test_the_openapi_pattern_is_the_rule() -> None:
+    parameter = json.loads(
+        (Path(__file__).parent.parent / "chat_server" / "openapi.json").read_text()
+    )["components"]["parameters"]["Emoji"]
+    assert parameter["schema"]["pattern"] == PATTERN
+    for text in VALID:
+        assert re.search(PATTERN, text)
+    for text in INVALID:
+        assert not re.search(PATTERN, text)
