@@ -6,9 +6,21 @@ The column lists that produce these rows live next to the queries in db.py.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from .engines import Row
-from .models import Audit, Media, Member, Message, Room, Session, StreamEntry, User
+from .models import (
+    NO_MENTIONS,
+    Audit,
+    Media,
+    Member,
+    Mentions,
+    Message,
+    Room,
+    Session,
+    StreamEntry,
+    User,
+)
 
 
 def to_user(row: Row) -> User:
@@ -63,6 +75,7 @@ def to_room(row: Row) -> Room:
         row["member_count"],
         row["my_role"],
         row["my_last_read_seq"],
+        row["unread_mentions"],
     )
 
 
@@ -80,7 +93,19 @@ def to_message(row: Row, attachments: tuple[Media, ...] = ()) -> Message:
         bool(row["deleted"]),
         row["pos"],
         attachments,
+        thread_id=row["thread_id"],
+        reply_count=row["reply_count"],
+        last_reply_at=row["last_reply_at"],
+        mentions=to_mentions(row["mentioned_ids"], row["mentions_room"]),
     )
+
+
+def to_mentions(mentioned_ids: str | None, room: Any) -> Mentions:
+    """A message's mentions from its row: "1,5,9" (or NULL) and the `@room` flag."""
+    if mentioned_ids is None and not room:
+        return NO_MENTIONS
+    ids = tuple(int(i) for i in mentioned_ids.split(",")) if mentioned_ids else ()
+    return Mentions(ids, bool(room))
 
 
 def to_member(row: Row) -> Member:
