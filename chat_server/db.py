@@ -796,17 +796,17 @@ WITH member AS (
 )
 SELECT * FROM inserted
 """
-    # Group commit on PostgreSQL: many sends (to any rooms) in one statement. The
-    # senders' member rows are locked first (in key order, as removals lock
-    # them), then the rooms in id order (no deadlock between processes);
-    # non-members' sends are dropped before numbering (so no seq or pos is
-    # skipped), each room's counters are bumped once, and every row comes back
-    # with its batch position.
+    # Group commit on PostgreSQL: many plain sends (no attachments, reply or
+    # mentions), to any rooms, in one statement. The senders' member rows are
+    # locked first (in key order, as removals lock them), then the rooms in id
+    # order (no deadlock between processes); non-members' sends are dropped
+    # before numbering (so no seq or pos is skipped), each room's counters are
+    # bumped once, and every row comes back with its batch position.
     _SEND_BATCH_POSTGRES = f"""
 WITH sends AS (
     SELECT * FROM unnest(
-        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]
-    ) WITH ORDINALITY AS b (room_id, sender_id, body, client_id, reply_to, created_at, ord)
+        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]
+    ) WITH ORDINALITY AS b (room_id, sender_id, body, client_id, created_at, ord)
 ), member AS (
     SELECT m.room_id, m.user_id FROM members m
     WHERE (m.room_id, m.user_id) IN (SELECT room_id, sender_id FROM sends)
@@ -824,9 +824,9 @@ WITH sends AS (
     WHERE r.id = c.room_id AND r.id IN (SELECT id FROM locked)
     RETURNING r.id, r.last_seq - c.count AS base, r.last_pos - c.count AS base_pos
 ), inserted AS (
-    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at)
+    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, created_at)
     SELECT n.room_id, b.base + n.n, b.base_pos + n.n, n.sender_id, n.body, n.client_id,
-        n.reply_to, n.created_at
+        n.created_at
     FROM numbered n JOIN bumped b ON b.id = n.room_id
     RETURNING {MESSAGE_FIELDS}
 ), marked AS (
@@ -891,7 +891,6 @@ RETURNING {MESSAGE_FIELDS}
                 [s.sender_id for s in sends],
                 [s.body for s in sends],
                 [s.client_id for s in sends],
-                [s.reply_to for s in sends],
                 [s.created_at for s in sends],
             )
         except UniqueViolation:  # a retried client_id: sending one by one handles it

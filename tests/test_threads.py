@@ -7,9 +7,12 @@ that message carries `thread: {reply_count, last_reply_at}` wherever it is read
 
 from __future__ import annotations
 
+import asyncio
+
 from .helpers import ROOMS, create_room, error_of, join, messages_path, send, signup
 from .helpers.conversation import (
     delete,
+    edit,
     get_json,
     history,
     message_path,
@@ -135,3 +138,22 @@ async def test_replies_are_live_and_summaries_replayed_as_in_history(client, ali
     events = await get_json(client, bob, f"{ROOMS}/{room['id']}/events")
     stored = {e["message"]["id"]: e["message"] for e in events["items"] if "message" in e}
     assert stored == read
+
+
+async def test_concurrent_replies_and_edits_of_the_first_message_all_commit(client, alice, bob):
+    # A reply locks the thread's first message before the room, as an edit does:
+    # replies racing edits of that message neither deadlock nor lose a count.
+    room = await create_room(client, alice)
+    await join(client, bob, room)
+    root = await send(client, alice, room, "root")
+    replies = [send(client, bob, room, f"reply {i} @alice", reply_to=root["id"]) for i in range(12)]
+    edits = [edit(client, alice, root, f"root, take {i}") for i in range(6)]
+    done = await asyncio.gather(*replies, *edits)
+    sent = done[: len(replies)]
+    read = await history(client, alice, room)
+    assert sorted(m["seq"] for m in read.values()) == list(range(1, 14))
+    assert read[root["id"]]["thread"] == {
+        "reply_count": 12,
+        "last_reply_at": max(m["created_at"] for m in sent),
+    }
+    assert all(read[m["id"]]["mentions"]["user_ids"] == [alice.id] for m in sent)
