@@ -100,7 +100,6 @@ def fold_reactions(events: list[dict[str, Any]]) -> dict[tuple[int, str], int]:
     return {key: count for key, count in counts.items() if count}
 
 
-
 def message_path(message: dict[str, Any]) -> str:
     return f"{ROOMS}/{message['room_id']}/messages/{message['id']}"
 
