@@ -193,6 +193,11 @@ class ReplyNotFound(Exception):
     """A reply to a message that is not in the room."""
 
 
+class AccountDeactivated(Exception):
+    """A new room's first member (its owner, or one of a DM's two) was deactivated
+    meanwhile: the room is not created."""
+
+
 class _AlreadyMember(Exception):
     """Rolls back a join that lost a race with the same join (or with the
     account's deactivation)."""
@@ -549,7 +554,7 @@ class Database:
                 owner_id,
                 now,
             )
-            await self._join(tx, room_id, owner_id, "owner", None)
+            await self._first_join(tx, room_id, owner_id, "owner")
             return await self._room_in(tx, room_id, owner_id)
 
     async def _room_in(self, conn: Conn, room_id: int, viewer_id: int) -> Room:
@@ -624,7 +629,7 @@ class Database:
                         dm_key,
                     )
                     for member in (low, high):
-                        await self._join(tx, room_id, member, "member", None)
+                        await self._first_join(tx, room_id, member, "member")
                     return await self._room_in(tx, room_id, user_id), True
             except UniqueViolation:  # created concurrently by the other user
                 existing = await self.engine.fetchval(
@@ -775,6 +780,14 @@ class Database:
                 return await self._join(tx, room_id, user_id, role, actor_id)
         except _AlreadyMember:
             return None
+
+    async def _first_join(self, tx: Conn, room_id: int, user_id: int, role: str) -> None:
+        """A member of a room this transaction creates: no one else can have
+        joined it, so a refused join means the account was deactivated."""
+        try:
+            await self._join(tx, room_id, user_id, role, None)
+        except _AlreadyMember:
+            raise AccountDeactivated() from None
 
     async def _join(
         self, tx: Conn, room_id: int, user_id: int, role: str, actor_id: int | None

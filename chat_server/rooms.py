@@ -11,8 +11,8 @@ from aiohttp import web
 
 from . import events, keys, stream
 from .auth import require_auth
-from .db import MANAGERS
-from .errors import Conflict, Forbidden, InvalidRequest, NotFound
+from .db import MANAGERS, AccountDeactivated
+from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from .models import Room, User
 from .paging import decode_cursor, page, page_limit
 from .validation import Validator, path_id, read_json
@@ -69,7 +69,10 @@ async def create_room(request: web.Request) -> web.Response:
     kind = v.choice("kind", ROOM_KINDS, required=True)
     v.check()
     db = request.app[keys.DB]
-    room = await db.create_room(kind, name, topic or "", me.user_id)
+    try:
+        room = await db.create_room(kind, name, topic or "", me.user_id)
+    except AccountDeactivated:  # deactivated since the request was authenticated
+        raise Unauthorized("session revoked") from None
     owner = await db.get_user(me.user_id)
     if owner is not None:
         announce_join(request.app, room.id, owner, "owner", room.last_pos, None)  # pos 1
@@ -215,7 +218,10 @@ async def open_dm(request: web.Request) -> web.Response:
     other = await db.get_user(other_id)
     if other is None or other.deactivated:
         raise NotFound("no such user")
-    room, created = await db.get_or_create_dm(me.user_id, other_id)
+    try:
+        room, created = await db.get_or_create_dm(me.user_id, other_id)
+    except AccountDeactivated:  # one of the two, since the checks above
+        raise NotFound("no such user") from None
     if created:  # its first two events: the members' `member.joined`, low id first
         hub = request.app[keys.HUB]
         users = {me.user_id: await db.get_user(me.user_id), other_id: other}
