@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import auth, keys, media, messages, observability, rooms, users
+from . import auth, keys, media, messages, moderation, observability, rooms, users
 from .config import Config
 from .db import Database
 from .errors import Unauthorized, Unavailable
@@ -118,19 +118,29 @@ def _add_routes(app: web.Application) -> None:
             web.get(f"{api}/rooms/public", rooms.public_rooms),
             web.get(f"{api}/rooms/{{room_id:[0-9]+}}", rooms.get_room),
             web.patch(f"{api}/rooms/{{room_id:[0-9]+}}", rooms.patch_room),
+            web.delete(f"{api}/rooms/{{room_id:[0-9]+}}", moderation.delete_room),
             web.post(f"{api}/rooms/{{room_id}}/join", rooms.join_room),
             web.post(f"{api}/rooms/{{room_id}}/leave", rooms.leave_room),
             web.get(f"{api}/rooms/{{room_id}}/events", rooms.room_events),
             web.get(f"{api}/rooms/{{room_id}}/members", rooms.list_members),
             web.post(f"{api}/rooms/{{room_id}}/members", rooms.add_member),
             web.delete(f"{api}/rooms/{{room_id}}/members/{{user_id}}", rooms.kick_member),
+            web.post(f"{api}/rooms/{{room_id}}/bans", moderation.ban_user),
+            web.get(f"{api}/rooms/{{room_id}}/bans", moderation.list_bans),
+            web.delete(f"{api}/rooms/{{room_id}}/bans/{{user_id}}", moderation.unban_user),
             web.post(f"{api}/dm", rooms.open_dm),
             web.post(f"{api}/rooms/{{room_id}}/messages", messages.send_message),
             web.get(f"{api}/rooms/{{room_id}}/messages", messages.history),
             web.patch(f"{api}/rooms/{{room_id}}/messages/{{message_id}}", messages.edit_message),
             web.delete(f"{api}/rooms/{{room_id}}/messages/{{message_id}}", messages.delete_message),
+            web.post(
+                f"{api}/rooms/{{room_id}}/messages/{{message_id}}/report",
+                moderation.report_message,
+            ),
             web.post(f"{api}/rooms/{{room_id}}/read", messages.read_marker),
             web.get(f"{api}/search", messages.search),
+            web.get(f"{api}/admin/reports", moderation.list_reports),
+            web.patch(f"{api}/admin/reports/{{report_id}}", moderation.decide_report),
             web.post(f"{api}/media", media.upload),
             web.get(f"{api}/media/{{media_id}}", media.download),
             web.get(f"{api}/media/{{media_id}}/thumbnail", media.thumbnail),

@@ -10,13 +10,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from . import events, keys
-from .auth import require_auth
-from .db import MANAGERS, NotMember
+from .auth import client_ip, require_auth
+from .db import MANAGERS, NotMember, RoomGone
 from .errors import Forbidden, InvalidRequest, NotFound, RateLimited
 from .events import dumps
-from .models import Message
+from .models import Actor, Message
 from .paging import decode_cursor, page, page_limit
-from .rooms import member_room, visible_room
+from .rooms import member_room, moderated_room, visible_room
 from .validation import Validator, path_id, read_json
 
 MAX_BODY = 4000
@@ -182,15 +182,18 @@ async def edit_message(request: web.Request) -> web.Response:
 
 
 async def delete_message(request: web.Request) -> web.Response:
+    """As the sender, or a room's owner or admin or a server admin (others' messages: audited)."""
     me = await require_auth(request)
-    room, message = await _own_message(request)
-    if room.my_role is None or (message.sender_id != me.user_id and room.my_role not in MANAGERS):
+    room, role = await moderated_room(request.app, path_id(request, "room_id"), me.user_id)
+    db = request.app[keys.DB]
+    message = await db.get_message(room.id, path_id(request, "message_id"))
+    if message is None:
+        raise NotFound("no such message")
+    if role is None or (message.sender_id != me.user_id and role not in MANAGERS):
         raise Forbidden("only the sender or the room's owner or an admin may delete a message")
+    actor = Actor(me.user_id, client_ip(request))
     deleted = await _changed(
-        request.app,
-        room.id,
-        me.user_id,
-        request.app[keys.DB].delete_message(room.id, message.id, me.user_id),
+        request.app, room.id, me.user_id, db.delete_message(room.id, message.id, actor)
     )
     if deleted is not None:
         tombstone, pos = deleted
@@ -200,10 +203,11 @@ async def delete_message(request: web.Request) -> web.Response:
 
 async def _changed(app: web.Application, room_id: int, user_id: int, change: Awaitable[T]) -> T:
     """Commits a change that needs membership; a member removed meanwhile gets
-    the non-member's answer (404 for a private room, 403 for a public one)."""
+    the non-member's answer (404 for a private room, 403 for a public one), and
+    a room deleted meanwhile is 404."""
     try:
         return await change
-    except NotMember:
+    except (NotMember, RoomGone):
         await member_room(app, room_id, user_id)  # raises the right 404/403
         raise Forbidden("join the room first") from None
 

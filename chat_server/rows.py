@@ -8,7 +8,18 @@ from __future__ import annotations
 import json
 
 from .engines import Row
-from .models import Audit, Media, Member, Message, Room, Session, StreamEntry, User
+from .models import (
+    Audit,
+    Ban,
+    Media,
+    Member,
+    Message,
+    Report,
+    Room,
+    Session,
+    StreamEntry,
+    User,
+)
 
 
 def to_user(row: Row) -> User:
@@ -109,4 +120,26 @@ def to_audit(row: Row) -> Audit:
         row["target_id"],
         row["ip"],
         json.loads(row["details"]),
+    )
+
+
+def to_ban(row: Row) -> Ban:
+    """A row of user columns plus the ban's `reason`, `by_id` and `banned_at`."""
+    return Ban(to_user(row), row["reason"], row["by_id"], row["banned_at"])
+
+
+def to_report(row: Row, message: Message) -> Report:
+    """A row of the reporter's user columns plus the report's and its room's (see db.py)."""
+    return Report(
+        row["report_id"],
+        row["state"],
+        row["reason"],
+        row["comment"],
+        to_user(row),
+        message,
+        row["room_id"],
+        row["room_name"],
+        row["room_kind"],
+        row["reported_at"],
+        row["resolved_by"],
     )

@@ -53,7 +53,7 @@ async def read_events(
     users = await db.users_by_ids(sorted({e.user_id for e in entries if e.user_id is not None}))
     room = None
     if any(e.type == "room.updated" for e in entries):
-        room = await db.get_room(room_id, viewer_id)
+        room = await db.get_room(room_id, viewer_id, include_deleted=True)
     built = [
         RoomEvent(
             entry.pos,
