@@ -128,6 +128,10 @@ class RoomGone(Exception):
     """A change to a room that was deleted meanwhile (rolled back)."""
 
 
+class _MembersChanged(Exception):
+    """Rolls back a room deletion that a join committed under (it is tried again)."""
+
+
 class Refused(Exception):
     """A moderation action the actor's role does not allow (checked under its locks)."""
 
@@ -1226,7 +1230,20 @@ RETURNING {MESSAGE_FIELDS}
         row), the room is marked deleted and `room.delete` audited. Returns the
         removed (user_id, pos) pairs. Raises Refused for anyone else, RoomGone
         when it is deleted already.
+
+        A join fails once the room is marked (its `_append_event` re-reads the
+        row), but one that committed between the member rows' lock and the
+        room row's is a member the first pass did not see: then the whole
+        deletion is tried again (member rows cannot be locked after the room
+        row without risking a deadlock with that member's sends).
         """
+        while True:
+            try:
+                return await self._delete_room_once(room_id, actor)
+            except _MembersChanged:
+                continue
+
+    async def _delete_room_once(self, room_id: int, actor: Actor) -> list[tuple[int, int]]:
         async with self.engine.transaction() as tx:
             rows = await tx.fetch(
                 "SELECT user_id, role FROM members WHERE room_id = $1 ORDER BY user_id FOR UPDATE",
@@ -1248,6 +1265,9 @@ RETURNING {MESSAGE_FIELDS}
             )
             if deleted is None:
                 raise RoomGone()
+            # The room row is locked now: a member seen here joined meanwhile.
+            if await tx.fetchval("SELECT 1 FROM members WHERE room_id = $1 LIMIT 1", room_id):
+                raise _MembersChanged()
             details = {"members": len(removed)}
             await self._audit(tx, actor, "room.delete", "room", room_id, details)
         return removed

@@ -41,7 +41,7 @@ async def moderated_room(
     app: web.Application, room_id: int, user_id: int
 ) -> tuple[Room, str | None]:
     """The room and the role the user moderates it with: a server admin acts as its
-    owner, and so may find a private room he is not in (not read it: that still
+    owner, and so may find a private room they are not in (not read it: that still
     goes through `visible_room`)."""
     db = app[keys.DB]
     room = await db.get_room(room_id, user_id)
@@ -52,7 +52,7 @@ async def moderated_room(
     return room, room.my_role
 
 
-def not_banned(error: Banned | RoomGone) -> Forbidden | NotFound:
+def refused_join(error: Banned | RoomGone) -> Forbidden | NotFound:
     """The answer to a join or add that a ban or the room's deletion refused."""
     if isinstance(error, Banned):
         return Forbidden("banned from this room")
@@ -147,7 +147,7 @@ async def join_room(request: web.Request) -> web.Response:
     try:
         pos = await db.add_member(room.id, me.user_id, "member", None)
     except (Banned, RoomGone) as error:
-        raise not_banned(error) from None
+        raise refused_join(error) from None
     user = await db.get_user(me.user_id)
     if pos is not None and user is not None:  # None: joined concurrently, announced there
         announce_join(request.app, room.id, user, "member", pos, None)
@@ -205,7 +205,7 @@ async def add_member(request: web.Request) -> web.Response:
     try:
         pos = await db.add_member(room.id, user.id, role, me.user_id)
     except (Banned, RoomGone) as error:
-        raise not_banned(error) from None
+        raise refused_join(error) from None
     if pos is None:
         raise Conflict("already a member")
     announce_join(request.app, room.id, user, role, pos, me.user_id)

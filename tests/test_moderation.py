@@ -218,6 +218,25 @@ async def test_the_owner_deletes_a_room_and_it_is_gone_everywhere(client, alice,
     assert await audit_actions(client) == [("room.delete", room["id"])]
 
 
+async def test_a_join_racing_a_room_deletion_never_leaves_a_member(client, alice, bob):
+    db = client.app[keys.DB]
+    for round_ in range(8):
+        room = await create_room(client, alice, name=f"race {round_}")
+        path = f"{ROOMS}/{room['id']}"
+        joined, deleted = await asyncio.gather(
+            client.post(f"{path}/join", headers=bob.headers),
+            client.delete(path, headers=alice.headers),
+        )
+        assert deleted.status == 204, await deleted.text()
+        assert joined.status in (200, 404), await joined.text()
+        members = await db.engine.fetchval(
+            "SELECT count(*) FROM members WHERE room_id = $1", room["id"]
+        )
+        assert members == 0
+    mine = await (await client.get(ROOMS, headers=bob.headers)).json()
+    assert mine["items"] == []
+
+
 # --- reports ----------------------------------------------------------------------------
 
 
