@@ -12,7 +12,19 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import auth, keys, media, messages, moderation, observability, rooms, users
+from . import (
+    admin,
+    auth,
+    jobs,
+    keys,
+    media,
+    messages,
+    moderation,
+    observability,
+    registration,
+    rooms,
+    users,
+)
 from .config import Config
 from .db import Database
 from .errors import Unauthorized, Unavailable
@@ -56,8 +68,10 @@ def create_app(config: Config | None = None) -> web.Application:
     app[keys.MESSAGE_LIMITER] = make_limiter(config.message_rate, shared, "messages")
     app.cleanup_ctx.append(_password_hasher)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(registration.setup_token)
     app.cleanup_ctx.append(_hub)
     app.cleanup_ctx.append(media.media_store)
+    app.cleanup_ctx.append(jobs.job_worker)
     app.on_shutdown.append(_close_websockets)
     _add_routes(app)
     return app
@@ -109,6 +123,11 @@ def _add_routes(app: web.Application) -> None:
             web.get(f"{api}/auth/sessions", auth.list_sessions),
             web.delete(f"{api}/auth/sessions/{{session_id}}", auth.delete_session),
             web.post(f"{api}/auth/password", auth.change_password),
+            web.get(f"{api}/server", registration.server_info),
+            web.post(f"{api}/invites", registration.create_invite),
+            web.get(f"{api}/invites", registration.list_invites),
+            web.get(f"{api}/invites/{{invite}}", registration.check_invite),
+            web.delete(f"{api}/invites/{{invite}}", registration.revoke_invite),
             web.get(f"{api}/users/me", users.get_me),
             web.patch(f"{api}/users/me", users.patch_me),
             web.get(f"{api}/users/{{user_id:[0-9]+}}", users.get_user),
@@ -139,11 +158,16 @@ def _add_routes(app: web.Application) -> None:
             ),
             web.post(f"{api}/rooms/{{room_id}}/read", messages.read_marker),
             web.get(f"{api}/search", messages.search),
-            web.get(f"{api}/admin/reports", moderation.list_reports),
-            web.patch(f"{api}/admin/reports/{{report_id}}", moderation.decide_report),
             web.post(f"{api}/media", media.upload),
             web.get(f"{api}/media/{{media_id}}", media.download),
             web.get(f"{api}/media/{{media_id}}/thumbnail", media.thumbnail),
+            web.get(f"{api}/admin/users", admin.list_users),
+            web.post(f"{api}/admin/users", admin.create_user),
+            web.patch(f"{api}/admin/users/{{user_id}}", admin.patch_user),
+            web.post(f"{api}/admin/users/{{user_id}}/erase", admin.erase_user),
+            web.get(f"{api}/admin/audit", admin.audit_log),
+            web.get(f"{api}/admin/reports", moderation.list_reports),
+            web.patch(f"{api}/admin/reports/{{report_id}}", moderation.decide_report),
             web.get(f"{api}/ws", ws.websocket),
             web.get("/", web_client),
         ]

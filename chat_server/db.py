@@ -15,18 +15,22 @@ search (tsvector vs FTS5).
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .engines import Conn, Engine, Row, UniqueViolation, connect
 from .migrations import migrate
 from .models import (
     Actor,
+    AdminUser,
     Audit,
     Ban,
+    Invite,
+    Job,
     Media,
     Member,
     Message,
@@ -38,8 +42,11 @@ from .models import (
     now_ms,
 )
 from .rows import (
+    to_admin_user,
     to_audit,
     to_ban,
+    to_invite,
+    to_job,
     to_media,
     to_member,
     to_message,
@@ -78,10 +85,22 @@ MESSAGE_FIELDS = (
 MESSAGE_COLUMNS = _qualified("m", MESSAGE_FIELDS)
 STREAM_FIELDS = "room_id, pos, type, message_id, user_id, actor_id, detail"
 AUDIT_FIELDS = "id, at, actor_id, action, target_type, target_id, ip, details"
+JOB_FIELDS = "id, kind, target_id, actor_id, done_count, lease_until"
+INVITE_FIELDS = "id, code, created_by, max_uses, uses, expires_at, revoked_at, created_at"
+# An invite's row as `_invite_refusal` reads it (append `WHERE ...`).
+INVITE_STATE = "id, max_uses, uses, expires_at, revoked_at FROM invites"
+# Any active server admin (the setup token works while there is none).
+ACTIVE_ADMIN = "SELECT 1 FROM users WHERE is_admin AND deactivated_at IS NULL"
 # Larger than any seq or pos: the upper bound of "newest first" queries.
 MAX_SEQ = 2**63 - 1
 # Roles that manage a room (edit it, add and remove members, delete others' messages).
 MANAGERS = ("owner", "admin")
+# The `state` filter of the admins' user list, as a condition on `users u`.
+ACCOUNT_STATES = {
+    "active": " AND u.deactivated_at IS NULL",
+    "deactivated": " AND u.deactivated_at IS NOT NULL",
+    "all": "",
+}
 BAN_COLUMNS = f"{USER_COLUMNS}, b.reason, b.by_id, b.created_at AS banned_at"
 # A report with its reporter (user columns) and room; the message is loaded apart.
 REPORTS_SELECT = (
@@ -116,8 +135,57 @@ class NotMember(Exception):
     """A change to a room by someone who is not (or no longer) a member of it."""
 
 
+class LastAdmin(Exception):
+    """A change that would leave the server without an active admin."""
+
+
+@dataclass(frozen=True)
+class Deactivation:
+    """What a deactivation ended: to close and announce after commit."""
+
+    session_ids: list[int] = field(default_factory=list)
+    left_rooms: list[tuple[int, int]] = field(default_factory=list)  # (room_id, member.left pos)
+
+
+@dataclass(frozen=True)
+class ErasureBatch:
+    """One committed batch of an erasure: the tombstones and their `message.deleted` pos."""
+
+    deleted: list[tuple[Message, int]]
+    done: bool  # the job is finished
+    lease_until: int  # the job's renewed lease
+
+
+class SignupRefused(Exception):
+    """A signup's invite or setup token does not let it in; the message says why."""
+
+
+class RoomNotManaged(Exception):
+    """An invite to a room its creator does not manage; `visible`: the room is
+    one they can see (403), else as good as absent to them (404)."""
+
+    def __init__(self, room_id: int, *, visible: bool) -> None:
+        super().__init__(room_id)
+        self.room_id = room_id
+        self.visible = visible
+
+
+def _invite_refusal(invite: Row | None) -> str | None:
+    """Why the invite (an INVITE_STATE row) cannot be used now; None if it can."""
+    if invite is None:
+        return "unknown invite"
+    if invite["revoked_at"] is not None:
+        return "this invite was revoked"
+    if invite["expires_at"] <= now_ms():
+        return "this invite has expired"
+    if invite["uses"] >= invite["max_uses"]:
+        return "this invite is used up"
+    return None
+
+
 class _AlreadyMember(Exception):
-    """Rolls back a join that lost a race with the same join."""
+    """Rolls back a join that lost a race with the same join (or with the
+    account's deactivation)."""
 
 
 class Banned(Exception):
@@ -125,7 +193,7 @@ class Banned(Exception):
 
 
 class RoomGone(Exception):
-    """A change to a room that was deleted meanwhile (rolled back)."""
+    """A join of a room deleted meanwhile, or a second deletion (rolled back)."""
 
 
 class _MembersChanged(Exception):
@@ -180,17 +248,40 @@ class Database:
 
     # --- users ---------------------------------------------------------------------
 
-    async def create_user(self, username: str, display_name: str, password_hash: str) -> User:
-        """Raises UniqueViolation when the username is taken."""
+    async def create_user(
+        self,
+        username: str,
+        display_name: str,
+        password_hash: str,
+        *,
+        is_admin: bool = False,
+        actor: Actor | None = None,
+    ) -> User:
+        """Raises UniqueViolation when the username is taken. An admin ends the
+        setup token (see `create_setup_admin`): the first admin exists. With an
+        `actor` (an admin creating the account) the creation is audited."""
         async with self.engine.transaction() as tx:
-            row = await tx.fetchrow(
-                "INSERT INTO users (username, display_name, password_hash, created_at)"
-                f" VALUES ($1, $2, $3, $4) RETURNING {USER_FIELDS}",
-                username,
-                display_name,
-                password_hash,
-                now_ms(),
-            )
+            if is_admin:
+                await tx.execute("UPDATE installation SET setup_token_sha256 = NULL")
+            user = await self._insert_user(tx, username, display_name, password_hash, is_admin)
+            if actor is not None:
+                details = {"is_admin": is_admin}
+                await self._audit(tx, actor, "user.create", "user", user.id, details)
+        return user
+
+    @staticmethod
+    async def _insert_user(
+        tx: Conn, username: str, display_name: str, password_hash: str, is_admin: bool
+    ) -> User:
+        row = await tx.fetchrow(
+            "INSERT INTO users (username, display_name, password_hash, created_at, is_admin)"
+            f" VALUES ($1, $2, $3, $4, $5) RETURNING {USER_FIELDS}",
+            username,
+            display_name,
+            password_hash,
+            now_ms(),
+            is_admin,
+        )
         return to_user(row)
 
     async def get_user(self, user_id: int) -> User | None:
@@ -287,17 +378,20 @@ class Database:
     async def create_session(
         self, user_id: int, password_hash: str, refresh_jti: str, user_agent: str
     ) -> Session | None:
-        """A new session, unless the user's password hash is no longer `password_hash`.
+        """A new session, unless the user's password hash is no longer `password_hash`
+        or the account is deactivated.
 
         Login verifies the password outside the database, so the check is
         repeated inside the insert (DESIGN.md invariant 9): a password change
         committed meanwhile makes this None instead of a session it never saw
-        to revoke. On PostgreSQL, `FOR SHARE` waits for a change in progress
-        and re-reads the row; SQLite's one writer runs the two one at a time.
+        to revoke (a deactivation likewise). On PostgreSQL, `FOR SHARE` waits for
+        a change in progress and re-reads the row; SQLite's one writer runs the
+        two one at a time.
         """
         row = await self.engine.write(
             "INSERT INTO sessions (user_id, refresh_jti, user_agent, created_at, last_used_at)"
-            " SELECT id, $3, $4, $5, $5 FROM users WHERE id = $1 AND password_hash = $2"
+            " SELECT id, $3, $4, $5, $5 FROM users"
+            " WHERE id = $1 AND password_hash = $2 AND deactivated_at IS NULL"
             f" FOR SHARE RETURNING {SESSION_FIELDS}",
             user_id,
             password_hash,
@@ -599,16 +693,11 @@ class Database:
         """Numbers a change with the room's next pos, in the change's transaction.
 
         The UPDATE takes the room's row lock (SQLite: the writer's), so events
-        commit in pos order with no gaps (DESIGN.md invariant 3). It re-reads
-        the row once locked: a room deleted meanwhile raises RoomGone.
+        commit in pos order with no gaps (DESIGN.md invariant 3).
         """
-        pos: int | None = await tx.fetchval(
-            "UPDATE rooms SET last_pos = last_pos + 1 WHERE id = $1 AND deleted_at IS NULL"
-            " RETURNING last_pos",
-            room_id,
+        pos: int = await tx.fetchval(
+            "UPDATE rooms SET last_pos = last_pos + 1 WHERE id = $1 RETURNING last_pos", room_id
         )
-        if pos is None:
-            raise RoomGone()
         await tx.execute(
             f"INSERT INTO room_events ({STREAM_FIELDS}, created_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -686,14 +775,17 @@ class Database:
     async def _join(
         self, tx: Conn, room_id: int, user_id: int, role: str, actor_id: int | None
     ) -> int:
-        """Inserts the member unless banned (invariant 9): the user's row is locked
-        first (FOR SHARE, which a ban's FOR NO KEY UPDATE waits for and makes
-        wait), so the insert's ban check reads any ban committed before it and a
-        ban committed after it finds, and removes, the new member."""
+        """Inserts the member unless the account is deactivated or banned from the
+        room (invariant 9). The user's row is locked first, in its own statement
+        (FOR SHARE: a ban's FOR NO KEY UPDATE and a deactivation's UPDATE wait
+        for it and make it wait), so the insert's fresh snapshot reads any ban
+        or deactivation committed before it, and one committed after it finds,
+        and removes, the new member."""
         await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", user_id)
         inserted = await tx.fetchval(
-            "INSERT INTO members (room_id, user_id, role, joined_at) SELECT $1, $2, $3, $4"
-            " WHERE NOT EXISTS (SELECT 1 FROM bans b WHERE b.room_id = $1 AND b.user_id = $2)"
+            "INSERT INTO members (room_id, user_id, role, joined_at)"
+            " SELECT $1, id, $3, $4 FROM users WHERE id = $2 AND deactivated_at IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.room_id = $1 AND b.user_id = $2)"
             " ON CONFLICT (room_id, user_id) DO NOTHING RETURNING user_id",
             room_id,
             user_id,
@@ -707,6 +799,9 @@ class Database:
         pos = await self._append_event(
             tx, room_id, "member.joined", user_id=user_id, actor_id=actor_id, detail=role
         )
+        # The room row is locked now: a deletion committed meanwhile is seen here.
+        if await tx.fetchval("SELECT deleted_at FROM rooms WHERE id = $1", room_id) is not None:
+            raise RoomGone()
         await tx.execute(
             "UPDATE members SET joined_pos = $3 WHERE room_id = $1 AND user_id = $2",
             room_id,
@@ -1032,7 +1127,7 @@ RETURNING {MESSAGE_FIELDS}
         is audited as `message.delete`. Returns the tombstone and the event's
         pos, or None when there is no such live message the actor may delete;
         raises NotMember when the actor is not (or no longer) in the room and
-        not a server admin, RoomGone when the room was deleted.
+        not a server admin.
         """
         async with self.engine.transaction() as tx:
             role = await self._moderator_role(tx, room_id, actor.user_id)
@@ -1118,6 +1213,400 @@ RETURNING {MESSAGE_FIELDS}
         rows = await self.engine.fetch(sql, query, user_id, room_id or 0, before_id, limit)
         return await self._attach(rows)
 
+    # --- administration ---------------------------------------------------------------
+
+    # A user as admins see it: the newest use of its sessions, and its live ones.
+    _ADMIN_USER_COLUMNS = (
+        f"{USER_COLUMNS},"
+        " (SELECT max(s.last_used_at) FROM sessions s WHERE s.user_id = u.id) AS last_seen_at,"
+        " (SELECT count(*) FROM sessions s WHERE s.user_id = u.id AND s.revoked_at IS NULL)"
+        " AS session_count"
+    )
+
+    async def admin_users(
+        self, prefix: str, state: str, after_id: int, limit: int
+    ) -> list[AdminUser]:
+        """Users whose username or display name starts with `prefix`, in id order."""
+        rows = await self.engine.fetch(
+            f"SELECT {self._ADMIN_USER_COLUMNS} FROM users u"
+            " WHERE (u.username LIKE $1 ESCAPE '\\' OR lower(u.display_name) LIKE $1 ESCAPE '\\')"
+            f" AND u.id > $2{ACCOUNT_STATES[state]} ORDER BY u.id LIMIT $3",
+            _like_prefix(prefix),
+            after_id,
+            limit,
+        )
+        return [to_admin_user(r) for r in rows]
+
+    async def admin_user(self, user_id: int, conn: Conn | None = None) -> AdminUser | None:
+        row = await (conn or self.engine).fetchrow(
+            f"SELECT {self._ADMIN_USER_COLUMNS} FROM users u WHERE u.id = $1", user_id
+        )
+        return None if row is None else to_admin_user(row)
+
+    async def _locked_account(self, tx: Conn, user_id: int, removes_admin: bool) -> Row | None:
+        """The account's row, locked; None if there is none.
+
+        A change that may take away an admin (a demotion, deactivation or
+        erasure) first locks every active admin's row, in id order, so two such
+        changes run one after the other and the second sees the first's
+        outcome; it raises LastAdmin when the account is the only active admin.
+        SQLite's one writer serializes them as well.
+        """
+        admins: list[Row] = []
+        if removes_admin:
+            admins = await tx.fetch(
+                "SELECT id FROM users WHERE is_admin AND deactivated_at IS NULL"
+                " ORDER BY id FOR UPDATE"
+            )
+        row = await tx.fetchrow(
+            f"SELECT {USER_FIELDS} FROM users WHERE id = $1 FOR UPDATE", user_id
+        )
+        if row is not None and [admin["id"] for admin in admins] == [user_id]:
+            raise LastAdmin()
+        return row
+
+    async def change_account(
+        self, actor: Actor, user_id: int, *, is_admin: bool | None, deactivated: bool | None
+    ) -> tuple[AdminUser, Deactivation] | None:
+        """Promotes, demotes, deactivates or reactivates an account, each change
+        audited, all in one transaction. None: no such account; raises LastAdmin."""
+        removes_admin = is_admin is False or deactivated is True
+        ended = Deactivation()
+        async with self.engine.transaction() as tx:
+            account = await self._locked_account(tx, user_id, removes_admin)
+            if account is None:
+                return None
+            if is_admin is not None and bool(account["is_admin"]) != is_admin:
+                await tx.execute("UPDATE users SET is_admin = $2 WHERE id = $1", user_id, is_admin)
+                action = "user.promote" if is_admin else "user.demote"
+                await self._audit(tx, actor, action, "user", user_id)
+            if deactivated and account["deactivated_at"] is None:
+                ended = await self._deactivate(tx, actor, user_id)
+                details = {"sessions": len(ended.session_ids), "rooms": len(ended.left_rooms)}
+                await self._audit(tx, actor, "user.deactivate", "user", user_id, details)
+            elif deactivated is False and account["deactivated_at"] is not None:
+                await tx.execute("UPDATE users SET deactivated_at = NULL WHERE id = $1", user_id)
+                await self._audit(tx, actor, "user.reactivate", "user", user_id)
+            changed = await self.admin_user(user_id, tx)
+        assert changed is not None
+        return changed, ended
+
+    async def _deactivate(self, tx: Conn, actor: Actor, user_id: int) -> Deactivation:
+        """Marks the (locked) account deactivated, revokes its sessions and removes
+        it from every room as `member.left` (`deactivated`): its member rows are
+        locked first, then the rooms' rows in id order (as every change locks them)."""
+        now = now_ms()
+        await tx.execute("UPDATE users SET deactivated_at = $2 WHERE id = $1", user_id, now)
+        sessions = await tx.fetch(
+            "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
+            " RETURNING id",
+            user_id,
+            now,
+        )
+        rooms = await tx.fetch(
+            "SELECT room_id FROM members WHERE user_id = $1 ORDER BY room_id FOR UPDATE", user_id
+        )
+        left = []
+        for room in rooms:
+            await tx.execute(
+                "DELETE FROM members WHERE room_id = $1 AND user_id = $2", room["room_id"], user_id
+            )
+            pos = await self._append_event(
+                tx,
+                room["room_id"],
+                "member.left",
+                user_id=user_id,
+                actor_id=actor.user_id,
+                detail="deactivated",
+            )
+            left.append((room["room_id"], pos))
+        return Deactivation([s["id"] for s in sessions], left)
+
+    async def erase_account(
+        self, actor: Actor, user_id: int
+    ) -> tuple[AdminUser, Deactivation, int] | None:
+        """Deactivates the account (if it is not already), blanks its profile and
+        queues the job that deletes its messages, in one audited transaction.
+
+        Returns the account, what the deactivation ended and the job's id; None:
+        no such account; raises LastAdmin."""
+        ended = Deactivation()
+        async with self.engine.transaction() as tx:
+            account = await self._locked_account(tx, user_id, removes_admin=True)
+            if account is None:
+                return None
+            if account["deactivated_at"] is None:
+                ended = await self._deactivate(tx, actor, user_id)
+            await tx.execute(
+                "UPDATE users SET display_name = username, bio = '', avatar_media_id = NULL"
+                " WHERE id = $1",
+                user_id,
+            )
+            job_id: int = await tx.fetchval(
+                "INSERT INTO jobs (kind, target_id, actor_id, created_at)"
+                " VALUES ('erase', $1, $2, $3) RETURNING id",
+                user_id,
+                actor.user_id,
+                now_ms(),
+            )
+            await self._audit(tx, actor, "user.erase", "user", user_id, {"job_id": job_id})
+            erased = await self.admin_user(user_id, tx)
+        assert erased is not None
+        return erased, ended, job_id
+
+    async def claim_job(self, now: int, lease_ms: int) -> Job | None:
+        """Takes the lease of the oldest pending job whose lease is over (one
+        never claimed, or whose node died), until `now + lease_ms`.
+
+        PostgreSQL skips a job another node is claiming right now; the claim
+        re-checks the lease, so exactly one node holds a job at a time."""
+        skip = " SKIP LOCKED" if self.engine.name == "postgres" else ""
+        row = await self.engine.write(
+            "UPDATE jobs SET lease_until = $2 WHERE id = (SELECT id FROM jobs"
+            " WHERE state = 'pending' AND lease_until < $1 ORDER BY id LIMIT 1"
+            f" FOR UPDATE{skip}) RETURNING {JOB_FIELDS}",
+            now,
+            now + lease_ms,
+        )
+        return None if row is None else to_job(row)
+
+    async def undeleted_count(self, sender_id: int) -> int:
+        count: int = await self.engine.fetchval(
+            "SELECT count(*) FROM messages WHERE sender_id = $1 AND NOT deleted", sender_id
+        )
+        return count
+
+    async def erase_batch(self, job: Job, lease_ms: int, limit: int) -> ErasureBatch | None:
+        """Tombstones up to `limit` of the job's user's messages as `message.deleted`
+        room events (rooms in id order), counts them and renews the lease, in one
+        transaction; the last batch marks the job done. None: the lease was lost
+        (expired and taken by another node), and nothing was changed."""
+        now = now_ms()
+        async with self.engine.transaction() as tx:
+            renewed = await tx.fetchrow(
+                "UPDATE jobs SET lease_until = $3"
+                " WHERE id = $1 AND lease_until = $2 AND state = 'pending' RETURNING id",
+                job.id,
+                job.lease_until,
+                now + lease_ms,
+            )
+            if renewed is None:
+                return None
+            rows = await tx.fetch(
+                "UPDATE messages SET body = '', deleted = TRUE, edited_at = $3"
+                " WHERE id IN (SELECT id FROM messages WHERE sender_id = $1 AND NOT deleted"
+                f" ORDER BY room_id, id LIMIT $2) RETURNING {MESSAGE_FIELDS}",
+                job.target_id,
+                limit,
+                now,
+            )
+            tombstones = sorted(map(to_message, rows), key=lambda m: (m.room_id, m.id))
+            if tombstones:
+                await tx.execute(
+                    f"DELETE FROM message_attachments WHERE message_id {self.engine.in_ids('$1')}",
+                    self.engine.ids_param([m.id for m in tombstones]),
+                )
+            deleted = []
+            for message in tombstones:
+                pos = await self._append_event(
+                    tx,
+                    message.room_id,
+                    "message.deleted",
+                    message_id=message.id,
+                    actor_id=job.actor_id,
+                )
+                deleted.append((message, pos))
+            done = len(tombstones) < limit
+            await tx.execute(
+                "UPDATE jobs SET done_count = done_count + $2,"
+                " state = CASE WHEN $3 THEN 'done' ELSE state END,"
+                " finished_at = CASE WHEN $3 THEN $4 ELSE finished_at END WHERE id = $1",
+                job.id,
+                len(tombstones),
+                done,
+                now,
+            )
+        return ErasureBatch(deleted, done, now + lease_ms)
+
+    # --- registration -------------------------------------------------------------------
+
+    async def admin_exists(self) -> bool:
+        return bool(await self.engine.fetchval(f"SELECT EXISTS ({ACTIVE_ADMIN})"))
+
+    async def offer_setup_token(self, token_sha256: str) -> str | None:
+        """Stores `token_sha256` as the setup token's hash unless a hash is stored
+        already (another node's, or an earlier start's) or an admin exists.
+
+        Returns the hash in force afterwards (ours or the one found), or None when
+        an admin exists. The installation row is locked first, as `create_user`
+        and `create_setup_admin` lock it, so nodes starting together agree on one.
+        """
+        async with self.engine.transaction() as tx:
+            await tx.execute("SELECT setup_token_sha256 FROM installation FOR UPDATE")
+            if await tx.fetchval(f"SELECT EXISTS ({ACTIVE_ADMIN})"):
+                await tx.execute("UPDATE installation SET setup_token_sha256 = NULL")
+                return None
+            stored: str = await tx.fetchval(
+                "UPDATE installation SET setup_token_sha256 = COALESCE(setup_token_sha256, $1)"
+                " RETURNING setup_token_sha256",
+                token_sha256,
+            )
+            return stored
+
+    async def setup_token_matches(self, token_sha256: str) -> bool:
+        stored = await self.engine.fetchval("SELECT setup_token_sha256 FROM installation")
+        return stored is not None and hmac.compare_digest(stored, token_sha256)
+
+    async def create_setup_admin(
+        self, username: str, display_name: str, password_hash: str, token_sha256: str
+    ) -> User:
+        """The first admin, through the setup token: checked and spent (the hash
+        cleared) in the insert's transaction, so it makes one admin at most.
+        Raises SignupRefused (spent, or an admin exists) or UniqueViolation."""
+        async with self.engine.transaction() as tx:
+            stored = await tx.fetchval("SELECT setup_token_sha256 FROM installation FOR UPDATE")
+            if (
+                stored is None
+                or not hmac.compare_digest(stored, token_sha256)
+                or await tx.fetchval(f"SELECT EXISTS ({ACTIVE_ADMIN})")
+            ):
+                raise SignupRefused("the setup link was already used: an admin exists")
+            await tx.execute("UPDATE installation SET setup_token_sha256 = NULL")
+            return await self._insert_user(tx, username, display_name, password_hash, True)
+
+    async def create_invited_user(
+        self, username: str, display_name: str, password_hash: str, code: str
+    ) -> tuple[User, list[tuple[int, int]]]:
+        """An account through an invite, with the (room_id, pos) of each `member.joined`
+        in the invite's rooms (deleted rooms and rooms that ban the user skipped).
+
+        The invite row is locked, checked and its use counted in the insert's
+        transaction: two signups racing for its last use make one account.
+        Raises SignupRefused (naming why) or UniqueViolation; either creates nothing.
+        """
+        async with self.engine.transaction() as tx:
+            invite = await tx.fetchrow(f"SELECT {INVITE_STATE} WHERE code = $1 FOR UPDATE", code)
+            refusal = _invite_refusal(invite)
+            if refusal is not None or invite is None:
+                raise SignupRefused(refusal or "unknown invite")
+            user = await self._insert_user(tx, username, display_name, password_hash, False)
+            await tx.execute("UPDATE invites SET uses = uses + 1 WHERE id = $1", invite["id"])
+            rooms = await tx.fetch(
+                "SELECT r.id FROM invite_rooms ir JOIN rooms r ON r.id = ir.room_id"
+                " WHERE ir.invite_id = $1 AND r.deleted_at IS NULL AND NOT EXISTS"
+                " (SELECT 1 FROM bans b WHERE b.room_id = r.id AND b.user_id = $2)"
+                " ORDER BY r.id FOR UPDATE",
+                invite["id"],
+                user.id,
+            )
+            joined = [
+                (r["id"], await self._join(tx, r["id"], user.id, "member", None)) for r in rooms
+            ]
+        return user, joined
+
+    async def invite_status(self, code: str) -> tuple[str | None, list[tuple[int, str]]]:
+        """Why the invite cannot be used now (None: it can) and, if it can, its
+        rooms that still exist as (id, name)."""
+        invite = await self.engine.fetchrow(f"SELECT {INVITE_STATE} WHERE code = $1", code)
+        refusal = _invite_refusal(invite)
+        if refusal is not None or invite is None:
+            return refusal or "unknown invite", []
+        rows = await self.engine.fetch(
+            "SELECT r.id, r.name FROM invite_rooms ir JOIN rooms r ON r.id = ir.room_id"
+            " WHERE ir.invite_id = $1 AND r.deleted_at IS NULL ORDER BY r.id",
+            invite["id"],
+        )
+        return None, [(r["id"], r["name"]) for r in rows]
+
+    async def create_invite(
+        self, actor: Actor, code: str, max_uses: int, expires_at: int, room_ids: Sequence[int]
+    ) -> Invite:
+        """An invite by `actor`, to rooms they manage (a server admin: any room but a DM),
+        checked under their member rows' locks; audited as `invite.create`.
+        Raises RoomNotManaged for the first room they may not invite to."""
+        room_ids = sorted(room_ids)
+        async with self.engine.transaction() as tx:
+            is_admin = await self._is_admin(tx, actor.user_id)
+            for room_id in room_ids:
+                role = await self._locked_role(tx, room_id, actor.user_id)
+                room = await tx.fetchrow(
+                    "SELECT kind FROM rooms WHERE id = $1 AND deleted_at IS NULL", room_id
+                )
+                if room is None:
+                    raise RoomNotManaged(room_id, visible=False)
+                if room["kind"] == "dm" or not (is_admin or role in MANAGERS):
+                    raise RoomNotManaged(
+                        room_id, visible=room["kind"] == "public" or role is not None
+                    )
+            row = await tx.fetchrow(
+                "INSERT INTO invites (code, created_by, max_uses, expires_at, created_at)"
+                f" VALUES ($1, $2, $3, $4, $5) RETURNING {INVITE_FIELDS}",
+                code,
+                actor.user_id,
+                max_uses,
+                expires_at,
+                now_ms(),
+            )
+            invite = to_invite(row, tuple(room_ids))
+            for room_id in room_ids:
+                await tx.execute(
+                    "INSERT INTO invite_rooms (invite_id, room_id) VALUES ($1, $2)",
+                    invite.id,
+                    room_id,
+                )
+            details = {"max_uses": max_uses, "room_ids": room_ids}
+            await self._audit(tx, actor, "invite.create", "invite", invite.id, details)
+        return invite
+
+    async def list_invites(
+        self, creator_id: int | None, before_id: int, limit: int
+    ) -> list[Invite]:
+        """Invites newest first: `creator_id`'s, or everyone's when None."""
+        mine = "" if creator_id is None else " AND created_by = $3"
+        rows = await self.engine.fetch(
+            f"SELECT {INVITE_FIELDS} FROM invites WHERE id < $1{mine} ORDER BY id DESC LIMIT $2",
+            before_id,
+            limit,
+            *(() if creator_id is None else (creator_id,)),
+        )
+        rooms: dict[int, list[int]] = {r["id"]: [] for r in rows}
+        if rows:
+            links = await self.engine.fetch(
+                "SELECT invite_id, room_id FROM invite_rooms"
+                f" WHERE invite_id {self.engine.in_ids('$1')} ORDER BY room_id",
+                self.engine.ids_param(list(rooms)),
+            )
+            for link in links:
+                rooms[link["invite_id"]].append(link["room_id"])
+        return [to_invite(r, tuple(rooms[r["id"]])) for r in rows]
+
+    async def revoke_invite(self, actor: Actor, invite_id: int) -> bool:
+        """Revokes an invite as its creator or a server admin (audited as `invite.revoke`
+        when it was not revoked yet). False: no such invite, or not theirs to revoke."""
+        async with self.engine.transaction() as tx:
+            invite = await tx.fetchrow(
+                "SELECT created_by, revoked_at FROM invites WHERE id = $1 FOR UPDATE", invite_id
+            )
+            if invite is None or (
+                invite["created_by"] != actor.user_id
+                and not await self._is_admin(tx, actor.user_id)
+            ):
+                return False
+            if invite["revoked_at"] is None:
+                await tx.execute(
+                    "UPDATE invites SET revoked_at = $2 WHERE id = $1", invite_id, now_ms()
+                )
+                await self._audit(tx, actor, "invite.revoke", "invite", invite_id)
+        return True
+
+    @staticmethod
+    async def _is_admin(tx: Conn, user_id: int) -> bool:
+        return bool(
+            await tx.fetchval(
+                "SELECT is_admin FROM users WHERE id = $1 AND deactivated_at IS NULL", user_id
+            )
+        )
+
     # --- moderation -------------------------------------------------------------------
     #
     # Lock order, as everywhere: users rows, then member rows (by user id), then
@@ -1134,10 +1623,7 @@ RETURNING {MESSAGE_FIELDS}
     async def _as_moderator(tx: Conn, user_id: int, role: str | None) -> str | None:
         if role == "owner":
             return role
-        admin = await tx.fetchval(
-            "SELECT is_admin FROM users WHERE id = $1 AND deactivated_at IS NULL", user_id
-        )
-        return "owner" if admin else role
+        return "owner" if await Database._is_admin(tx, user_id) else role
 
     @staticmethod
     async def _is_banned(conn: Conn, room_id: int, user_id: int) -> bool:
@@ -1154,7 +1640,7 @@ RETURNING {MESSAGE_FIELDS}
 
         Returns the ban and the pos of the removal (None: was not a member), or
         None when already banned. Raises Refused unless the actor outranks the
-        user (see `outranks`; nobody bans themself), RoomGone when deleted.
+        user (see `outranks`; nobody bans themself).
         """
         async with self.engine.transaction() as tx:
             await tx.fetch(
@@ -1231,8 +1717,8 @@ RETURNING {MESSAGE_FIELDS}
         removed (user_id, pos) pairs. Raises Refused for anyone else, RoomGone
         when it is deleted already.
 
-        A join fails once the room is marked (its `_append_event` re-reads the
-        row), but one that committed between the member rows' lock and the
+        A join fails once the room is marked (it reads `deleted_at` under the
+        room row's lock), but one that committed between the member rows' lock and the
         room row's is a member the first pass did not see: then the whole
         deletion is tried again (member rows cannot be locked after the room
         row without risking a deadlock with that member's sends).

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from . import events, keys
 from .auth import client_ip, require_auth
-from .db import MANAGERS, NotMember, RoomGone
+from .db import MANAGERS, NotMember
 from .errors import Forbidden, InvalidRequest, NotFound, RateLimited
 from .events import dumps
 from .models import Actor, Message
@@ -203,11 +203,10 @@ async def delete_message(request: web.Request) -> web.Response:
 
 async def _changed(app: web.Application, room_id: int, user_id: int, change: Awaitable[T]) -> T:
     """Commits a change that needs membership; a member removed meanwhile gets
-    the non-member's answer (404 for a private room, 403 for a public one), and
-    a room deleted meanwhile is 404."""
+    the non-member's answer (404 for a private room, 403 for a public one)."""
     try:
         return await change
-    except (NotMember, RoomGone):
+    except NotMember:
         await member_room(app, room_id, user_id)  # raises the right 404/403
         raise Forbidden("join the room first") from None
 

@@ -76,8 +76,6 @@ async def ban_user(request: web.Request) -> web.Response:
         banned = await db.ban_member(room.id, user.id, reason, actor)
     except Refused:
         raise Forbidden("cannot ban yourself or a member of equal or higher role") from None
-    except RoomGone:
-        raise NotFound("no such room") from None
     if banned is None:
         raise Conflict("already banned")
     ban, pos = banned

@@ -200,7 +200,7 @@ async def add_member(request: web.Request) -> web.Response:
         raise Forbidden("only the owner may make admins")
     db = request.app[keys.DB]
     user = await db.get_user(user_id)
-    if user is None:
+    if user is None or user.deactivated:
         raise NotFound("no such user")
     try:
         pos = await db.add_member(room.id, user.id, role, me.user_id)
@@ -228,10 +228,7 @@ async def kick_member(request: web.Request) -> web.Response:
         raise NotFound("not a member")
     if target.user.id != me.user_id and not outranks(role, target.role):
         raise Forbidden("cannot remove a member of equal or higher role")
-    try:
-        pos = await db.kick_member(room.id, target_id, Actor(me.user_id, client_ip(request)))
-    except RoomGone:
-        raise NotFound("no such room") from None
+    pos = await db.kick_member(room.id, target_id, Actor(me.user_id, client_ip(request)))
     if pos is not None:
         announce_leave(request.app, room.id, target.user, pos, "kicked")
     return web.Response(status=204)
@@ -246,7 +243,7 @@ async def open_dm(request: web.Request) -> web.Response:
         raise InvalidRequest.fields({"user_id": "another user's id"})
     db = request.app[keys.DB]
     other = await db.get_user(other_id)
-    if other is None:
+    if other is None or other.deactivated:
         raise NotFound("no such user")
     room, created = await db.get_or_create_dm(me.user_id, other_id)
     if created:  # its first two events: the members' `member.joined`, low id first

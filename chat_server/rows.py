@@ -9,8 +9,11 @@ import json
 
 from .engines import Row
 from .models import (
+    AdminUser,
     Audit,
     Ban,
+    Invite,
+    Job,
     Media,
     Member,
     Message,
@@ -120,6 +123,35 @@ def to_audit(row: Row) -> Audit:
         row["target_id"],
         row["ip"],
         json.loads(row["details"]),
+    )
+
+
+def to_admin_user(row: Row) -> AdminUser:
+    return AdminUser(to_user(row), row["last_seen_at"], row["session_count"])
+
+
+def to_job(row: Row) -> Job:
+    return Job(
+        row["id"],
+        row["kind"],
+        row["target_id"],
+        row["actor_id"],
+        row["done_count"],
+        row["lease_until"],
+    )
+
+
+def to_invite(row: Row, room_ids: tuple[int, ...]) -> Invite:
+    return Invite(
+        row["id"],
+        row["code"],
+        row["max_uses"],
+        row["uses"],
+        row["expires_at"],
+        row["created_by"],
+        room_ids,
+        row["created_at"],
+        row["revoked_at"] is not None,
     )
 
 
