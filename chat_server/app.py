@@ -12,7 +12,20 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import admin, auth, jobs, keys, media, messages, observability, registration, rooms, users
+from . import (
+    admin,
+    auth,
+    conversation,
+    jobs,
+    keys,
+    media,
+    messages,
+    moderation,
+    observability,
+    registration,
+    rooms,
+    users,
+)
 from .config import Config
 from .db import Database
 from .errors import Unauthorized, Unavailable
@@ -96,6 +109,7 @@ async def _close_websockets(app: web.Application) -> None:
 
 def _add_routes(app: web.Application) -> None:
     api = "/api/v1"
+    reaction = f"{api}/rooms/{{room_id}}/messages/{{message_id}}/reactions/{{emoji}}"
     # Ids next to fixed siblings (/users/me, /rooms/public) are digits only, so an
     # unsupported method on a sibling is 405, not a lookup of id "public".
     app.router.add_routes(
@@ -118,6 +132,7 @@ def _add_routes(app: web.Application) -> None:
             web.delete(f"{api}/invites/{{invite}}", registration.revoke_invite),
             web.get(f"{api}/users/me", users.get_me),
             web.patch(f"{api}/users/me", users.patch_me),
+            web.get(f"{api}/users/me/mentions", messages.my_mentions),
             web.get(f"{api}/users/{{user_id:[0-9]+}}", users.get_user),
             web.get(f"{api}/users", users.search_users),
             web.post(f"{api}/rooms", rooms.create_room),
@@ -125,18 +140,33 @@ def _add_routes(app: web.Application) -> None:
             web.get(f"{api}/rooms/public", rooms.public_rooms),
             web.get(f"{api}/rooms/{{room_id:[0-9]+}}", rooms.get_room),
             web.patch(f"{api}/rooms/{{room_id:[0-9]+}}", rooms.patch_room),
+            web.delete(f"{api}/rooms/{{room_id:[0-9]+}}", moderation.delete_room),
             web.post(f"{api}/rooms/{{room_id}}/join", rooms.join_room),
             web.post(f"{api}/rooms/{{room_id}}/leave", rooms.leave_room),
             web.get(f"{api}/rooms/{{room_id}}/events", rooms.room_events),
             web.get(f"{api}/rooms/{{room_id}}/members", rooms.list_members),
             web.post(f"{api}/rooms/{{room_id}}/members", rooms.add_member),
             web.delete(f"{api}/rooms/{{room_id}}/members/{{user_id}}", rooms.kick_member),
+            web.post(f"{api}/rooms/{{room_id}}/bans", moderation.ban_user),
+            web.get(f"{api}/rooms/{{room_id}}/bans", moderation.list_bans),
+            web.delete(f"{api}/rooms/{{room_id}}/bans/{{user_id}}", moderation.unban_user),
             web.post(f"{api}/dm", rooms.open_dm),
             web.post(f"{api}/rooms/{{room_id}}/messages", messages.send_message),
             web.get(f"{api}/rooms/{{room_id}}/messages", messages.history),
             web.patch(f"{api}/rooms/{{room_id}}/messages/{{message_id}}", messages.edit_message),
             web.delete(f"{api}/rooms/{{room_id}}/messages/{{message_id}}", messages.delete_message),
+            web.get(f"{api}/rooms/{{room_id}}/messages/{{message_id}}/thread", messages.thread),
+            web.post(
+                f"{api}/rooms/{{room_id}}/messages/{{message_id}}/report",
+                moderation.report_message,
+            ),
             web.post(f"{api}/rooms/{{room_id}}/read", messages.read_marker),
+            web.put(reaction, conversation.put_reaction),
+            web.delete(reaction, conversation.delete_reaction),
+            web.get(reaction, conversation.list_reactors),
+            web.post(f"{api}/rooms/{{room_id}}/pins", conversation.pin_message),
+            web.get(f"{api}/rooms/{{room_id}}/pins", conversation.list_pins),
+            web.delete(f"{api}/rooms/{{room_id}}/pins/{{message_id}}", conversation.unpin_message),
             web.get(f"{api}/search", messages.search),
             web.post(f"{api}/media", media.upload),
             web.get(f"{api}/media/{{media_id}}", media.download),
@@ -146,6 +176,8 @@ def _add_routes(app: web.Application) -> None:
             web.patch(f"{api}/admin/users/{{user_id}}", admin.patch_user),
             web.post(f"{api}/admin/users/{{user_id}}/erase", admin.erase_user),
             web.get(f"{api}/admin/audit", admin.audit_log),
+            web.get(f"{api}/admin/reports", moderation.list_reports),
+            web.patch(f"{api}/admin/reports/{{report_id}}", moderation.decide_report),
             web.get(f"{api}/ws", ws.websocket),
             web.get("/", web_client),
         ]
@@ -158,7 +190,7 @@ def _add_routes(app: web.Application) -> None:
 # --- CORS ------------------------------------------------------------------------------
 
 # What browsers on an allowed origin (CHAT_ALLOWED_ORIGINS) may send and read.
-CORS_ALLOW_METHODS = "GET, POST, PATCH, DELETE"
+CORS_ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE"
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-None-Match, Range, X-Request-ID"
 CORS_EXPOSE_HEADERS = "Retry-After, X-Request-ID, ETag, Content-Range, Content-Disposition"
 CORS_MAX_AGE = "600"

@@ -19,20 +19,26 @@ import hmac
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .engines import Conn, Engine, Row, UniqueViolation, connect
+from .mentions import NOTHING_WRITTEN, ROOM_MENTION_MAX_MEMBERS, Written
 from .migrations import migrate
 from .models import (
+    NO_MENTIONS,
     Actor,
     AdminUser,
     Audit,
+    Ban,
     Invite,
     Job,
     Media,
     Member,
+    Mentions,
     Message,
+    Reaction,
+    Report,
     Room,
     Session,
     StreamEntry,
@@ -42,11 +48,14 @@ from .models import (
 from .rows import (
     to_admin_user,
     to_audit,
+    to_ban,
     to_invite,
     to_job,
     to_media,
     to_member,
+    to_mentions,
     to_message,
+    to_report,
     to_room,
     to_session,
     to_stream_entry,
@@ -70,16 +79,31 @@ MEDIA_COLUMNS = _qualified("md", MEDIA_FIELDS)
 ROOM_COLUMNS = (
     "r.id, r.kind, r.name, r.topic, r.created_by, r.created_at, r.last_seq, r.last_pos,"
     " (SELECT count(*) FROM members mc WHERE mc.room_id = r.id) AS member_count,"
-    " me.role AS my_role, COALESCE(me.last_read_seq, 0) AS my_last_read_seq"
+    " me.role AS my_role, COALESCE(me.last_read_seq, 0) AS my_last_read_seq,"
+    # The viewer's mentions after their read marker: by name (index mentions_unread)
+    # or by @room (index messages_room_mentions), a message naming both counted once;
+    # nothing to count for a non-member or a room read to its end.
+    " CASE WHEN me.user_id IS NULL OR me.last_read_seq >= r.last_seq THEN 0 ELSE"
+    " (SELECT count(*) FROM mentions mn WHERE mn.user_id = me.user_id"
+    "   AND mn.room_id = r.id AND mn.seq > me.last_read_seq)"
+    " + (SELECT count(*) FROM messages mr WHERE mr.room_id = r.id AND mr.mentions_room"
+    "   AND mr.seq > me.last_read_seq AND NOT EXISTS (SELECT 1 FROM mentions mx"
+    "     WHERE mx.message_id = mr.id AND mx.user_id = me.user_id)) END AS unread_mentions"
 )
 # Rooms joined with the viewer's own membership row (`$1` is the viewer).
 ROOMS_FOR_VIEWER = "rooms r LEFT JOIN members me ON me.room_id = r.id AND me.user_id = $1"
 MEMBER_COLUMNS = f"{USER_COLUMNS}, mb.role, mb.joined_at"
 MESSAGE_FIELDS = (
-    "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted, pos"
+    "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted, pos,"
+    " pinned_pos, thread_id, reply_count, last_reply_at, mentioned_ids, mentions_room"
 )
 MESSAGE_COLUMNS = _qualified("m", MESSAGE_FIELDS)
-STREAM_FIELDS = "room_id, pos, type, message_id, user_id, actor_id, detail"
+# What a deletion sets: a tombstone keeps id, seq and pos, and loses its body,
+# mentions and pin (and, in `_drop_dependents`, attachments and reactions).
+TOMBSTONE = (
+    "body = '', deleted = TRUE, mentioned_ids = NULL, mentions_room = FALSE, pinned_pos = NULL"
+)
+STREAM_FIELDS = "room_id, pos, type, message_id, user_id, actor_id, detail, reaction_count"
 AUDIT_FIELDS = "id, at, actor_id, action, target_type, target_id, ip, details"
 JOB_FIELDS = "id, kind, target_id, actor_id, done_count, lease_until"
 INVITE_FIELDS = "id, code, created_by, max_uses, uses, expires_at, revoked_at, created_at"
@@ -97,6 +121,23 @@ ACCOUNT_STATES = {
     "deactivated": " AND u.deactivated_at IS NOT NULL",
     "all": "",
 }
+BAN_COLUMNS = f"{USER_COLUMNS}, b.reason, b.by_id, b.created_at AS banned_at"
+# A report with its reporter (user columns) and room; the message is loaded apart.
+REPORTS_SELECT = (
+    "SELECT rp.id AS report_id, rp.state, rp.reason, rp.comment, rp.message_id,"
+    " rp.created_at AS reported_at, rp.resolved_by, r.id AS room_id, r.name AS room_name,"
+    f" r.kind AS room_kind, {USER_COLUMNS}"
+    " FROM reports rp JOIN users u ON u.id = rp.reporter_id JOIN rooms r ON r.id = rp.room_id"
+)
+
+
+def outranks(moderator_role: str | None, member_role: str | None) -> bool:
+    """Whether a moderator with `moderator_role` may remove or ban a member with
+    `member_role` (None: not a member): managers may, the owner nobody may, and
+    only the owner (or a server admin, acting as one) may an admin."""
+    if moderator_role not in MANAGERS or member_role == "owner":
+        return False
+    return member_role != "admin" or moderator_role == "owner"
 
 
 def _like_prefix(text: str) -> str:
@@ -108,6 +149,13 @@ def _like_prefix(text: str) -> str:
 class SendResult:
     message: Message
     created: bool  # False when an earlier send with the same client_id is returned
+
+
+@dataclass(frozen=True)
+class Edit:
+    message: Message
+    pos: int  # of its `message.edited`
+    newly_mentioned: Mentions  # what the edit mentions that the message did not before
 
 
 class NotMember(Exception):
@@ -162,9 +210,52 @@ def _invite_refusal(invite: Row | None) -> str | None:
     return None
 
 
+class ReplyNotFound(Exception):
+    """A reply to a message that is not in the room."""
+
+
+class AccountDeactivated(Exception):
+    """A new room's first member (its owner, or one of a DM's two) was deactivated
+    meanwhile: the room is not created."""
+
+
 class _AlreadyMember(Exception):
     """Rolls back a join that lost a race with the same join (or with the
     account's deactivation)."""
+
+
+# reactions and pins
+
+
+class NotAllowed(Exception):
+    """A member whose role does not allow the change (pins: managers, or anyone in a DM)."""
+
+
+class LimitReached(Exception):
+    """A per-message or per-room cap (distinct emoji, pins) would be exceeded."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionChange:
+    seq: int  # of the message reacted to
+    count: int  # the emoji's count afterwards
+    pos: int | None  # of the room event; None: nothing changed (idempotent repeat)
+
+
+class Banned(Exception):
+    """A join or add of a user banned from the room (rolled back)."""
+
+
+class RoomGone(Exception):
+    """A join of a room deleted meanwhile, or a second deletion (rolled back)."""
+
+
+class _MembersChanged(Exception):
+    """Rolls back a room deletion that a join committed under (it is tried again)."""
+
+
+class Refused(Exception):
+    """A moderation action the actor's role does not allow (checked under its locks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +267,7 @@ class _Send:
     reply_to: int | None
     created_at: int
     attachments: tuple[Media, ...]
+    mentions: Written
 
 
 class Database:
@@ -472,7 +564,7 @@ class Database:
         " OR EXISTS (SELECT 1 FROM message_attachments a"
         "   JOIN messages m ON m.id = a.message_id AND NOT m.deleted"
         "   JOIN rooms r ON r.id = m.room_id"
-        "   WHERE a.media_id = md.id AND (r.kind = 'public' OR EXISTS ("
+        "   WHERE a.media_id = md.id AND r.deleted_at IS NULL AND (r.kind = 'public' OR EXISTS ("
         "     SELECT 1 FROM members mb WHERE mb.room_id = r.id AND mb.user_id = $2))))"
     )
 
@@ -499,7 +591,7 @@ class Database:
                 owner_id,
                 now,
             )
-            await self._join(tx, room_id, owner_id, "owner", None)
+            await self._first_join(tx, room_id, owner_id, "owner")
             return await self._room_in(tx, room_id, owner_id)
 
     async def _room_in(self, conn: Conn, room_id: int, viewer_id: int) -> Room:
@@ -508,16 +600,25 @@ class Database:
         )
         return to_room(row)
 
-    async def get_room(self, room_id: int, viewer_id: int) -> Room | None:
+    async def get_room(
+        self, room_id: int, viewer_id: int, *, include_deleted: bool = False
+    ) -> Room | None:
+        """The room as the viewer sees it; a deleted room only with `include_deleted`
+        (for what its stream still tells: the removed members' `room.removed`)."""
         row = await self.engine.fetchrow(
-            f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER} WHERE r.id = $2", viewer_id, room_id
+            f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER}"
+            " WHERE r.id = $2 AND ($3 OR r.deleted_at IS NULL)",
+            viewer_id,
+            room_id,
+            include_deleted,
         )
         return None if row is None else to_room(row)
 
     async def list_my_rooms(self, user_id: int) -> list[Room]:
         rows = await self.engine.fetch(
             f"SELECT {ROOM_COLUMNS} FROM rooms r"
-            " JOIN members me ON me.room_id = r.id AND me.user_id = $1 ORDER BY r.id",
+            " JOIN members me ON me.room_id = r.id AND me.user_id = $1"
+            " WHERE r.deleted_at IS NULL ORDER BY r.id",
             user_id,
         )
         return [to_room(r) for r in rows]
@@ -527,7 +628,8 @@ class Database:
     ) -> list[Room]:
         rows = await self.engine.fetch(
             f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER}"
-            " WHERE r.kind = 'public' AND lower(r.name) LIKE $2 ESCAPE '\\' AND r.id > $3"
+            " WHERE r.kind = 'public' AND r.deleted_at IS NULL"
+            " AND lower(r.name) LIKE $2 ESCAPE '\\' AND r.id > $3"
             " ORDER BY r.id LIMIT $4",
             viewer_id,
             "%" + _like_prefix(prefix),
@@ -574,7 +676,7 @@ class Database:
                         dm_key,
                     )
                     for member in (low, high):
-                        await self._join(tx, room_id, member, "member", None)
+                        await self._first_join(tx, room_id, member, "member")
                     return await self._room_in(tx, room_id, user_id), True
             except UniqueViolation:  # created concurrently by the other user
                 existing = await self.engine.fetchval(
@@ -642,6 +744,7 @@ class Database:
         user_id: int | None = None,
         actor_id: int | None = None,
         detail: str | None = None,
+        reaction_count: int | None = None,
     ) -> int:
         """Numbers a change with the room's next pos, in the change's transaction.
 
@@ -653,7 +756,7 @@ class Database:
         )
         await tx.execute(
             f"INSERT INTO room_events ({STREAM_FIELDS}, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             room_id,
             pos,
             kind,
@@ -661,6 +764,7 @@ class Database:
             user_id,
             actor_id,
             detail,
+            reaction_count,
             now_ms(),
         )
         return pos
@@ -693,7 +797,8 @@ class Database:
         entries = (
             "SELECT room_id, pos, 'message.new' AS type, id AS message_id,"
             " CAST(NULL AS BIGINT) AS user_id, CAST(NULL AS BIGINT) AS actor_id,"
-            " CAST(NULL AS TEXT) AS detail FROM messages WHERE room_id = $1 AND pos > $2"
+            " CAST(NULL AS TEXT) AS detail, CAST(NULL AS BIGINT) AS reaction_count"
+            " FROM messages WHERE room_id = $1 AND pos > $2"
             f" AND pos < $3 UNION ALL SELECT {STREAM_FIELDS} FROM room_events"
             " WHERE room_id = $1 AND pos > $2 AND pos < $3"
         )
@@ -716,6 +821,8 @@ class Database:
 
         None if they already were one (their role is unchanged), also when the
         same join commits concurrently: the unique key decides, never a 500.
+        Raises Banned when the user is banned from the room, RoomGone when
+        the room was deleted.
         """
         try:
             async with self.engine.transaction() as tx:
@@ -723,14 +830,28 @@ class Database:
         except _AlreadyMember:
             return None
 
+    async def _first_join(self, tx: Conn, room_id: int, user_id: int, role: str) -> None:
+        """A member of a room this transaction creates: no one else can have
+        joined it, so a refused join means the account was deactivated."""
+        try:
+            await self._join(tx, room_id, user_id, role, None)
+        except _AlreadyMember:
+            raise AccountDeactivated() from None
+
     async def _join(
         self, tx: Conn, room_id: int, user_id: int, role: str, actor_id: int | None
     ) -> int:
-        # A deactivated account joins nothing; `FOR SHARE` waits for a
-        # deactivation in progress (which removes the memberships it sees).
+        """Inserts the member unless the account is deactivated or banned from the
+        room (invariant 9). The user's row is locked first, in its own statement
+        (FOR SHARE: a ban's FOR NO KEY UPDATE and a deactivation's UPDATE wait
+        for it and make it wait), so the insert's fresh snapshot reads any ban
+        or deactivation committed before it, and one committed after it finds,
+        and removes, the new member."""
+        await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", user_id)
         inserted = await tx.fetchval(
             "INSERT INTO members (room_id, user_id, role, joined_at)"
-            " SELECT $1, id, $3, $4 FROM users WHERE id = $2 AND deactivated_at IS NULL FOR SHARE"
+            " SELECT $1, id, $3, $4 FROM users WHERE id = $2 AND deactivated_at IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.room_id = $1 AND b.user_id = $2)"
             " ON CONFLICT (room_id, user_id) DO NOTHING RETURNING user_id",
             room_id,
             user_id,
@@ -738,10 +859,15 @@ class Database:
             now_ms(),
         )
         if inserted is None:
+            if await self._is_banned(tx, room_id, user_id):
+                raise Banned()
             raise _AlreadyMember()
         pos = await self._append_event(
             tx, room_id, "member.joined", user_id=user_id, actor_id=actor_id, detail=role
         )
+        # The room row is locked now: a deletion committed meanwhile is seen here.
+        if await tx.fetchval("SELECT deleted_at FROM rooms WHERE id = $1", room_id) is not None:
+            raise RoomGone()
         await tx.execute(
             "UPDATE members SET joined_pos = $3 WHERE room_id = $1 AND user_id = $2",
             room_id,
@@ -759,16 +885,29 @@ class Database:
         change locks them (see `_locked_role`).
         """
         async with self.engine.transaction() as tx:
-            removed = await tx.fetchval(
-                "DELETE FROM members WHERE room_id = $1 AND user_id = $2 RETURNING user_id",
-                room_id,
-                user_id,
-            )
-            if removed is None:
-                return None
-            return await self._append_event(
-                tx, room_id, "member.left", user_id=user_id, actor_id=actor_id, detail=reason
-            )
+            return await self._leave(tx, room_id, user_id, reason, actor_id)
+
+    async def kick_member(self, room_id: int, user_id: int, actor: Actor) -> int | None:
+        """`remove_member` by a moderator (`member.left`, `kicked`), audited as `member.kick`."""
+        async with self.engine.transaction() as tx:
+            pos = await self._leave(tx, room_id, user_id, "kicked", actor.user_id)
+            if pos is not None:
+                await self._audit(tx, actor, "member.kick", "user", user_id, {"room_id": room_id})
+            return pos
+
+    async def _leave(
+        self, tx: Conn, room_id: int, user_id: int, reason: str, actor_id: int | None
+    ) -> int | None:
+        removed = await tx.fetchval(
+            "DELETE FROM members WHERE room_id = $1 AND user_id = $2 RETURNING user_id",
+            room_id,
+            user_id,
+        )
+        if removed is None:
+            return None
+        return await self._append_event(
+            tx, room_id, "member.left", user_id=user_id, actor_id=actor_id, detail=reason
+        )
 
     async def get_member(self, room_id: int, user_id: int) -> Member | None:
         row = await self.engine.fetchrow(
@@ -852,8 +991,10 @@ WITH member AS (
     WHERE id = $1 AND EXISTS (SELECT 1 FROM member)
     RETURNING last_seq, last_pos
 ), inserted AS (
-    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at)
-    SELECT $1, last_seq, last_pos, $2, $3::text, $4::text, $5::bigint, $6::bigint FROM bumped
+    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at,
+        thread_id, mentioned_ids, mentions_room)
+    SELECT $1, last_seq, last_pos, $2, $3::text, $4::text, $5::bigint, $6::bigint,
+        $8::bigint, $9::text, $10::boolean FROM bumped
     RETURNING {MESSAGE_FIELDS}
 ), attached AS (
     INSERT INTO message_attachments (message_id, media_id, position)
@@ -865,17 +1006,17 @@ WITH member AS (
 )
 SELECT * FROM inserted
 """
-    # Group commit on PostgreSQL: many sends (to any rooms) in one statement. The
-    # senders' member rows are locked first (in key order, as removals lock
-    # them), then the rooms in id order (no deadlock between processes);
-    # non-members' sends are dropped before numbering (so no seq or pos is
-    # skipped), each room's counters are bumped once, and every row comes back
-    # with its batch position.
+    # Group commit on PostgreSQL: many plain sends (no attachments, reply or
+    # mentions), to any rooms, in one statement. The senders' member rows are
+    # locked first (in key order, as removals lock them), then the rooms in id
+    # order (no deadlock between processes); non-members' sends are dropped
+    # before numbering (so no seq or pos is skipped), each room's counters are
+    # bumped once, and every row comes back with its batch position.
     _SEND_BATCH_POSTGRES = f"""
 WITH sends AS (
     SELECT * FROM unnest(
-        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]
-    ) WITH ORDINALITY AS b (room_id, sender_id, body, client_id, reply_to, created_at, ord)
+        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]
+    ) WITH ORDINALITY AS b (room_id, sender_id, body, client_id, created_at, ord)
 ), member AS (
     SELECT m.room_id, m.user_id FROM members m
     WHERE (m.room_id, m.user_id) IN (SELECT room_id, sender_id FROM sends)
@@ -893,9 +1034,9 @@ WITH sends AS (
     WHERE r.id = c.room_id AND r.id IN (SELECT id FROM locked)
     RETURNING r.id, r.last_seq - c.count AS base, r.last_pos - c.count AS base_pos
 ), inserted AS (
-    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at)
+    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, created_at)
     SELECT n.room_id, b.base + n.n, b.base_pos + n.n, n.sender_id, n.body, n.client_id,
-        n.reply_to, n.created_at
+        n.created_at
     FROM numbered n JOIN bumped b ON b.id = n.room_id
     RETURNING {MESSAGE_FIELDS}
 ), marked AS (
@@ -911,8 +1052,9 @@ JOIN numbered n ON n.room_id = inserted.room_id AND b.base + n.n = inserted.seq
     # last_seq + 1 and last_pos + 1, and a trigger (sql/sqlite/004) bumps them
     # and the read marker.
     _SEND_SQLITE = f"""
-INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at)
-SELECT $1, last_seq + 1, last_pos + 1, $2, $3, $4, $5, $6 FROM rooms
+INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at,
+    thread_id, mentioned_ids, mentions_room)
+SELECT $1, last_seq + 1, last_pos + 1, $2, $3, $4, $5, $6, $7, $8, $9 FROM rooms
 WHERE id = $1 AND EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)
 RETURNING {MESSAGE_FIELDS}
 """
@@ -925,17 +1067,28 @@ RETURNING {MESSAGE_FIELDS}
         client_id: str | None,
         reply_to: int | None,
         attachments: Sequence[Media],
+        mentions: Written = NOTHING_WRITTEN,
     ) -> SendResult:
         """Commits a message with the room's next seq (DESIGN.md invariants 1 and 4).
 
         One statement takes the seq and inserts, so seqs commit in order with no
         gaps (see the send statements above); on PostgreSQL, sends without
-        attachments that arrive together share one statement (`_send_batch`).
-        A repeated (sender, client_id) hits the unique index and returns the
-        stored message. Raises NotMember when the sender is not in the room.
+        attachments, reply or mentions that arrive together share one statement
+        (`_send_batch`). A repeated (sender, client_id) hits the unique index and
+        returns the stored message. Raises NotMember when the sender is not in
+        the room, ReplyNotFound when `reply_to` is no message of the room.
         """
-        send = _Send(room_id, sender_id, body, client_id, reply_to, now_ms(), tuple(attachments))
-        if attachments:  # the batch statement carries none
+        send = _Send(
+            room_id,
+            sender_id,
+            body,
+            client_id,
+            reply_to,
+            now_ms(),
+            tuple(attachments),
+            mentions,
+        )
+        if attachments or reply_to is not None or mentions:  # the batch carries none
             return await self._send_one(send)
         return await self._commit_send(send)
 
@@ -948,7 +1101,6 @@ RETURNING {MESSAGE_FIELDS}
                 [s.sender_id for s in sends],
                 [s.body for s in sends],
                 [s.client_id for s in sends],
-                [s.reply_to for s in sends],
                 [s.created_at for s in sends],
             )
         except UniqueViolation:  # a retried client_id: sending one by one handles it
@@ -960,32 +1112,14 @@ RETURNING {MESSAGE_FIELDS}
         ]
 
     async def _send_one(self, send: _Send) -> SendResult:
-        args = (
-            send.room_id,
-            send.sender_id,
-            send.body,
-            send.client_id,
-            send.reply_to,
-            send.created_at,
-        )
-        media_ids = [media.id for media in send.attachments]
         try:
-            if self.engine.name == "postgres":
-                row = await self.engine.write(self._SEND_POSTGRES, *args, media_ids)
-            elif not media_ids:
-                row = await self.engine.write(self._SEND_SQLITE, *args)
+            if send.reply_to is not None or send.mentions:
+                row = await self._send_in_conversation(send)
+            elif self.engine.name == "postgres" or not send.attachments:
+                row = await self.engine.write(self._send_sql(), *self._send_args(send))
             else:
                 async with self.engine.transaction() as tx:
-                    row = await tx.fetchrow(self._SEND_SQLITE, *args)
-                    if row is not None:
-                        for position, media_id in enumerate(media_ids):
-                            await tx.execute(
-                                "INSERT INTO message_attachments (message_id, media_id, position)"
-                                " VALUES ($1, $2, $3)",
-                                row["id"],
-                                media_id,
-                                position,
-                            )
+                    row = await self._insert_message(tx, send)
         except UniqueViolation:
             existing = await self._message_by_client_id(send.sender_id, send.client_id or "")
             if existing is None:
@@ -994,6 +1128,41 @@ RETURNING {MESSAGE_FIELDS}
         if row is None:
             raise NotMember()
         return SendResult(to_message(row, send.attachments), created=True)
+
+    def _send_sql(self) -> str:
+        return self._SEND_POSTGRES if self.engine.name == "postgres" else self._SEND_SQLITE
+
+    def _send_args(
+        self, send: _Send, thread_id: int | None = None, mentions: Mentions = NO_MENTIONS
+    ) -> tuple[Any, ...]:
+        """The send statement's parameters (PostgreSQL's in its own order, media ids in $7)."""
+        mentioned_ids = ",".join(map(str, mentions.user_ids)) or None
+        args = (send.room_id, send.sender_id, send.body, send.client_id, send.reply_to)
+        conversation = (thread_id, mentioned_ids, mentions.room)
+        if self.engine.name == "postgres":
+            media_ids = [media.id for media in send.attachments]
+            return (*args, send.created_at, media_ids, *conversation)
+        return (*args, send.created_at, *conversation)
+
+    async def _insert_message(
+        self,
+        tx: Conn,
+        send: _Send,
+        thread_id: int | None = None,
+        mentions: Mentions = NO_MENTIONS,
+    ) -> Row | None:
+        """The send statement inside a transaction, with the attachments (SQLite's after it)."""
+        row = await tx.fetchrow(self._send_sql(), *self._send_args(send, thread_id, mentions))
+        if row is not None and self.engine.name == "sqlite":
+            for position, media in enumerate(send.attachments):
+                await tx.execute(
+                    "INSERT INTO message_attachments (message_id, media_id, position)"
+                    " VALUES ($1, $2, $3)",
+                    row["id"],
+                    media.id,
+                    position,
+                )
+        return row
 
     async def get_message(self, room_id: int, message_id: int) -> Message | None:
         rows = await self.engine.fetch(
@@ -1015,65 +1184,81 @@ RETURNING {MESSAGE_FIELDS}
         return {message.id: message for message in await self._attach(rows)}
 
     async def edit_message(
-        self, room_id: int, message_id: int, editor_id: int, body: str
-    ) -> tuple[Message, int] | None:
-        """Replaces the body of the editor's own message, as the room event `message.edited`.
+        self, room_id: int, message_id: int, editor_id: int, body: str, mentions: Written
+    ) -> Edit | None:
+        """Replaces the body of the editor's own message, as the room event `message.edited`,
+        and its mentions with those `mentions` writes (see `_remention`).
 
-        Returns the message and the event's pos, or None when there is no such
-        live message of the editor's; raises NotMember when the editor is not
-        (or no longer) in the room.
+        Returns None when there is no such live message of the editor's; raises
+        NotMember when the editor is not (or no longer) in the room.
         """
         async with self.engine.transaction() as tx:
-            if await self._locked_role(tx, room_id, editor_id) is None:
+            role = await self._locked_role(tx, room_id, editor_id)
+            if role is None:
                 raise NotMember()
-            row = await tx.fetchrow(
-                "UPDATE messages SET body = $4, edited_at = $5 WHERE id = $1 AND room_id = $2"
-                f" AND sender_id = $3 AND NOT deleted RETURNING {MESSAGE_FIELDS}",
+            old = await tx.fetchrow(
+                "SELECT mentioned_ids, mentions_room FROM messages WHERE id = $1 AND room_id = $2"
+                " AND sender_id = $3 AND NOT deleted FOR NO KEY UPDATE",
                 message_id,
                 room_id,
                 editor_id,
+            )
+            if old is None:
+                return None
+            new = await self._resolve_mentions(tx, room_id, role, mentions)
+            row = await tx.fetchrow(
+                "UPDATE messages SET body = $2, edited_at = $3, mentioned_ids = $4,"
+                f" mentions_room = $5 WHERE id = $1 RETURNING {MESSAGE_FIELDS}",
+                message_id,
                 body,
                 now_ms(),
+                ",".join(map(str, new.user_ids)) or None,
+                new.room,
             )
-            if row is None:
-                return None
+            assert row is not None  # locked above
+            newly_mentioned = await self._remention(tx, old, new, row)
             pos = await self._append_event(
                 tx, room_id, "message.edited", message_id=message_id, actor_id=editor_id
             )
         messages = await self._attach([row])
-        return messages[0], pos
+        return Edit(messages[0], pos, newly_mentioned)
 
     async def delete_message(
-        self, room_id: int, message_id: int, actor_id: int
+        self, room_id: int, message_id: int, actor: Actor
     ) -> tuple[Message, int] | None:
         """Tombstones a message as the room event `message.deleted`: id and seq stay,
         body and attachments go.
 
-        The actor is its sender or one of the room's managers (checked under the
-        member row's lock). Returns the tombstone and the event's pos, or None
-        when there is no such live message the actor may delete; raises
-        NotMember when the actor is not (or no longer) in the room.
+        The actor is its sender or one of the room's managers, or a server admin
+        (checked under the member row's lock); deleting someone else's message
+        is audited as `message.delete`. Returns the tombstone and the event's
+        pos, or None when there is no such live message the actor may delete;
+        raises NotMember when the actor is not (or no longer) in the room and
+        not a server admin.
         """
         async with self.engine.transaction() as tx:
-            role = await self._locked_role(tx, room_id, actor_id)
+            role = await self._moderator_role(tx, room_id, actor.user_id)
             if role is None:
                 raise NotMember()
             row = await tx.fetchrow(
-                "UPDATE messages SET body = '', deleted = TRUE, edited_at = $3"
+                f"UPDATE messages SET {TOMBSTONE}, edited_at = $3"
                 " WHERE id = $1 AND room_id = $2 AND NOT deleted AND (sender_id = $4 OR $5)"
                 f" RETURNING {MESSAGE_FIELDS}",
                 message_id,
                 room_id,
                 now_ms(),
-                actor_id,
+                actor.user_id,
                 role in MANAGERS,
             )
             if row is None:
                 return None
-            await tx.execute("DELETE FROM message_attachments WHERE message_id = $1", message_id)
             pos = await self._append_event(
-                tx, room_id, "message.deleted", message_id=message_id, actor_id=actor_id
+                tx, room_id, "message.deleted", message_id=message_id, actor_id=actor.user_id
             )
+            await self._drop_dependents(tx, [message_id])
+            if row["sender_id"] != actor.user_id:
+                details = {"room_id": room_id, "sender_id": row["sender_id"]}
+                await self._audit(tx, actor, "message.delete", "message", message_id, details)
         return to_message(row), pos
 
     async def history(
@@ -1315,7 +1500,7 @@ RETURNING {MESSAGE_FIELDS}
             if renewed is None:
                 return None
             rows = await tx.fetch(
-                "UPDATE messages SET body = '', deleted = TRUE, edited_at = $3"
+                f"UPDATE messages SET {TOMBSTONE}, edited_at = $3"
                 " WHERE id IN (SELECT id FROM messages WHERE sender_id = $1 AND NOT deleted"
                 f" ORDER BY room_id, id LIMIT $2) RETURNING {MESSAGE_FIELDS}",
                 job.target_id,
@@ -1323,11 +1508,6 @@ RETURNING {MESSAGE_FIELDS}
                 now,
             )
             tombstones = sorted(map(to_message, rows), key=lambda m: (m.room_id, m.id))
-            if tombstones:
-                await tx.execute(
-                    f"DELETE FROM message_attachments WHERE message_id {self.engine.in_ids('$1')}",
-                    self.engine.ids_param([m.id for m in tombstones]),
-                )
             deleted = []
             for message in tombstones:
                 pos = await self._append_event(
@@ -1338,6 +1518,8 @@ RETURNING {MESSAGE_FIELDS}
                     actor_id=job.actor_id,
                 )
                 deleted.append((message, pos))
+            if tombstones:
+                await self._drop_dependents(tx, [m.id for m in tombstones])
             done = len(tombstones) < limit
             await tx.execute(
                 "UPDATE jobs SET done_count = done_count + $2,"
@@ -1528,6 +1710,590 @@ RETURNING {MESSAGE_FIELDS}
                 "SELECT is_admin FROM users WHERE id = $1 AND deactivated_at IS NULL", user_id
             )
         )
+
+    # --- reactions and pins -------------------------------------------------------------
+
+    # Reaction changes and pins are numbered like every room change: member row
+    # first (`_locked_role`), then the room row, under which counts and caps
+    # are exact. A pin locks the message row before the room row, as
+    # edit_message and delete_message do.
+
+    async def _lock_room(self, tx: Conn, room_id: int) -> None:
+        await tx.execute("SELECT id FROM rooms WHERE id = $1 FOR UPDATE", room_id)
+
+    async def _reaction_count(self, conn: Conn, message_id: int, emoji: str) -> int:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM reactions WHERE message_id = $1 AND emoji = $2",
+            message_id,
+            emoji,
+        )
+        return count
+
+    async def _live_message_seq(self, conn: Conn, room_id: int, message_id: int) -> int | None:
+        """The seq of the room's message, unless it is deleted (or not there)."""
+        seq: int | None = await conn.fetchval(
+            "SELECT seq FROM messages WHERE id = $1 AND room_id = $2 AND NOT deleted",
+            message_id,
+            room_id,
+        )
+        return seq
+
+    async def react(
+        self, room_id: int, message_id: int, user_id: int, emoji: str, max_distinct: int
+    ) -> ReactionChange | None:
+        """Adds the user's reaction as the room event `reaction.added` (none when it was there).
+
+        None when there is no such live message; raises NotMember (not, or no
+        longer, in the room) and LimitReached (`max_distinct` emoji already).
+        """
+        async with self.engine.transaction() as tx:
+            if await self._locked_role(tx, room_id, user_id) is None:
+                raise NotMember()
+            await self._lock_room(tx, room_id)
+            seq = await self._live_message_seq(tx, room_id, message_id)
+            if seq is None:
+                return None
+            distinct: list[Row] = await tx.fetch(
+                "SELECT DISTINCT emoji FROM reactions WHERE message_id = $1", message_id
+            )
+            if len(distinct) >= max_distinct and emoji not in {r["emoji"] for r in distinct}:
+                raise LimitReached()
+            added = await tx.fetchval(
+                "INSERT INTO reactions (message_id, user_id, emoji, created_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING message_id",
+                message_id,
+                user_id,
+                emoji,
+                now_ms(),
+            )
+            kind = "reaction.added" if added else None
+            return await self._reaction_changed(tx, kind, room_id, message_id, seq, user_id, emoji)
+
+    async def unreact(
+        self, room_id: int, message_id: int, user_id: int, emoji: str
+    ) -> ReactionChange | None:
+        """Removes the user's reaction as the room event `reaction.removed` (none when it
+        was not there). None when there is no such live message; raises NotMember."""
+        async with self.engine.transaction() as tx:
+            if await self._locked_role(tx, room_id, user_id) is None:
+                raise NotMember()
+            await self._lock_room(tx, room_id)
+            seq = await self._live_message_seq(tx, room_id, message_id)
+            if seq is None:
+                return None
+            removed = await tx.fetchval(
+                "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3"
+                " RETURNING message_id",
+                message_id,
+                user_id,
+                emoji,
+            )
+            kind = "reaction.removed" if removed else None
+            return await self._reaction_changed(tx, kind, room_id, message_id, seq, user_id, emoji)
+
+    async def _reaction_changed(
+        self,
+        tx: Conn,
+        kind: str | None,
+        room_id: int,
+        message_id: int,
+        seq: int,
+        user_id: int,
+        emoji: str,
+    ) -> ReactionChange:
+        """The emoji's count now, and the room event `kind` at the next pos (None: no change)."""
+        count = await self._reaction_count(tx, message_id, emoji)
+        pos = None
+        if kind is not None:
+            pos = await self._append_event(
+                tx,
+                room_id,
+                kind,
+                message_id=message_id,
+                user_id=user_id,
+                actor_id=user_id,
+                detail=emoji,
+                reaction_count=count,
+            )
+        return ReactionChange(seq, count, pos)
+
+    async def reactors(
+        self, room_id: int, message_id: int, emoji: str, after_user_id: int, limit: int
+    ) -> list[User] | None:
+        """Who reacted with `emoji`, by user id; None when there is no such live message."""
+        if await self._live_message_seq(self.engine, room_id, message_id) is None:
+            return None
+        rows = await self.engine.fetch(
+            f"SELECT {USER_COLUMNS} FROM reactions rx JOIN users u ON u.id = rx.user_id"
+            " WHERE rx.message_id = $1 AND rx.emoji = $2 AND rx.user_id > $3"
+            " ORDER BY rx.user_id LIMIT $4",
+            message_id,
+            emoji,
+            after_user_id,
+            limit,
+        )
+        return [to_user(r) for r in rows]
+
+    async def with_reactions(self, messages: list[Message], viewer_id: int) -> list[Message]:
+        """The messages with their reactions as `viewer_id` sees them, in one query for
+        the whole page; each message's emoji in the order they were first used."""
+        ids = [m.id for m in messages if not m.deleted]
+        if not ids:
+            return messages
+        rows = await self.engine.fetch(
+            "SELECT message_id, emoji, count(*) AS count, min(created_at) AS first_at,"
+            " max(CASE WHEN user_id = $2 THEN 1 ELSE 0 END) AS me FROM reactions"
+            f" WHERE message_id {self.engine.in_ids('$1')} GROUP BY message_id, emoji"
+            " ORDER BY message_id, first_at, emoji",
+            self.engine.ids_param(ids),
+            viewer_id,
+        )
+        by_message: dict[int, list[Reaction]] = {}
+        for row in rows:
+            reaction = Reaction(row["emoji"], row["count"], bool(row["me"]))
+            by_message.setdefault(row["message_id"], []).append(reaction)
+        return [
+            replace(m, reactions=tuple(by_message[m.id])) if m.id in by_message else m
+            for m in messages
+        ]
+
+    async def pin(
+        self, room_id: int, message_id: int, actor_id: int, any_member: bool, max_pins: int
+    ) -> tuple[Message, int | None] | None:
+        """Pins a live message as the room event `message.pinned`; returns it and the
+        event's pos (None: it was pinned already), or None when there is no such
+        live message. Managers pin, or any member when `any_member` (a DM).
+        Raises NotMember, NotAllowed, LimitReached (`max_pins` pinned already)."""
+        async with self.engine.transaction() as tx:
+            await self._may_pin(tx, room_id, actor_id, any_member)
+            pinned_pos = await self._locked_pin(tx, room_id, message_id)
+            if pinned_pos is None:
+                return None
+            pos = None
+            if not pinned_pos:
+                await self._lock_room(tx, room_id)
+                pins = await tx.fetchval(
+                    "SELECT count(*) FROM messages WHERE room_id = $1 AND pinned_pos IS NOT NULL",
+                    room_id,
+                )
+                if pins >= max_pins:
+                    raise LimitReached()
+                pos = await self._append_event(
+                    tx, room_id, "message.pinned", message_id=message_id, actor_id=actor_id
+                )
+                await self._set_pin(tx, message_id, pos)
+            row = await tx.fetchrow(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1", message_id
+            )
+        message = (await self._attach([row]))[0]
+        return message, pos
+
+    async def unpin(
+        self, room_id: int, message_id: int, actor_id: int, any_member: bool
+    ) -> tuple[Message, int] | None:
+        """Unpins a message as the room event `message.unpinned`; None when it is not
+        pinned. Raises NotMember and NotAllowed as `pin` does."""
+        async with self.engine.transaction() as tx:
+            await self._may_pin(tx, room_id, actor_id, any_member)
+            if not await self._locked_pin(tx, room_id, message_id):
+                return None
+            pos = await self._append_event(
+                tx, room_id, "message.unpinned", message_id=message_id, actor_id=actor_id
+            )
+            await self._set_pin(tx, message_id, None)
+            row = await tx.fetchrow(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1", message_id
+            )
+        return (await self._attach([row]))[0], pos
+
+    async def _may_pin(self, tx: Conn, room_id: int, actor_id: int, any_member: bool) -> None:
+        role = await self._locked_role(tx, room_id, actor_id)
+        if role is None:
+            raise NotMember()
+        if not any_member and role not in MANAGERS:
+            raise NotAllowed()
+
+    async def _locked_pin(self, tx: Conn, room_id: int, message_id: int) -> int | None:
+        """The live message's pin pos (0: not pinned; None: no such live message), its
+        row locked before the room's (as edits and deletions lock them)."""
+        row = await tx.fetchrow(
+            "SELECT pinned_pos FROM messages WHERE id = $1 AND room_id = $2 AND NOT deleted"
+            " FOR NO KEY UPDATE",
+            message_id,
+            room_id,
+        )
+        return None if row is None else row["pinned_pos"] or 0
+
+    @staticmethod
+    async def _set_pin(tx: Conn, message_id: int, pinned_pos: int | None) -> None:
+        await tx.execute(
+            "UPDATE messages SET pinned_pos = $2 WHERE id = $1", message_id, pinned_pos
+        )
+
+    async def pinned_messages(self, room_id: int, limit: int) -> list[Message]:
+        """The room's pinned messages, newest pin first."""
+        rows = await self.engine.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m"
+            " WHERE m.room_id = $1 AND m.pinned_pos IS NOT NULL ORDER BY m.pinned_pos DESC"
+            " LIMIT $2",
+            room_id,
+            limit,
+        )
+        return await self._attach(rows)
+
+    async def _drop_dependents(self, tx: Conn, message_ids: list[int]) -> None:
+        """What a deleted message loses besides its body (see TOMBSTONE): its
+        attachments, mention rows and reactions. Its `message.deleted` says so:
+        no reaction.removed or message.unpinned of their own. Called once the
+        room row is locked (by `_append_event`), so no reaction committed before
+        the deletion is left behind."""
+        ids = self.engine.ids_param(message_ids)
+        for table in ("message_attachments", "mentions", "reactions"):
+            await tx.execute(
+                f"DELETE FROM {table} WHERE message_id {self.engine.in_ids('$1')}", ids
+            )
+
+    # --- threads and mentions --------------------------------------------------------------
+
+    async def _send_in_conversation(self, send: _Send) -> Row | None:
+        """A reply or a send that writes mentions: one transaction, the sender's member
+        row locked first, then the thread's first message (whose counters it bumps),
+        then the room (by the send statement): the order edits and deletions lock
+        them in. Names become members' ids here, under the same lock as the send."""
+        async with self.engine.transaction() as tx:
+            role = await self._locked_role(tx, send.room_id, send.sender_id)
+            if role is None:
+                raise NotMember()
+            thread_id = None
+            if send.reply_to is not None:
+                thread_id = await self._join_thread(
+                    tx, send.room_id, send.reply_to, send.created_at
+                )
+            mentions = await self._resolve_mentions(tx, send.room_id, role, send.mentions)
+            row = await self._insert_message(tx, send, thread_id, mentions)
+            if row is not None and mentions.user_ids:
+                await self._add_mentions(tx, row, mentions.user_ids)
+            return row
+
+    async def _join_thread(self, tx: Conn, room_id: int, reply_to: int, at: int) -> int:
+        """Counts a reply on its thread's first message (`reply_to`'s thread, or
+        `reply_to` itself); returns that message's id, the reply's thread_id."""
+        thread_id: int | None = await tx.fetchval(
+            "UPDATE messages SET reply_count = reply_count + 1,"
+            " last_reply_at = CASE WHEN last_reply_at > $3 THEN last_reply_at ELSE $3 END"
+            " WHERE id = (SELECT COALESCE(p.thread_id, p.id) FROM messages p"
+            "   WHERE p.id = $1 AND p.room_id = $2) RETURNING id",
+            reply_to,
+            room_id,
+            at,
+        )
+        if thread_id is None:
+            raise ReplyNotFound()
+        return thread_id
+
+    async def _resolve_mentions(
+        self, tx: Conn, room_id: int, role: str, written: Written
+    ) -> Mentions:
+        """What `written` mentions in the room now: the members it names, and
+        `@room` if the author manages the room or it is small (mentions.py)."""
+        if not written:
+            return NO_MENTIONS
+        user_ids: tuple[int, ...] = ()
+        if written.names:
+            rows = await tx.fetch(
+                "SELECT u.id, u.username FROM members mb JOIN users u ON u.id = mb.user_id"
+                f" WHERE mb.room_id = $1 AND u.username {self.engine.in_texts('$2')}",
+                room_id,
+                self.engine.ids_param(written.usernames()),
+            )
+            user_ids = written.resolve({r["username"]: r["id"] for r in rows})
+        room = written.room and (
+            role in MANAGERS
+            or await tx.fetchval("SELECT count(*) FROM members WHERE room_id = $1", room_id)
+            <= ROOM_MENTION_MAX_MEMBERS
+        )
+        return Mentions(user_ids, room)
+
+    async def _add_mentions(self, tx: Conn, message: Row, user_ids: Sequence[int]) -> None:
+        await tx.execute(
+            "INSERT INTO mentions (message_id, user_id, room_id, seq)"
+            f" SELECT $1, u.id, $2, $3 FROM users u WHERE u.id {self.engine.in_ids('$4')}",
+            message["id"],
+            message["room_id"],
+            message["seq"],
+            self.engine.ids_param(user_ids),
+        )
+
+    async def _remention(self, tx: Conn, old: Row, new: Mentions, message: Row) -> Mentions:
+        """Brings an edited message's mention rows to `new`, leaving those that stay
+        untouched; returns what is newly mentioned (notified once, never again)."""
+        was = to_mentions(old["mentioned_ids"], old["mentions_room"])
+        gone = sorted(set(was.user_ids) - set(new.user_ids))
+        added = tuple(sorted(set(new.user_ids) - set(was.user_ids)))
+        if gone:
+            await tx.execute(
+                "DELETE FROM mentions WHERE message_id = $1"
+                f" AND user_id {self.engine.in_ids('$2')}",
+                message["id"],
+                self.engine.ids_param(gone),
+            )
+        if added:
+            await self._add_mentions(tx, message, added)
+        return Mentions(added, new.room and not was.room)
+
+    async def thread_replies(
+        self, thread_id: int, after_seq: int, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Up to `limit` replies of a thread in ascending seq, and whether more follow."""
+        rows = await self.engine.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.thread_id = $1 AND m.seq > $2"
+            " ORDER BY m.seq LIMIT $3",
+            thread_id,
+            after_seq,
+            limit + 1,
+        )
+        return await self._attach(rows[:limit]), len(rows) > limit
+
+    async def mentions_of(self, user_id: int, before_id: int, limit: int) -> list[Message]:
+        """Others' messages mentioning the user by name or `@room` in the rooms the
+        user is in, newest (highest id) first, below `before_id`: the newest
+        `limit` of each kind through their indexes, then merged."""
+        rows = await self.engine.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id IN ("
+            " SELECT message_id FROM (SELECT mn.message_id FROM mentions mn"
+            "   JOIN members mb ON mb.room_id = mn.room_id AND mb.user_id = mn.user_id"
+            "   JOIN messages x ON x.id = mn.message_id AND x.sender_id <> $1"
+            "   WHERE mn.user_id = $1 AND mn.message_id < $2"
+            "   ORDER BY mn.message_id DESC LIMIT $3) named"
+            " UNION SELECT id FROM (SELECT mr.id FROM messages mr"
+            "   JOIN members mb ON mb.room_id = mr.room_id AND mb.user_id = $1"
+            "   WHERE mr.mentions_room AND mr.sender_id <> $1 AND mr.id < $2"
+            "   ORDER BY mr.id DESC LIMIT $3) everyone"
+            ") ORDER BY m.id DESC LIMIT $3",
+            user_id,
+            before_id,
+            limit,
+        )
+        return await self._attach(rows)
+
+    # --- moderation -------------------------------------------------------------------
+    #
+    # Lock order, as everywhere: users rows, then member rows (by user id), then
+    # the room row (`_append_event`). A ban locks the banned user's row FOR NO KEY
+    # UPDATE, which a join's FOR SHARE waits for (and the other way round), so a
+    # join either commits first and is undone by the ban, or sees the ban.
+
+    async def _moderator_role(self, tx: Conn, room_id: int, user_id: int) -> str | None:
+        """The user's role in the room (member row locked), or "owner" for a server
+        admin, who moderates any room as its owner would."""
+        return await self._as_moderator(tx, user_id, await self._locked_role(tx, room_id, user_id))
+
+    @staticmethod
+    async def _as_moderator(tx: Conn, user_id: int, role: str | None) -> str | None:
+        if role == "owner":
+            return role
+        return "owner" if await Database._is_admin(tx, user_id) else role
+
+    @staticmethod
+    async def _is_banned(conn: Conn, room_id: int, user_id: int) -> bool:
+        row = await conn.fetchval(
+            "SELECT 1 FROM bans WHERE room_id = $1 AND user_id = $2", room_id, user_id
+        )
+        return row is not None
+
+    async def ban_member(
+        self, room_id: int, user_id: int, reason: str, actor: Actor
+    ) -> tuple[Ban, int | None] | None:
+        """Bans a user from the room: removes them if a member (`member.left`,
+        `banned`), records the ban and audits `member.ban`, in one transaction.
+
+        Returns the ban and the pos of the removal (None: was not a member), or
+        None when already banned. Raises Refused unless the actor outranks the
+        user (see `outranks`; nobody bans themself).
+        """
+        async with self.engine.transaction() as tx:
+            await tx.fetch(
+                "SELECT id FROM users WHERE id IN ($1, $2) ORDER BY id FOR NO KEY UPDATE",
+                actor.user_id,
+                user_id,
+            )
+            rows = await tx.fetch(
+                "SELECT user_id, role FROM members WHERE room_id = $1 AND user_id IN ($2, $3)"
+                " ORDER BY user_id FOR KEY SHARE",
+                room_id,
+                actor.user_id,
+                user_id,
+            )
+            roles = {r["user_id"]: r["role"] for r in rows}
+            role = await self._as_moderator(tx, actor.user_id, roles.get(actor.user_id))
+            if user_id == actor.user_id or not outranks(role, roles.get(user_id)):
+                raise Refused()
+            banned = await tx.fetchval(
+                "INSERT INTO bans (room_id, user_id, reason, by_id, created_at)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, user_id) DO NOTHING"
+                " RETURNING user_id",
+                room_id,
+                user_id,
+                reason,
+                actor.user_id,
+                now_ms(),
+            )
+            if banned is None:
+                return None
+            pos = await self._leave(tx, room_id, user_id, "banned", actor.user_id)
+            details = {"room_id": room_id, "reason": reason}
+            await self._audit(tx, actor, "member.ban", "user", user_id, details)
+            row = await tx.fetchrow(
+                f"SELECT {BAN_COLUMNS} FROM bans b JOIN users u ON u.id = b.user_id"
+                " WHERE b.room_id = $1 AND b.user_id = $2",
+                room_id,
+                user_id,
+            )
+        return to_ban(row), pos
+
+    async def unban_member(self, room_id: int, user_id: int, actor: Actor) -> bool:
+        """Lifts a ban, audited as `member.unban`; False when there was none.
+        Raises Refused unless the actor manages the room (or is a server admin)."""
+        async with self.engine.transaction() as tx:
+            if await self._moderator_role(tx, room_id, actor.user_id) not in MANAGERS:
+                raise Refused()
+            lifted = await tx.fetchval(
+                "DELETE FROM bans WHERE room_id = $1 AND user_id = $2 RETURNING user_id",
+                room_id,
+                user_id,
+            )
+            if lifted is None:
+                return False
+            await self._audit(tx, actor, "member.unban", "user", user_id, {"room_id": room_id})
+        return True
+
+    async def list_bans(self, room_id: int, after_user_id: int, limit: int) -> list[Ban]:
+        rows = await self.engine.fetch(
+            f"SELECT {BAN_COLUMNS} FROM bans b JOIN users u ON u.id = b.user_id"
+            " WHERE b.room_id = $1 AND b.user_id > $2 ORDER BY b.user_id LIMIT $3",
+            room_id,
+            after_user_id,
+            limit,
+        )
+        return [to_ban(r) for r in rows]
+
+    async def delete_room(self, room_id: int, actor: Actor) -> list[tuple[int, int]]:
+        """Deletes a room (soft: `deleted_at`), as its owner or a server admin.
+
+        In one transaction every member is removed (`member.left`,
+        `room_deleted`; member rows locked in user id order before the room
+        row), the room is marked deleted and `room.delete` audited. Returns the
+        removed (user_id, pos) pairs. Raises Refused for anyone else, RoomGone
+        when it is deleted already.
+
+        A join fails once the room is marked (it reads `deleted_at` under the
+        room row's lock), but one that committed between the member rows' lock and the
+        room row's is a member the first pass did not see: then the whole
+        deletion is tried again (member rows cannot be locked after the room
+        row without risking a deadlock with that member's sends).
+        """
+        while True:
+            try:
+                return await self._delete_room_once(room_id, actor)
+            except _MembersChanged:
+                continue
+
+    async def _delete_room_once(self, room_id: int, actor: Actor) -> list[tuple[int, int]]:
+        async with self.engine.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT user_id, role FROM members WHERE room_id = $1 ORDER BY user_id FOR UPDATE",
+                room_id,
+            )
+            roles = {r["user_id"]: r["role"] for r in rows}
+            if await self._as_moderator(tx, actor.user_id, roles.get(actor.user_id)) != "owner":
+                raise Refused()
+            removed = []
+            for user_id in roles:
+                pos = await self._leave(tx, room_id, user_id, "room_deleted", actor.user_id)
+                if pos is not None:
+                    removed.append((user_id, pos))
+            deleted = await tx.fetchval(
+                "UPDATE rooms SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL"
+                " RETURNING id",
+                room_id,
+                now_ms(),
+            )
+            if deleted is None:
+                raise RoomGone()
+            # The room row is locked now: a member seen here joined meanwhile.
+            if await tx.fetchval("SELECT 1 FROM members WHERE room_id = $1 LIMIT 1", room_id):
+                raise _MembersChanged()
+            details = {"members": len(removed)}
+            await self._audit(tx, actor, "room.delete", "room", room_id, details)
+        return removed
+
+    async def create_report(
+        self, room_id: int, message_id: int, reporter_id: int, reason: str, comment: str
+    ) -> int | None:
+        """Files a report of a live message the reporter may read (a public room's,
+        or a member's); None when there is no such message for them. The check is
+        the insert's own condition. Raises UniqueViolation for a second report of
+        the same message by the same reporter."""
+        row = await self.engine.write(
+            "INSERT INTO reports (message_id, room_id, reporter_id, reason, comment, created_at)"
+            " SELECT m.id, m.room_id, $3, $4, $5, $6"
+            " FROM messages m JOIN rooms r ON r.id = m.room_id"
+            " WHERE m.id = $2 AND m.room_id = $1 AND NOT m.deleted AND r.deleted_at IS NULL"
+            " AND (r.kind = 'public' OR EXISTS (SELECT 1 FROM members mb"
+            "   WHERE mb.room_id = r.id AND mb.user_id = $3)) RETURNING id",
+            room_id,
+            message_id,
+            reporter_id,
+            reason,
+            comment,
+            now_ms(),
+        )
+        return None if row is None else int(row["id"])
+
+    async def _reports(self, rows: list[Row]) -> list[Report]:
+        messages = await self.messages_by_ids(sorted({r["message_id"] for r in rows}))
+        return [to_report(r, messages[r["message_id"]]) for r in rows]
+
+    async def get_report(self, report_id: int) -> Report | None:
+        rows = await self.engine.fetch(f"{REPORTS_SELECT} WHERE rp.id = $1", report_id)
+        reports = await self._reports(rows)
+        return reports[0] if reports else None
+
+    async def reports_page(self, state: str, before_id: int, limit: int) -> list[Report]:
+        """Reports in `state` older than `before_id`, newest first."""
+        rows = await self.engine.fetch(
+            f"{REPORTS_SELECT} WHERE rp.state = $1 AND rp.id < $2 ORDER BY rp.id DESC LIMIT $3",
+            state,
+            before_id,
+            limit,
+        )
+        return await self._reports(rows)
+
+    async def decide_report(self, report_id: int, state: str, actor: Actor) -> Report | None:
+        """Resolves or dismisses an open report, audited as `report.resolve` or
+        `report.dismiss`; None when there is no such open report."""
+        async with self.engine.transaction() as tx:
+            decided = await tx.fetchrow(
+                "UPDATE reports SET state = $2, resolved_by = $3, resolved_at = $4"
+                " WHERE id = $1 AND state = 'open' RETURNING message_id",
+                report_id,
+                state,
+                actor.user_id,
+                now_ms(),
+            )
+            if decided is None:
+                return None
+            action = "report.resolve" if state == "resolved" else "report.dismiss"
+            details = {"message_id": decided["message_id"]}
+            await self._audit(tx, actor, action, "report", report_id, details)
+        return await self.get_report(report_id)
+
+    async def admin_ids(self) -> list[int]:
+        """The server's active admins (who receive `report.new`)."""
+        rows = await self.engine.fetch(
+            "SELECT id FROM users WHERE is_admin AND deactivated_at IS NULL ORDER BY id"
+        )
+        return [r["id"] for r in rows]
 
     # --- audit ----------------------------------------------------------------------------
 

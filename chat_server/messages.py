@@ -1,27 +1,29 @@
-"""Messages: the one send path (REST, WebSocket and embedders), history, edits, reads, search."""
+"""Messages: the one send path (REST, WebSocket and embedders), history, threads, edits,
+reads, search and mentions of me."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-from . import events, keys
-from .auth import require_auth
-from .db import MANAGERS, NotMember
+from . import events, keys, mentions
+from .auth import client_ip, require_auth
+from .db import MANAGERS, ReplyNotFound
 from .errors import Forbidden, InvalidRequest, NotFound, RateLimited
 from .events import dumps
-from .models import Message
+from .models import Actor, Message
 from .paging import decode_cursor, page, page_limit
-from .rooms import member_room, visible_room
+from .rooms import as_member, member_room, moderated_room, visible_room
 from .validation import Validator, path_id, read_json
 
 MAX_BODY = 4000
 MAX_ATTACHMENTS = 10
 CLIENT_ID = re.compile(r"[\x20-\x7e]{1,64}")
+MAX_ID = 2**63 - 1  # above every id: where "newest first" pages start
 T = TypeVar("T")
 
 
@@ -60,6 +62,14 @@ class Posted:
     encoded: str  # the Message object as JSON, serialized once for event, ack and response
 
 
+async def check_message_rate(app: web.Application, user_id: int) -> None:
+    """Sends and reactions share the user's message rate (CHAT_MESSAGE_RATE)."""
+    wait = await app[keys.MESSAGE_LIMITER].hit(f"messages:{user_id}")
+    if wait > 0:
+        app[keys.METRICS].rate_limited.labels("messages").inc()
+        raise RateLimited(wait, "sending too fast")
+
+
 async def post_message(
     app: web.Application,
     user_id: int,
@@ -72,27 +82,28 @@ async def post_message(
     `acknowledge` is called after the commit and before the announcement,
     so a WebSocket sender's `ack` precedes its own `message.new`.
     """
-    wait = await app[keys.MESSAGE_LIMITER].hit(f"messages:{user_id}")
-    if wait > 0:
-        app[keys.METRICS].rate_limited.labels("messages").inc()
-        raise RateLimited(wait, "sending too fast")
+    await check_message_rate(app, user_id)
     db = app[keys.DB]
     media = []
-    if send.reply_to is not None or send.attachments:
+    if send.attachments:
         await member_room(app, send.room_id, user_id)
-        if send.reply_to is not None and await db.get_message(send.room_id, send.reply_to) is None:
-            raise InvalidRequest.fields({"reply_to": "a message id in the same room"})
         for media_id in send.attachments:
             item = await db.get_media(media_id)
             if item is None or item.uploader_id != user_id:
                 raise InvalidRequest.fields({"attachments": "media you uploaded"})
             media.append(item)
-    result = await _changed(
-        app,
-        send.room_id,
-        user_id,
-        db.send_message(send.room_id, user_id, send.body, send.client_id, send.reply_to, media),
-    )
+    written = mentions.find(send.body)
+    try:
+        result = await as_member(
+            app,
+            send.room_id,
+            user_id,
+            db.send_message(
+                send.room_id, user_id, send.body, send.client_id, send.reply_to, media, written
+            ),
+        )
+    except ReplyNotFound:
+        raise InvalidRequest.fields({"reply_to": "a message id in the same room"}) from None
     message = result.message
     as_json = message.to_json()
     posted = Posted(message, result.created, dumps(as_json))
@@ -138,10 +149,32 @@ async def history(request: web.Request) -> web.Response:
     after_seq = v.integer("after_seq", minimum=0)
     limit = page_limit(v)
     v.check()
-    messages, has_more = await request.app[keys.DB].history(
+    db = request.app[keys.DB]
+    messages, has_more = await db.history(
         room.id, after_seq=after_seq, before_seq=before_seq, limit=limit
     )
+    messages = await db.with_reactions(messages, me.user_id)
     return web.json_response({"items": [m.to_json() for m in messages], "has_more": has_more})
+
+
+async def thread(request: web.Request) -> web.Response:
+    """The replies of the thread a message starts (or, for a reply, belongs to),
+    ascending seq: visible as the room's history is, tombstones included."""
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    v = Validator(request.query, query=True)
+    after_seq = v.integer("after_seq", minimum=0)
+    limit = page_limit(v)
+    v.check()
+    db = request.app[keys.DB]
+    message = await db.get_message(room.id, path_id(request, "message_id"))
+    if message is None:
+        raise NotFound("no such message")
+    replies, has_more = await db.thread_replies(
+        message.thread_id or message.id, after_seq or 0, limit
+    )
+    replies = await db.with_reactions(replies, me.user_id)
+    return web.json_response({"items": [m.to_json() for m in replies], "has_more": has_more})
 
 
 async def _own_message(request: web.Request) -> tuple[Any, Message]:
@@ -168,44 +201,42 @@ async def edit_message(request: web.Request) -> web.Response:
     v.check()
     if message.sender_id != me.user_id or room.my_role is None:
         raise Forbidden("only the sender may edit a message")
-    edited = await _changed(
+    edited = await as_member(
         request.app,
         room.id,
         me.user_id,
-        request.app[keys.DB].edit_message(room.id, message.id, me.user_id, body),
+        request.app[keys.DB].edit_message(
+            room.id, message.id, me.user_id, body, mentions.find(body)
+        ),
     )
     if edited is None:
         raise NotFound("no such message")
-    message, pos = edited
-    request.app[keys.HUB].publish(events.message_event("message.edited", message, pos))
-    return web.json_response(message.to_json())
+    [message] = await request.app[keys.DB].with_reactions([edited.message], me.user_id)
+    # Its reactions' `me` differs by member: each connection reads it as its user sees it.
+    as_json = message.to_json()
+    payload = events.message_payload("message.edited", room.id, edited.pos, as_json)
+    request.app[keys.HUB].publish(events.viewer_message_event(payload))
+    return web.json_response(as_json)
 
 
 async def delete_message(request: web.Request) -> web.Response:
+    """As the sender, or a room's owner or admin or a server admin (others' messages: audited)."""
     me = await require_auth(request)
-    room, message = await _own_message(request)
-    if room.my_role is None or (message.sender_id != me.user_id and room.my_role not in MANAGERS):
+    room, role = await moderated_room(request.app, path_id(request, "room_id"), me.user_id)
+    db = request.app[keys.DB]
+    message = await db.get_message(room.id, path_id(request, "message_id"))
+    if message is None:
+        raise NotFound("no such message")
+    if role is None or (message.sender_id != me.user_id and role not in MANAGERS):
         raise Forbidden("only the sender or the room's owner or an admin may delete a message")
-    deleted = await _changed(
-        request.app,
-        room.id,
-        me.user_id,
-        request.app[keys.DB].delete_message(room.id, message.id, me.user_id),
+    actor = Actor(me.user_id, client_ip(request))
+    deleted = await as_member(
+        request.app, room.id, me.user_id, db.delete_message(room.id, message.id, actor)
     )
     if deleted is not None:
         tombstone, pos = deleted
         request.app[keys.HUB].publish(events.message_event("message.deleted", tombstone, pos))
     return web.Response(status=204)
-
-
-async def _changed(app: web.Application, room_id: int, user_id: int, change: Awaitable[T]) -> T:
-    """Commits a change that needs membership; a member removed meanwhile gets
-    the non-member's answer (404 for a private room, 403 for a public one)."""
-    try:
-        return await change
-    except NotMember:
-        await member_room(app, room_id, user_id)  # raises the right 404/403
-        raise Forbidden("join the room first") from None
 
 
 async def read_marker(request: web.Request) -> web.Response:
@@ -226,7 +257,20 @@ async def search(request: web.Request) -> web.Response:
     limit = page_limit(v)
     before_id = decode_cursor(v, numeric=True)
     v.check()
-    found = await request.app[keys.DB].search_messages(
-        me.user_id, query, room_id, before_id or 2**63 - 1, limit + 1
-    )
+    db = request.app[keys.DB]
+    found = await db.search_messages(me.user_id, query, room_id, before_id or MAX_ID, limit + 1)
+    found = await db.with_reactions(found, me.user_id)
+    return web.json_response(page(found, limit, lambda message: message.id))
+
+
+async def my_mentions(request: web.Request) -> web.Response:
+    """Others' messages mentioning me (by name or `@room`) in the rooms I am in, newest first."""
+    me = await require_auth(request)
+    v = Validator(request.query, query=True)
+    limit = page_limit(v)
+    before_id = decode_cursor(v, numeric=True)
+    v.check()
+    db = request.app[keys.DB]
+    found = await db.mentions_of(me.user_id, before_id or MAX_ID, limit + 1)
+    found = await db.with_reactions(found, me.user_id)
     return web.json_response(page(found, limit, lambda message: message.id))

@@ -142,6 +142,7 @@ class Room:
     member_count: int
     my_role: str | None
     my_last_read_seq: int
+    unread_mentions: int = 0  # messages after the read marker that mention the viewer
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -157,6 +158,7 @@ class Room:
             "my_role": self.my_role,
             "my_last_read_seq": self.my_last_read_seq,
             "unread_count": max(0, self.last_seq - self.my_last_read_seq),
+            "unread_mentions": self.unread_mentions,
         }
 
 
@@ -170,7 +172,9 @@ class StreamEntry:
     message_id: int | None
     user_id: int | None
     actor_id: int | None
-    detail: str | None  # the role of member.joined/member.role, the reason of member.left
+    detail: str | None  # the role of member.joined/member.role, the reason of member.left,
+    # the emoji of reaction.added/removed
+    reaction_count: int | None = None  # reaction.added/removed: the emoji's count after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +217,35 @@ class Media:
 
 
 @dataclass(frozen=True, slots=True)
+class Reaction:
+    """One emoji's reactions on a message, as one viewer sees them (`me`: theirs among them)."""
+
+    emoji: str
+    count: int
+    me: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"emoji": self.emoji, "count": self.count, "me": self.me}
+
+
+@dataclass(frozen=True, slots=True)
+class Mentions:
+    """Whom a message mentions: members by user id (ascending), and `@room`."""
+
+    user_ids: tuple[int, ...] = ()
+    room: bool = False
+
+    def __bool__(self) -> bool:
+        return self.room or bool(self.user_ids)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user_ids": list(self.user_ids), "room": self.room}
+
+
+NO_MENTIONS = Mentions()
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     id: int
     room_id: int
@@ -226,6 +259,13 @@ class Message:
     deleted: bool
     pos: int  # of its `message.new` in the room stream (not part of the Message object)
     attachments: tuple[Media, ...] = field(default=())
+    pinned: bool = False
+    # Filled per viewer (Database.with_reactions) where `me` matters; () for a new message.
+    reactions: tuple[Reaction, ...] = field(default=())
+    thread_id: int | None = None  # its thread's first message, for a reply
+    reply_count: int = 0  # for a thread's first message: its replies (tombstones too)
+    last_reply_at: int | None = None
+    mentions: Mentions = NO_MENTIONS
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -236,10 +276,19 @@ class Message:
             "body": "" if self.deleted else self.body,
             "client_id": self.client_id,
             "reply_to": self.reply_to,
+            "thread_id": self.thread_id,
             "attachments": [] if self.deleted else [m.to_json() for m in self.attachments],
             "created_at": iso(self.created_at),
             "edited_at": iso(self.edited_at),
             "deleted": self.deleted,
+            "pinned": self.pinned and not self.deleted,
+            "reactions": [] if self.deleted else [r.to_json() for r in self.reactions],
+            "mentions": (NO_MENTIONS if self.deleted else self.mentions).to_json(),
+            "thread": (
+                {"reply_count": self.reply_count, "last_reply_at": iso(self.last_reply_at)}
+                if self.reply_count
+                else None
+            ),
         }
 
 
@@ -267,4 +316,52 @@ class Invite:
             "room_ids": list(self.room_ids),
             "created_at": iso(self.created_at),
             "revoked": self.revoked,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A user barred from a room until lifted (API.md "Registration and server administration")."""
+
+    user: User
+    reason: str
+    by: int | None  # who banned them; None once that account is gone
+    created_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user": self.user.to_json(),
+            "reason": self.reason,
+            "by": self.by,
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A user's report of a message, as admins review it."""
+
+    id: int
+    state: str  # open | resolved | dismissed
+    reason: str
+    comment: str
+    reporter: User
+    message: Message
+    room_id: int
+    room_name: str
+    room_kind: str
+    created_at: int
+    resolved_by: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "reason": self.reason,
+            "comment": self.comment,
+            "reporter": self.reporter.to_json(),
+            "message": self.message.to_json(),
+            "room": {"id": self.room_id, "name": self.room_name, "kind": self.room_kind},
+            "created_at": iso(self.created_at),
+            "resolved_by": self.resolved_by,
         }

@@ -6,16 +6,21 @@ The column lists that produce these rows live next to the queries in db.py.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from .engines import Row
 from .models import (
+    NO_MENTIONS,
     AdminUser,
     Audit,
+    Ban,
     Invite,
     Job,
     Media,
     Member,
+    Mentions,
     Message,
+    Report,
     Room,
     Session,
     StreamEntry,
@@ -75,6 +80,7 @@ def to_room(row: Row) -> Room:
         row["member_count"],
         row["my_role"],
         row["my_last_read_seq"],
+        row["unread_mentions"],
     )
 
 
@@ -92,7 +98,20 @@ def to_message(row: Row, attachments: tuple[Media, ...] = ()) -> Message:
         bool(row["deleted"]),
         row["pos"],
         attachments,
+        pinned=row["pinned_pos"] is not None,
+        thread_id=row["thread_id"],
+        reply_count=row["reply_count"],
+        last_reply_at=row["last_reply_at"],
+        mentions=to_mentions(row["mentioned_ids"], row["mentions_room"]),
     )
+
+
+def to_mentions(mentioned_ids: str | None, room: Any) -> Mentions:
+    """A message's mentions from its row: "1,5,9" (or NULL) and the `@room` flag."""
+    if mentioned_ids is None and not room:
+        return NO_MENTIONS
+    ids = tuple(int(i) for i in mentioned_ids.split(",")) if mentioned_ids else ()
+    return Mentions(ids, bool(room))
 
 
 def to_member(row: Row) -> Member:
@@ -108,6 +127,7 @@ def to_stream_entry(row: Row) -> StreamEntry:
         row["user_id"],
         row["actor_id"],
         row["detail"],
+        row["reaction_count"],
     )
 
 
@@ -150,4 +170,26 @@ def to_invite(row: Row, room_ids: tuple[int, ...]) -> Invite:
         room_ids,
         row["created_at"],
         row["revoked_at"] is not None,
+    )
+
+
+def to_ban(row: Row) -> Ban:
+    """A row of user columns plus the ban's `reason`, `by_id` and `banned_at`."""
+    return Ban(to_user(row), row["reason"], row["by_id"], row["banned_at"])
+
+
+def to_report(row: Row, message: Message) -> Report:
+    """A row of the reporter's user columns plus the report's and its room's (see db.py)."""
+    return Report(
+        row["report_id"],
+        row["state"],
+        row["reason"],
+        row["comment"],
+        to_user(row),
+        message,
+        row["room_id"],
+        row["room_name"],
+        row["room_kind"],
+        row["reported_at"],
+        row["resolved_by"],
     )
