@@ -65,7 +65,7 @@ class User:
         )
 
     def shot(self, name: str) -> None:
-        self.page.screenshot(path=self.shots / f"{self.label}-{name}.png")
+        self.page.screenshot(path=self.shots / f"conversation-{self.label}-{name}.png")
 
     def sign_up(self, username: str, display_name: str) -> None:
         self.username = username
