@@ -12,6 +12,8 @@ import { cachedUser, displayName, presenceDot } from './users.js';
 
 const PAGE_SIZE = 100;
 const MAX_BODY = 4000;
+// As style.css: at this width the thread covers the screen.
+const FULL_SCREEN = window.matchMedia('(max-width: 700px)');
 
 function sameContent(a, b) {
   return a.body === b.body && a.edited_at === b.edited_at && a.deleted === b.deleted;
@@ -52,6 +54,16 @@ export class ThreadView {
         this.#send();
       }
     }, { signal });
+    FULL_SCREEN.addEventListener('change', () => this.#coverRoom(), { signal });
+  }
+
+  // Full screen, the thread is the whole page: what it covers is inert
+  // (out of the tab order and the accessibility tree) until it closes.
+  #coverRoom() {
+    const cover = this.isOpen && FULL_SCREEN.matches;
+    for (const element of [...this.panel.parentElement.children, $('.topbar')]) {
+      if (element !== this.panel) element.inert = cover;
+    }
   }
 
   get isOpen() {
@@ -84,6 +96,7 @@ export class ThreadView {
     if (root) this.#putRoot(root);
     this.#paintCount();
     this.panel.hidden = false;
+    this.#coverRoom();
     this.input.focus();
     this.#load(this.generation);
   }
@@ -96,6 +109,7 @@ export class ThreadView {
     this.root = null;
     this.items.clear();
     this.panel.hidden = true;
+    this.#coverRoom();
     const opener = this.opener;
     this.opener = null;
     if (restoreFocus) ((opener?.isConnected && opener) || $('#message-input')).focus();

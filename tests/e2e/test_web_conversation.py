@@ -440,7 +440,11 @@ def test_phone_width_thread_is_full_screen(new_user: Callable[..., User]) -> Non
     assert (box["x"], box["y"], box["width"], box["height"]) == (0, 0, width, height)
     assert hana.page.evaluate("document.documentElement.scrollWidth") <= width
     hana.shot("phone-thread")
+    # What it covers is inert (out of the tab order) until it closes.
+    covered = "[...document.querySelectorAll('#message-input, #logout-button')]"
+    assert hana.page.evaluate(f"{covered}.every((el) => el.closest('[inert]'))")
     hana.thread.get_by_role("button", name="Close thread").click()
     expect(hana.thread).to_be_hidden()
+    assert hana.page.evaluate(f"{covered}.every((el) => !el.closest('[inert]'))")
     expect(hana.article("on the go").get_by_role("button", name="1 reply")).to_be_visible()
     assert hana.focused_name() == "Reply"
