@@ -46,10 +46,14 @@ export class ReportsPanel {
       this.cursor = page.next_cursor;
       this.more.hidden = !this.cursor;
       this.list.append(...page.items.map((report) => this.#render(report)));
-      if (!this.list.children.length) this.list.append(h('li', { class: 'hint empty' }, 'No reports here.'));
+      this.#markEmpty();
     } catch (failure) {
       showError(this.error, failure);
     }
+  }
+
+  #markEmpty() {
+    if (!this.list.children.length) this.list.append(h('li', { class: 'hint empty' }, 'No reports here.'));
   }
 
   #render(report) {
@@ -81,6 +85,7 @@ export class ReportsPanel {
       const decided = await api.patch(`/admin/reports/${report.id}`, { state });
       if (this.state.value === 'open') item.remove();
       else item.replaceWith(this.#render(decided));
+      this.#markEmpty();
       this.onDecided();
     };
     const sender = message.sender_id;
