@@ -82,7 +82,7 @@ function backToSignIn(onChange) {
       clearLink();
       onChange();
     },
-  }, 'Log in with an existing account instead');
+  }, 'I already have an account');
 }
 
 // Lays the sign-in form out for the current mode. onChange() re-renders it

@@ -84,7 +84,7 @@ class WebUser:
         self.page.goto("/")
         self.page.get_by_role("textbox", name="Username").fill(username)
         self.page.get_by_role("textbox", name="Password").fill(password)
-        self.page.get_by_role("button", name="Log in").click()
+        self.page.get_by_role("button", name="Log in", exact=True).click()
         self.expect_signed_in()
 
     def fill_sign_up(self, username: str, display_name: str) -> None:
@@ -97,7 +97,7 @@ class WebUser:
         expect(self.page.get_by_role("status")).to_have_text("Connected")
 
     def expect_signed_out(self) -> None:
-        expect(self.page.get_by_role("button", name="Log in")).to_be_visible()
+        expect(self.page.get_by_role("button", name="Log in", exact=True)).to_be_visible()
         expect(self.page.get_by_role("button", name="Log out")).to_be_hidden()
 
     # --- rooms and messages ---
