@@ -91,10 +91,12 @@ export function paintSignIn(onChange) {
   const form = $('#signin-form');
   const title = $('#signin-title');
   const intro = $('#signin-intro');
+  const footer = $('#signin-footer');
   const login = $('button[value=login]', form);
   const signup = $('button[value=signup]', form);
   const displayName = [$('label[for=signin-display-name]', form), $('#signin-display-name'), $('#signin-display-name-hint')];
   intro.replaceChildren();
+  footer.replaceChildren();
   signup.textContent = 'Sign up';
   const setSignUp = (visible) => {
     signup.hidden = !visible;
@@ -102,14 +104,14 @@ export function paintSignIn(onChange) {
   };
   const setMode = (signUpOnly) => {
     login.hidden = signUpOnly;
+    signup.classList.toggle('primary', signUpOnly);
     $('#signin-password').autocomplete = signUpOnly ? 'new-password' : 'current-password';
   };
 
   if (link?.setup) {
     title.textContent = 'Create admin account';
-    intro.append(
-      h('p', {}, `This sets up ${server.name}. The account you create now is the server's first administrator.`),
-      backToSignIn(onChange));
+    intro.append(h('p', {}, `This sets up ${server.name}. The account you create now is the server's first administrator.`));
+    footer.append(backToSignIn(onChange));
     setSignUp(true);
     setMode(true);
     signup.textContent = 'Create admin account';
@@ -122,7 +124,7 @@ export function paintSignIn(onChange) {
       intro.append(info.rooms.length
         ? h('div', {}, h('p', {}, 'You are invited to:'), roomList(info.rooms))
         : h('p', {}, 'You are invited to create an account.'));
-      intro.append(backToSignIn(onChange));
+      footer.append(backToSignIn(onChange));
       setSignUp(true);
       setMode(true);
       return;
@@ -130,9 +132,8 @@ export function paintSignIn(onChange) {
     intro.append(
       h('p', { class: 'error', role: 'alert' }, info.error && api.isTransient(info.error)
         ? 'This invite link could not be checked right now. Reload the page to try again.'
-        : 'This invite link is not valid: it may have expired, been used up or been revoked. Ask for a new one.'),
-      backToSignIn(onChange));
-    setSignUp(false);
+        : 'This invite link is not valid: it may have expired, been used up or been revoked. Ask for a new one.'));
+    setSignUp(server.registration === 'open');
     setMode(false);
     return;
   }

@@ -181,6 +181,7 @@ def _first_run(
     expect(dialog.get_by_text("Copied.")).to_be_visible()
     assert admin.page.evaluate("navigator.clipboard.readText()") == invite_url
     expect(dialog.get_by_role("list", name="Invites")).to_contain_text(invite_url)
+    admin.shot(SHOTS / "invite-created.png")
     admin.page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     expect(opener).to_be_focused()
