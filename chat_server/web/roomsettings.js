@@ -97,9 +97,10 @@ export class RoomSettings {
     const moderate = this.manager && user.id !== me && role !== 'owner';
     const roomId = this.roomId;
     return h('li', { class: 'admin-item' },
-      h('span', { id: nameId, class: 'admin-item-text' },
-        h('strong', {}, userName(user)), ` @${user.username}`,
-        role === 'member' ? null : h('span', { class: 'tag' }, role)),
+      h('div', { class: 'admin-item-text' },
+        h('span', { id: nameId },
+          h('strong', {}, userName(user)), ` @${user.username}`,
+          role === 'member' ? null : h('span', { class: 'tag' }, role))),
       moderate ? h('div', { class: 'admin-item-actions' },
         h('button', {
           type: 'button',
@@ -126,9 +127,9 @@ export class RoomSettings {
   #ban(ban) {
     const nameId = `room-ban-${ban.user.id}`;
     return h('li', { class: 'admin-item' },
-      h('span', { id: nameId, class: 'admin-item-text' },
-        h('strong', {}, userName(ban.user)), ` @${ban.user.username}`,
-        ban.reason ? h('span', { class: 'hint' }, ` · ${ban.reason}`) : null),
+      h('div', { class: 'admin-item-text' },
+        h('span', { id: nameId }, h('strong', {}, userName(ban.user)), ` @${ban.user.username}`),
+        ban.reason ? h('span', { class: 'hint' }, ban.reason) : null),
       h('div', { class: 'admin-item-actions' },
         h('button', {
           type: 'button',
@@ -166,6 +167,7 @@ export class RoomSettings {
     const done = h('p', { class: 'hint', 'aria-live': 'polite' });
     const field = h('input', { id: 'room-invite-username', name: 'username', required: true, autocapitalize: 'none', spellcheck: 'false', maxlength: 32 });
     const form = h('form', { class: 'settings-form' },
+      h('h3', {}, 'Add a member'),
       h('label', { for: 'room-invite-username' }, 'Username'),
       h('div', { class: 'copy-row' }, field, h('button', { type: 'submit' }, 'Invite')),
       done);
