@@ -33,10 +33,49 @@ class UsersPanel {
     });
     this.state.addEventListener('change', () => this.reload());
     this.element = h('div', {},
+      this.#createForm(),
       h('div', { class: 'field-row' },
         h('span', {}, h('label', { for: 'admin-user-search' }, 'Search users'), this.query),
         h('span', {}, h('label', { for: 'admin-user-state' }, 'Show'), this.state)),
       this.error, this.list, this.more);
+  }
+
+  // "Create user": how accounts are made when sign-up is closed.
+  #createForm() {
+    const field = (name, label, attributes = {}) => [
+      h('label', { for: `admin-new-${name}` }, label),
+      h('input', { id: `admin-new-${name}`, name, autocomplete: 'off', ...attributes }),
+    ];
+    const error = h('p', { class: 'error', role: 'alert' });
+    const done = h('p', { class: 'hint', 'aria-live': 'polite' });
+    const form = h('form', { class: 'settings-form' },
+      ...field('username', 'Username', { required: true, maxlength: 32, autocapitalize: 'none', spellcheck: 'false' }),
+      ...field('password', 'Password', { type: 'password', required: true, minlength: 8, autocomplete: 'new-password' }),
+      ...field('display_name', 'Display name'),
+      h('label', { class: 'checkbox' }, h('input', { type: 'checkbox', name: 'is_admin' }), 'Server admin'),
+      error,
+      h('div', { class: 'buttons' }, h('button', { type: 'submit' }, 'Create user')),
+      done);
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const data = new FormData(form);
+      showError(error, null);
+      done.textContent = '';
+      try {
+        const user = await api.post('/admin/users', {
+          username: data.get('username').trim(),
+          password: data.get('password'),
+          display_name: data.get('display_name').trim() || undefined,
+          is_admin: data.get('is_admin') === 'on',
+        });
+        form.reset();
+        done.textContent = `${userName(user)} (@${user.username}) can log in now.`;
+        this.reload();
+      } catch (failure) {
+        showError(error, failure);
+      }
+    });
+    return h('details', { class: 'create-user' }, h('summary', {}, 'New account'), form);
   }
 
   async reload() {

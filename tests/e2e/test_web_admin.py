@@ -249,18 +249,29 @@ def _first_run(
 def test_admin_deactivates_a_signed_in_user(
     site: Site, people: Callable[[str, str], WebUser]
 ) -> None:
-    dora_name, dora_token, dora_id = site.add_user("Dora Doe")
-    new_room = {"name": _unique("hall"), "kind": "public"}
-    room = site.call("POST", "/rooms", site.admin_token, new_room)
-    site.call("POST", f"/rooms/{room['id']}/join", dora_token)
-
-    dora = people("dora", site.url)
-    dora.log_in(dora_name)
-    dora.open_room(room["name"])
     boss = people("boss", site.url)
     boss.log_in(site.admin_name)
     boss.page.get_by_role("button", name="Admin").click()
     panel = boss.dialog("Administration").get_by_role("tabpanel", name="Users")
+    # An account made in the Users tab (how people get in when sign-up is closed).
+    dora_name = _unique("dora")
+    panel.get_by_text("New account").click()
+    panel.get_by_role("textbox", name="Username").fill(dora_name)
+    panel.get_by_label("Password").fill(PASSWORD)
+    panel.get_by_role("textbox", name="Display name").fill("Dora Doe")
+    panel.get_by_role("button", name="Create user").click()
+    expect(panel.get_by_text(f"Dora Doe (@{dora_name}) can log in now.")).to_be_visible()
+
+    login = {"username": dora_name, "password": PASSWORD}
+    dora_auth = site.call("POST", "/auth/login", body=login)
+    dora_token, dora_id = dora_auth["access_token"], dora_auth["user"]["id"]
+    new_room = {"name": _unique("hall"), "kind": "public"}
+    room = site.call("POST", "/rooms", site.admin_token, new_room)
+    site.call("POST", f"/rooms/{room['id']}/join", dora_token)
+    dora = people("dora", site.url)
+    dora.log_in(dora_name)
+    dora.open_room(room["name"])
+
     panel.get_by_role("searchbox", name="Search users").fill(dora_name)
     expect(panel.get_by_role("listitem")).to_have_count(1)
     entry = panel.get_by_role("listitem").filter(has_text=f"@{dora_name}")
@@ -290,7 +301,7 @@ def test_admin_deactivates_a_signed_in_user(
 
 def test_admin_decides_reports(site: Site, people: Callable[[str, str], WebUser]) -> None:
     _, erin_token, _ = site.add_user("Erin Eyes")
-    _, fay_token, _ = site.add_user("Fay Flame")
+    _, fay_token, fay_id = site.add_user("Fay Flame")
     room = site.call("POST", "/rooms", fay_token, {"name": _unique("market"), "kind": "public"})
     site.call("POST", f"/rooms/{room['id']}/join", erin_token)
     spam, rude = (
@@ -326,6 +337,11 @@ def test_admin_decides_reports(site: Site, people: Callable[[str, str], WebUser]
     expect(rude_item).to_contain_text("insulting everyone")
     boss.shot(SHOTS / "admin-reports.png")
 
+    spam_item.get_by_role("button", name="Ban sender").click()
+    boss.confirm()
+    expect(spam_item).to_contain_text(f"Fay Flame is banned from #{room['name']}.")
+    bans = site.call("GET", f"/rooms/{room['id']}/bans", site.admin_token)["items"]
+    assert [ban["user"]["id"] for ban in bans] == [fay_id]
     spam_item.get_by_role("button", name="Resolve").click()
     expect(spam_item).to_have_count(0)
     expect(admin_button).to_have_accessible_description("1 open report")
