@@ -302,8 +302,8 @@ def test_admin_deactivates_a_signed_in_user(
 def test_admin_decides_reports(site: Site, people: Callable[[str, str], WebUser]) -> None:
     _, erin_token, _ = site.add_user("Erin Eyes")
     _, fay_token, fay_id = site.add_user("Fay Flame")
-    room = site.call("POST", "/rooms", fay_token, {"name": _unique("market"), "kind": "public"})
-    site.call("POST", f"/rooms/{room['id']}/join", erin_token)
+    room = site.call("POST", "/rooms", erin_token, {"name": _unique("market"), "kind": "public"})
+    site.call("POST", f"/rooms/{room['id']}/join", fay_token)
     spam, rude = (
         site.call("POST", f"/rooms/{room['id']}/messages", fay_token, {"body": body})
         for body in ("buy cheap watches", "you are all fools")
