@@ -36,11 +36,11 @@ def _unique(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(3)}"
 
 
-def _start(workdir: Path) -> ServerProcess:
-    """A server on an empty data dir with the default registration (`invite`)."""
-    return ServerProcess(
-        {"CHAT_DATA_DIR": str(workdir / "data"), "CHAT_REGISTRATION": None}, workdir
-    ).start()
+def _start(workdir: Path, **settings: str) -> ServerProcess:
+    """A server on an empty data dir; registration is the default (`invite`)
+    unless `settings` say otherwise."""
+    env = {"CHAT_DATA_DIR": str(workdir / "data"), "CHAT_REGISTRATION": None} | settings
+    return ServerProcess(env, workdir).start()
 
 
 def _setup_link(server: ServerProcess) -> re.Match[str]:
@@ -424,3 +424,22 @@ def test_owner_bans_member_from_room_settings(
     expect(gus.room_button(name)).to_have_count(0)
     expect(hal.room_button(name)).to_have_count(0)
     expect(hal.alert(f"{name} was deleted.")).to_be_visible()
+
+
+def test_closed_server_offers_no_sign_up(
+    tmp_path: Path, people: Callable[[str, str], WebUser]
+) -> None:
+    server = _start(tmp_path, CHAT_REGISTRATION="closed", CHAT_SERVER_NAME="Acme Chat")
+    try:
+        visitor = people("visitor", server.url)
+        visitor.page.goto("/")
+        expect(visitor.page.get_by_role("heading", name="Welcome to Acme Chat")).to_be_visible()
+        expect(visitor.page.get_by_role("heading", name="Acme Chat", exact=True)).to_be_visible()
+        expect(visitor.page).to_have_title("Acme Chat")
+        expect(visitor.page.get_by_text("Sign-up is closed.")).to_be_visible()
+        expect(visitor.page.get_by_role("button", name="Sign up")).to_be_hidden()
+        expect(visitor.page.get_by_role("textbox", name="Display name")).to_be_hidden()
+        expect(visitor.page.get_by_role("button", name="Log in", exact=True)).to_be_visible()
+        visitor.shot(SHOTS / "signin-closed.png")
+    finally:
+        server.stop()
