@@ -54,12 +54,12 @@ export function hasLink() {
 // Whether the form only signs up (a setup or valid invite link): then Enter,
 // which clicks the form's first (hidden) button, signs up too.
 export function signUpOnly() {
-  return Boolean(link?.setup || link?.info?.valid);
+  return Boolean((link?.setup && server.setup_required) || link?.info?.valid);
 }
 
 // Fields a sign-up sends besides username, password and display name.
 export function signUpExtras() {
-  if (link?.setup) return { invite: link.setup };
+  if (link?.setup && server.setup_required) return { invite: link.setup };
   if (link?.invite && link.info?.valid) return { invite: link.invite };
   return {};
 }
@@ -108,6 +108,13 @@ export function paintSignIn(onChange) {
     $('#signin-password').autocomplete = signUpOnly ? 'new-password' : 'current-password';
   };
 
+  if (link?.setup && !server.setup_required) {
+    title.textContent = `Welcome to ${server.name}`;
+    intro.append(h('p', { class: 'error', role: 'alert' }, 'This setup link was used already: the server has an admin. Log in instead.'));
+    setSignUp(server.registration === 'open');
+    setMode(false);
+    return;
+  }
   if (link?.setup) {
     title.textContent = 'Create admin account';
     intro.append(h('p', {}, `This sets up ${server.name}. The account you create now is the server's first administrator.`));
