@@ -165,6 +165,10 @@ def _first_run(
     expect(admin.page).to_have_url(f"{base}/")  # the spent link is gone from the address
     expect(admin.page.get_by_role("button", name="Admin")).to_be_visible()
     assert rest(base, "GET", "/server")["setup_required"] is False
+    late = people("late", base)
+    late.page.goto(setup_url)
+    expect(late.alert("This setup link was used already")).to_be_visible()
+    expect(late.page.get_by_role("button", name="Create admin account")).to_have_count(0)
 
     # A private room and an invite into it, copied from the page.
     room = _unique("lounge")
