@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import auth, keys, media, messages, observability, rooms, users
+from . import admin, auth, jobs, keys, media, messages, observability, rooms, users
 from .config import Config
 from .db import Database
 from .errors import Unauthorized, Unavailable
@@ -58,6 +58,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_hub)
     app.cleanup_ctx.append(media.media_store)
+    app.cleanup_ctx.append(jobs.job_worker)
     app.on_shutdown.append(_close_websockets)
     _add_routes(app)
     return app
@@ -134,6 +135,11 @@ def _add_routes(app: web.Application) -> None:
             web.post(f"{api}/media", media.upload),
             web.get(f"{api}/media/{{media_id}}", media.download),
             web.get(f"{api}/media/{{media_id}}/thumbnail", media.thumbnail),
+            web.get(f"{api}/admin/users", admin.list_users),
+            web.post(f"{api}/admin/users", admin.create_user),
+            web.patch(f"{api}/admin/users/{{user_id}}", admin.patch_user),
+            web.post(f"{api}/admin/users/{{user_id}}/erase", admin.erase_user),
+            web.get(f"{api}/admin/audit", admin.audit_log),
             web.get(f"{api}/ws", ws.websocket),
             web.get("/", web_client),
         ]

@@ -274,14 +274,24 @@ async def _start_session(
 
 
 async def create_account(
-    db: Database, hasher: PasswordHasher, username: str, password: str, display_name: str | None
+    db: Database,
+    hasher: PasswordHasher,
+    username: str,
+    password: str,
+    display_name: str | None,
+    *,
+    is_admin: bool = False,
+    actor: Actor | None = None,
 ) -> tuple[User, str]:
-    """Signup's and `create-user`'s one way to make an account, from checked fields:
-    the user and its password hash; Conflict when the (case-insensitive) username is taken."""
+    """Signup's, `create-user`'s and admins' one way to make an account, from checked
+    fields: the user and its password hash; Conflict when the (case-insensitive)
+    username is taken. An admin's creation (`actor`) is audited."""
     username = username.lower()
     password_hash = await hasher.hash(password)
     try:
-        user = await db.create_user(username, display_name or username, password_hash)
+        user = await db.create_user(
+            username, display_name or username, password_hash, is_admin=is_admin, actor=actor
+        )
     except UniqueViolation:
         raise Conflict("username is taken", details={"fields": {"username": "taken"}}) from None
     return user, password_hash
@@ -315,6 +325,8 @@ async def login(request: web.Request) -> web.Response:
     username = username.lower()
     await _check_auth_rate(request, username)
     found = await request.app[keys.DB].get_credentials(username)
+    if found is not None and found[0].deactivated:  # refused as an unknown user is, as slowly
+        found = None
     ok = await request.app[keys.HASHER].verify(password, found[1] if found else None)
     if not ok or found is None:
         request.app[keys.METRICS].login_failures.inc()

@@ -18,14 +18,29 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .engines import Conn, Engine, Row, UniqueViolation, connect
 from .migrations import migrate
-from .models import Actor, Audit, Media, Member, Message, Room, Session, StreamEntry, User, now_ms
+from .models import (
+    Actor,
+    AdminUser,
+    Audit,
+    Job,
+    Media,
+    Member,
+    Message,
+    Room,
+    Session,
+    StreamEntry,
+    User,
+    now_ms,
+)
 from .rows import (
+    to_admin_user,
     to_audit,
+    to_job,
     to_media,
     to_member,
     to_message,
@@ -63,10 +78,17 @@ MESSAGE_FIELDS = (
 MESSAGE_COLUMNS = _qualified("m", MESSAGE_FIELDS)
 STREAM_FIELDS = "room_id, pos, type, message_id, user_id, actor_id, detail"
 AUDIT_FIELDS = "id, at, actor_id, action, target_type, target_id, ip, details"
+JOB_FIELDS = "id, kind, target_id, actor_id, done_count, lease_until"
 # Larger than any seq or pos: the upper bound of "newest first" queries.
 MAX_SEQ = 2**63 - 1
 # Roles that manage a room (edit it, add and remove members, delete others' messages).
 MANAGERS = ("owner", "admin")
+# The `state` filter of the admins' user list, as a condition on `users u`.
+ACCOUNT_STATES = {
+    "active": " AND u.deactivated_at IS NULL",
+    "deactivated": " AND u.deactivated_at IS NOT NULL",
+    "all": "",
+}
 
 
 def _like_prefix(text: str) -> str:
@@ -84,8 +106,30 @@ class NotMember(Exception):
     """A change to a room by someone who is not (or no longer) a member of it."""
 
 
+class LastAdmin(Exception):
+    """A change that would leave the server without an active admin."""
+
+
+@dataclass(frozen=True)
+class Deactivation:
+    """What a deactivation ended: to close and announce after commit."""
+
+    session_ids: list[int] = field(default_factory=list)
+    left_rooms: list[tuple[int, int]] = field(default_factory=list)  # (room_id, member.left pos)
+
+
+@dataclass(frozen=True)
+class ErasureBatch:
+    """One committed batch of an erasure: the tombstones and their `message.deleted` pos."""
+
+    deleted: list[tuple[Message, int]]
+    done: bool  # the job is finished
+    lease_until: int  # the job's renewed lease
+
+
 class _AlreadyMember(Exception):
-    """Rolls back a join that lost a race with the same join."""
+    """Rolls back a join that lost a race with the same join (or with the
+    account's deactivation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,18 +176,32 @@ class Database:
 
     # --- users ---------------------------------------------------------------------
 
-    async def create_user(self, username: str, display_name: str, password_hash: str) -> User:
-        """Raises UniqueViolation when the username is taken."""
+    async def create_user(
+        self,
+        username: str,
+        display_name: str,
+        password_hash: str,
+        *,
+        is_admin: bool = False,
+        actor: Actor | None = None,
+    ) -> User:
+        """Raises UniqueViolation when the username is taken. With an `actor`
+        (an admin creating the account) the creation is audited."""
         async with self.engine.transaction() as tx:
             row = await tx.fetchrow(
-                "INSERT INTO users (username, display_name, password_hash, created_at)"
-                f" VALUES ($1, $2, $3, $4) RETURNING {USER_FIELDS}",
+                "INSERT INTO users (username, display_name, password_hash, created_at, is_admin)"
+                f" VALUES ($1, $2, $3, $4, $5) RETURNING {USER_FIELDS}",
                 username,
                 display_name,
                 password_hash,
                 now_ms(),
+                is_admin,
             )
-        return to_user(row)
+            user = to_user(row)
+            if actor is not None:
+                details = {"is_admin": is_admin}
+                await self._audit(tx, actor, "user.create", "user", user.id, details)
+        return user
 
     async def get_user(self, user_id: int) -> User | None:
         row = await self.engine.fetchrow(
@@ -239,17 +297,20 @@ class Database:
     async def create_session(
         self, user_id: int, password_hash: str, refresh_jti: str, user_agent: str
     ) -> Session | None:
-        """A new session, unless the user's password hash is no longer `password_hash`.
+        """A new session, unless the user's password hash is no longer `password_hash`
+        or the account is deactivated.
 
         Login verifies the password outside the database, so the check is
         repeated inside the insert (DESIGN.md invariant 9): a password change
         committed meanwhile makes this None instead of a session it never saw
-        to revoke. On PostgreSQL, `FOR SHARE` waits for a change in progress
-        and re-reads the row; SQLite's one writer runs the two one at a time.
+        to revoke (a deactivation likewise). On PostgreSQL, `FOR SHARE` waits for
+        a change in progress and re-reads the row; SQLite's one writer runs the
+        two one at a time.
         """
         row = await self.engine.write(
             "INSERT INTO sessions (user_id, refresh_jti, user_agent, created_at, last_used_at)"
-            " SELECT id, $3, $4, $5, $5 FROM users WHERE id = $1 AND password_hash = $2"
+            " SELECT id, $3, $4, $5, $5 FROM users"
+            " WHERE id = $1 AND password_hash = $2 AND deactivated_at IS NULL"
             f" FOR SHARE RETURNING {SESSION_FIELDS}",
             user_id,
             password_hash,
@@ -621,8 +682,11 @@ class Database:
     async def _join(
         self, tx: Conn, room_id: int, user_id: int, role: str, actor_id: int | None
     ) -> int:
+        # A deactivated account joins nothing; `FOR SHARE` waits for a
+        # deactivation in progress (which removes the memberships it sees).
         inserted = await tx.fetchval(
-            "INSERT INTO members (room_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)"
+            "INSERT INTO members (room_id, user_id, role, joined_at)"
+            " SELECT $1, id, $3, $4 FROM users WHERE id = $2 AND deactivated_at IS NULL FOR SHARE"
             " ON CONFLICT (room_id, user_id) DO NOTHING RETURNING user_id",
             room_id,
             user_id,
@@ -1026,6 +1090,221 @@ RETURNING {MESSAGE_FIELDS}
             )
         rows = await self.engine.fetch(sql, query, user_id, room_id or 0, before_id, limit)
         return await self._attach(rows)
+
+    # --- administration ---------------------------------------------------------------
+
+    # A user as admins see it: the newest use of its sessions, and its live ones.
+    _ADMIN_USER_COLUMNS = (
+        f"{USER_COLUMNS},"
+        " (SELECT max(s.last_used_at) FROM sessions s WHERE s.user_id = u.id) AS last_seen_at,"
+        " (SELECT count(*) FROM sessions s WHERE s.user_id = u.id AND s.revoked_at IS NULL)"
+        " AS session_count"
+    )
+
+    async def admin_users(
+        self, prefix: str, state: str, after_id: int, limit: int
+    ) -> list[AdminUser]:
+        """Users whose username or display name starts with `prefix`, in id order."""
+        rows = await self.engine.fetch(
+            f"SELECT {self._ADMIN_USER_COLUMNS} FROM users u"
+            " WHERE (u.username LIKE $1 ESCAPE '\\' OR lower(u.display_name) LIKE $1 ESCAPE '\\')"
+            f" AND u.id > $2{ACCOUNT_STATES[state]} ORDER BY u.id LIMIT $3",
+            _like_prefix(prefix),
+            after_id,
+            limit,
+        )
+        return [to_admin_user(r) for r in rows]
+
+    async def admin_user(self, user_id: int, conn: Conn | None = None) -> AdminUser | None:
+        row = await (conn or self.engine).fetchrow(
+            f"SELECT {self._ADMIN_USER_COLUMNS} FROM users u WHERE u.id = $1", user_id
+        )
+        return None if row is None else to_admin_user(row)
+
+    async def _locked_account(self, tx: Conn, user_id: int, removes_admin: bool) -> Row | None:
+        """The account's row, locked; None if there is none.
+
+        A change that may take away an admin (a demotion, deactivation or
+        erasure) first locks every active admin's row, in id order, so two such
+        changes run one after the other and the second sees the first's
+        outcome; it raises LastAdmin when the account is the only active admin.
+        SQLite's one writer serializes them as well.
+        """
+        admins: list[Row] = []
+        if removes_admin:
+            admins = await tx.fetch(
+                "SELECT id FROM users WHERE is_admin AND deactivated_at IS NULL"
+                " ORDER BY id FOR UPDATE"
+            )
+        row = await tx.fetchrow(
+            f"SELECT {USER_FIELDS} FROM users WHERE id = $1 FOR UPDATE", user_id
+        )
+        if row is not None and [admin["id"] for admin in admins] == [user_id]:
+            raise LastAdmin()
+        return row
+
+    async def change_account(
+        self, actor: Actor, user_id: int, *, is_admin: bool | None, deactivated: bool | None
+    ) -> tuple[AdminUser, Deactivation] | None:
+        """Promotes, demotes, deactivates or reactivates an account, each change
+        audited, all in one transaction. None: no such account; raises LastAdmin."""
+        removes_admin = is_admin is False or deactivated is True
+        ended = Deactivation()
+        async with self.engine.transaction() as tx:
+            account = await self._locked_account(tx, user_id, removes_admin)
+            if account is None:
+                return None
+            if is_admin is not None and bool(account["is_admin"]) != is_admin:
+                await tx.execute("UPDATE users SET is_admin = $2 WHERE id = $1", user_id, is_admin)
+                action = "user.promote" if is_admin else "user.demote"
+                await self._audit(tx, actor, action, "user", user_id)
+            if deactivated and account["deactivated_at"] is None:
+                ended = await self._deactivate(tx, actor, user_id)
+                details = {"sessions": len(ended.session_ids), "rooms": len(ended.left_rooms)}
+                await self._audit(tx, actor, "user.deactivate", "user", user_id, details)
+            elif deactivated is False and account["deactivated_at"] is not None:
+                await tx.execute("UPDATE users SET deactivated_at = NULL WHERE id = $1", user_id)
+                await self._audit(tx, actor, "user.reactivate", "user", user_id)
+            changed = await self.admin_user(user_id, tx)
+        assert changed is not None
+        return changed, ended
+
+    async def _deactivate(self, tx: Conn, actor: Actor, user_id: int) -> Deactivation:
+        """Marks the (locked) account deactivated, revokes its sessions and removes
+        it from every room as `member.left` (`deactivated`): its member rows are
+        locked first, then the rooms' rows in id order (as every change locks them)."""
+        now = now_ms()
+        await tx.execute("UPDATE users SET deactivated_at = $2 WHERE id = $1", user_id, now)
+        sessions = await tx.fetch(
+            "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
+            " RETURNING id",
+            user_id,
+            now,
+        )
+        rooms = await tx.fetch(
+            "SELECT room_id FROM members WHERE user_id = $1 ORDER BY room_id FOR UPDATE", user_id
+        )
+        left = []
+        for room in rooms:
+            await tx.execute(
+                "DELETE FROM members WHERE room_id = $1 AND user_id = $2", room["room_id"], user_id
+            )
+            pos = await self._append_event(
+                tx,
+                room["room_id"],
+                "member.left",
+                user_id=user_id,
+                actor_id=actor.user_id,
+                detail="deactivated",
+            )
+            left.append((room["room_id"], pos))
+        return Deactivation([s["id"] for s in sessions], left)
+
+    async def erase_account(
+        self, actor: Actor, user_id: int
+    ) -> tuple[AdminUser, Deactivation, int] | None:
+        """Deactivates the account (if it is not already), blanks its profile and
+        queues the job that deletes its messages, in one audited transaction.
+
+        Returns the account, what the deactivation ended and the job's id; None:
+        no such account; raises LastAdmin."""
+        ended = Deactivation()
+        async with self.engine.transaction() as tx:
+            account = await self._locked_account(tx, user_id, removes_admin=True)
+            if account is None:
+                return None
+            if account["deactivated_at"] is None:
+                ended = await self._deactivate(tx, actor, user_id)
+            await tx.execute(
+                "UPDATE users SET display_name = username, bio = '', avatar_media_id = NULL"
+                " WHERE id = $1",
+                user_id,
+            )
+            job_id: int = await tx.fetchval(
+                "INSERT INTO jobs (kind, target_id, actor_id, created_at)"
+                " VALUES ('erase', $1, $2, $3) RETURNING id",
+                user_id,
+                actor.user_id,
+                now_ms(),
+            )
+            await self._audit(tx, actor, "user.erase", "user", user_id, {"job_id": job_id})
+            erased = await self.admin_user(user_id, tx)
+        assert erased is not None
+        return erased, ended, job_id
+
+    async def claim_job(self, now: int, lease_ms: int) -> Job | None:
+        """Takes the lease of the oldest pending job whose lease is over (one
+        never claimed, or whose node died), until `now + lease_ms`.
+
+        PostgreSQL skips a job another node is claiming right now; the claim
+        re-checks the lease, so exactly one node holds a job at a time."""
+        skip = " SKIP LOCKED" if self.engine.name == "postgres" else ""
+        row = await self.engine.write(
+            "UPDATE jobs SET lease_until = $2 WHERE id = (SELECT id FROM jobs"
+            " WHERE state = 'pending' AND lease_until < $1 ORDER BY id LIMIT 1"
+            f" FOR UPDATE{skip}) RETURNING {JOB_FIELDS}",
+            now,
+            now + lease_ms,
+        )
+        return None if row is None else to_job(row)
+
+    async def undeleted_count(self, sender_id: int) -> int:
+        count: int = await self.engine.fetchval(
+            "SELECT count(*) FROM messages WHERE sender_id = $1 AND NOT deleted", sender_id
+        )
+        return count
+
+    async def erase_batch(self, job: Job, lease_ms: int, limit: int) -> ErasureBatch | None:
+        """Tombstones up to `limit` of the job's user's messages as `message.deleted`
+        room events (rooms in id order), counts them and renews the lease, in one
+        transaction; the last batch marks the job done. None: the lease was lost
+        (expired and taken by another node), and nothing was changed."""
+        now = now_ms()
+        async with self.engine.transaction() as tx:
+            renewed = await tx.fetchrow(
+                "UPDATE jobs SET lease_until = $3"
+                " WHERE id = $1 AND lease_until = $2 AND state = 'pending' RETURNING id",
+                job.id,
+                job.lease_until,
+                now + lease_ms,
+            )
+            if renewed is None:
+                return None
+            rows = await tx.fetch(
+                "UPDATE messages SET body = '', deleted = TRUE, edited_at = $3"
+                " WHERE id IN (SELECT id FROM messages WHERE sender_id = $1 AND NOT deleted"
+                f" ORDER BY room_id, id LIMIT $2) RETURNING {MESSAGE_FIELDS}",
+                job.target_id,
+                limit,
+                now,
+            )
+            tombstones = sorted(map(to_message, rows), key=lambda m: (m.room_id, m.id))
+            if tombstones:
+                await tx.execute(
+                    f"DELETE FROM message_attachments WHERE message_id {self.engine.in_ids('$1')}",
+                    self.engine.ids_param([m.id for m in tombstones]),
+                )
+            deleted = []
+            for message in tombstones:
+                pos = await self._append_event(
+                    tx,
+                    message.room_id,
+                    "message.deleted",
+                    message_id=message.id,
+                    actor_id=job.actor_id,
+                )
+                deleted.append((message, pos))
+            done = len(tombstones) < limit
+            await tx.execute(
+                "UPDATE jobs SET done_count = done_count + $2,"
+                " state = CASE WHEN $3 THEN 'done' ELSE state END,"
+                " finished_at = CASE WHEN $3 THEN $4 ELSE finished_at END WHERE id = $1",
+                job.id,
+                len(tombstones),
+                done,
+                now,
+            )
+        return ErasureBatch(deleted, done, now + lease_ms)
 
     # --- audit ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from .config import Config
 if TYPE_CHECKING:
     from .auth import PasswordHasher, TokenService
     from .db import Database
+    from .jobs import JobWorker
     from .media import MediaStore
     from .observability import Metrics
     from .ratelimit import RateLimiter
@@ -27,6 +28,7 @@ HUB: web.AppKey[Hub] = web.AppKey("hub")
 MEDIA: web.AppKey[MediaStore] = web.AppKey("media")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
+JOBS: web.AppKey[JobWorker] = web.AppKey("jobs")
 
 # The authenticated user of a request, for the access log.
 USER_ID: web.RequestKey[int] = web.RequestKey("user_id")

@@ -52,6 +52,33 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminUser:
+    """A user as server admins see it: with its newest session use and live sessions."""
+
+    user: User
+    last_seen_at: int | None
+    session_count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return self.user.to_json() | {
+            "last_seen_at": iso(self.last_seen_at),
+            "session_count": self.session_count,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A background job (an account's erasure), claimed by a node until `lease_until`."""
+
+    id: int
+    kind: str
+    target_id: int
+    actor_id: int | None
+    done_count: int
+    lease_until: int
+
+
+@dataclass(frozen=True, slots=True)
 class Actor:
     """Who performs an audited action, and from where (API.md "Audit")."""
 

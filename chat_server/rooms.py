@@ -175,7 +175,7 @@ async def add_member(request: web.Request) -> web.Response:
         raise Forbidden("only the owner may make admins")
     db = request.app[keys.DB]
     user = await db.get_user(user_id)
-    if user is None:
+    if user is None or user.deactivated:
         raise NotFound("no such user")
     pos = await db.add_member(room.id, user.id, role, me.user_id)
     if pos is None:
@@ -213,7 +213,7 @@ async def open_dm(request: web.Request) -> web.Response:
         raise InvalidRequest.fields({"user_id": "another user's id"})
     db = request.app[keys.DB]
     other = await db.get_user(other_id)
-    if other is None:
+    if other is None or other.deactivated:
         raise NotFound("no such user")
     room, created = await db.get_or_create_dm(me.user_id, other_id)
     if created:  # its first two events: the members' `member.joined`, low id first

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from .engines import Row
-from .models import Audit, Media, Member, Message, Room, Session, StreamEntry, User
+from .models import AdminUser, Audit, Job, Media, Member, Message, Room, Session, StreamEntry, User
 
 
 def to_user(row: Row) -> User:
@@ -109,4 +109,19 @@ def to_audit(row: Row) -> Audit:
         row["target_id"],
         row["ip"],
         json.loads(row["details"]),
+    )
+
+
+def to_admin_user(row: Row) -> AdminUser:
+    return AdminUser(to_user(row), row["last_seen_at"], row["session_count"])
+
+
+def to_job(row: Row) -> Job:
+    return Job(
+        row["id"],
+        row["kind"],
+        row["target_id"],
+        row["actor_id"],
+        row["done_count"],
+        row["lease_until"],
     )
