@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import admin, auth, jobs, keys, media, messages, observability, rooms, users
+from . import admin, auth, jobs, keys, media, messages, observability, registration, rooms, users
 from .config import Config
 from .db import Database
 from .errors import Unauthorized, Unavailable
@@ -56,6 +56,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app[keys.MESSAGE_LIMITER] = make_limiter(config.message_rate, shared, "messages")
     app.cleanup_ctx.append(_password_hasher)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(registration.setup_token)
     app.cleanup_ctx.append(_hub)
     app.cleanup_ctx.append(media.media_store)
     app.cleanup_ctx.append(jobs.job_worker)
@@ -110,6 +111,11 @@ def _add_routes(app: web.Application) -> None:
             web.get(f"{api}/auth/sessions", auth.list_sessions),
             web.delete(f"{api}/auth/sessions/{{session_id}}", auth.delete_session),
             web.post(f"{api}/auth/password", auth.change_password),
+            web.get(f"{api}/server", registration.server_info),
+            web.post(f"{api}/invites", registration.create_invite),
+            web.get(f"{api}/invites", registration.list_invites),
+            web.get(f"{api}/invites/{{invite}}", registration.check_invite),
+            web.delete(f"{api}/invites/{{invite}}", registration.revoke_invite),
             web.get(f"{api}/users/me", users.get_me),
             web.patch(f"{api}/users/me", users.patch_me),
             web.get(f"{api}/users/{{user_id:[0-9]+}}", users.get_user),

@@ -249,10 +249,12 @@ def client_ip(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-async def _check_auth_rate(request: web.Request, username: str) -> None:
+async def check_auth_rate(request: web.Request, username: str | None = None) -> None:
+    """The auth limiter, per IP and (for a login or signup) per username."""
     limiter = request.app[keys.AUTH_LIMITER]
     waits = [await limiter.hit(f"auth:ip:{client_ip(request)}")]
-    waits.append(await limiter.hit(f"auth:user:{username}"))
+    if username is not None:
+        waits.append(await limiter.hit(f"auth:user:{username}"))
     if max(waits) > 0:
         request.app[keys.METRICS].rate_limited.labels("auth").inc()
         raise RateLimited(max(waits), "too many attempts, try again later")
@@ -283,9 +285,10 @@ async def create_account(
     is_admin: bool = False,
     actor: Actor | None = None,
 ) -> tuple[User, str]:
-    """Signup's, `create-user`'s and admins' one way to make an account, from checked
-    fields: the user and its password hash; Conflict when the (case-insensitive)
-    username is taken. An admin's creation (`actor`) is audited."""
+    """Makes an account from checked fields, with no invite (open signup, the shell,
+    an admin): the user and its password hash; Conflict when the (case-insensitive)
+    username is taken. Signups with an invite go through `registration.sign_up`.
+    An admin's creation (`actor`) is audited."""
     username = username.lower()
     password_hash = await hasher.hash(password)
     try:
@@ -293,8 +296,12 @@ async def create_account(
             username, display_name or username, password_hash, is_admin=is_admin, actor=actor
         )
     except UniqueViolation:
-        raise Conflict("username is taken", details={"fields": {"username": "taken"}}) from None
+        raise username_taken() from None
     return user, password_hash
+
+
+def username_taken() -> Conflict:
+    return Conflict("username is taken", details={"fields": {"username": "taken"}})
 
 
 # --- routes ------------------------------------------------------------------------
@@ -307,12 +314,15 @@ async def signup(request: web.Request) -> web.Response:
     )
     password = v.string("password", required=True, min_len=8, max_len=1024, reason=PASSWORD_RULE)
     display_name = v.string("display_name", max_len=64, strip=True)
+    invite = v.string("invite", min_len=1, max_len=256)
     v.check()
     username = username.lower()
-    await _check_auth_rate(request, username)
-    app = request.app
-    user, password_hash = await create_account(
-        app[keys.DB], app[keys.HASHER], username, password, display_name
+    await check_auth_rate(request, username)
+    # registration builds on this module (require_auth, create_account): imported here
+    from .registration import sign_up
+
+    user, password_hash = await sign_up(
+        request.app, username, password, display_name or username, invite
     )
     return await _start_session(request, user, password_hash, 201)
 
@@ -323,7 +333,7 @@ async def login(request: web.Request) -> web.Response:
     password = v.string("password", required=True, min_len=1, max_len=1024)
     v.check()
     username = username.lower()
-    await _check_auth_rate(request, username)
+    await check_auth_rate(request, username)
     found = await request.app[keys.DB].get_credentials(username)
     if found is not None and found[0].deactivated:  # refused as an unknown user is, as slowly
         found = None

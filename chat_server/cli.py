@@ -1,4 +1,4 @@
-"""Command line: `serve` (default), `migrate`, `create-user NAME`.
+"""Command line: `serve` (default), `migrate`, `create-user NAME [--admin]`.
 
 Every flag mirrors a `CHAT_*` variable (config.SETTINGS) and may come before or
 after the command. Anything a user can get wrong (a setting, the database, the
@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import __version__
+from . import __version__, keys
 from .app import create_app
 from .auth import USERNAME, USERNAME_RULE, PasswordHasher, create_account
 from .config import SETTINGS, Config, ConfigError, mask_password
@@ -29,6 +29,7 @@ from .db import Database
 from .errors import Conflict
 from .models import User
 from .observability import serve, setup_logging
+from .registration import SetupLink, discard_setup_file
 
 log = logging.getLogger("chat_server")
 # File descriptors kept for other uses than client sockets (database, files, listeners).
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--display-name", default=None)
     create.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    create.add_argument(
+        "--admin",
+        action="store_true",
+        help="make a server admin (the first one ends the setup link)",
     )
     return parser
 
@@ -193,7 +199,7 @@ def _serve(config: Config, names: _NameOf) -> int:
             app,
             host=config.host,
             port=config.port,
-            announce=lambda _: _banner(config, files),
+            announce=lambda _: _banner(config, files, app[keys.SETUP]),
             loop=_event_loop(),
         )
     except OSError as exc:
@@ -226,9 +232,11 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _banner(config: Config, files: tuple[int, int]) -> None:
-    """Once listening: where to go, where the data is, what it talks to (as log lines,
-    so JSON logs stay JSON; passwords masked)."""
+def _banner(config: Config, files: tuple[int, int], setup: SetupLink) -> None:
+    """Once listening: where to go, where the data is, what it talks to, and while
+    no admin exists how to make one (as log lines, so JSON logs stay JSON;
+    passwords masked; the setup link is printed on purpose: it is how the
+    operator gets in, and it works once)."""
     before, after = files
     raised = f", raised from {before:,}" if after != before else ""
     media = config.resolved_media_dir.resolve()
@@ -242,6 +250,9 @@ def _banner(config: Config, files: tuple[int, int]) -> None:
         f"sockets: room for about {max(after - RESERVED_FDS, 0):,}"
         f" (open-file limit {after:,}{raised})",
     ]
+    first_admin = setup.banner(config.resolved_public_url)
+    if first_admin is not None:
+        lines.insert(-1, first_admin)  # "sockets:" stays the last line
     for line in lines:
         log.info(line)
 
@@ -263,8 +274,12 @@ def _create_user(config: Config, names: _NameOf, args: argparse.Namespace) -> in
         return _fail("cancelled: no account was created", status=CANCELLED)
     if not 8 <= len(password) <= 1024:
         raise CommandError("the password must be 8-1024 characters")
-    user = asyncio.run(_insert_user(config, names, username, password, args.display_name))
-    print(f"created user {user.username} (id {user.id})")
+    user = asyncio.run(
+        _insert_user(config, names, username, password, args.display_name, args.admin)
+    )
+    if user.is_admin:
+        discard_setup_file(config.data_dir)
+    print(f"created {'admin' if user.is_admin else 'user'} {user.username} (id {user.id})")
     return 0
 
 
@@ -293,12 +308,19 @@ async def _username_taken(config: Config, names: _NameOf, username: str) -> bool
 
 
 async def _insert_user(
-    config: Config, names: _NameOf, username: str, password: str, display_name: str | None
+    config: Config,
+    names: _NameOf,
+    username: str,
+    password: str,
+    display_name: str | None,
+    is_admin: bool,
 ) -> User:
     db = await _open_database(config, names)
     hasher = PasswordHasher(config.bcrypt_rounds)
     try:
-        user, _ = await create_account(db, hasher, username, password, display_name)
+        user, _ = await create_account(
+            db, hasher, username, password, display_name, is_admin=is_admin
+        )
         return user
     except Conflict:
         raise CommandError(f"username {username!r} is taken: choose another") from None

@@ -15,6 +15,7 @@ search (tsvector vs FTS5).
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from .models import (
     Actor,
     AdminUser,
     Audit,
+    Invite,
     Job,
     Media,
     Member,
@@ -40,6 +42,7 @@ from .models import (
 from .rows import (
     to_admin_user,
     to_audit,
+    to_invite,
     to_job,
     to_media,
     to_member,
@@ -79,6 +82,11 @@ MESSAGE_COLUMNS = _qualified("m", MESSAGE_FIELDS)
 STREAM_FIELDS = "room_id, pos, type, message_id, user_id, actor_id, detail"
 AUDIT_FIELDS = "id, at, actor_id, action, target_type, target_id, ip, details"
 JOB_FIELDS = "id, kind, target_id, actor_id, done_count, lease_until"
+INVITE_FIELDS = "id, code, created_by, max_uses, uses, expires_at, revoked_at, created_at"
+# An invite's row as `_invite_refusal` reads it (append `WHERE ...`).
+INVITE_STATE = "id, max_uses, uses, expires_at, revoked_at FROM invites"
+# Any active server admin (the setup token works while there is none).
+ACTIVE_ADMIN = "SELECT 1 FROM users WHERE is_admin AND deactivated_at IS NULL"
 # Larger than any seq or pos: the upper bound of "newest first" queries.
 MAX_SEQ = 2**63 - 1
 # Roles that manage a room (edit it, add and remove members, delete others' messages).
@@ -125,6 +133,33 @@ class ErasureBatch:
     deleted: list[tuple[Message, int]]
     done: bool  # the job is finished
     lease_until: int  # the job's renewed lease
+
+
+class SignupRefused(Exception):
+    """A signup's invite or setup token does not let it in; the message says why."""
+
+
+class RoomNotManaged(Exception):
+    """An invite to a room its creator does not manage; `visible`: the room is
+    one they can see (403), else as good as absent to them (404)."""
+
+    def __init__(self, room_id: int, *, visible: bool) -> None:
+        super().__init__(room_id)
+        self.room_id = room_id
+        self.visible = visible
+
+
+def _invite_refusal(invite: Row | None) -> str | None:
+    """Why the invite (an INVITE_STATE row) cannot be used now; None if it can."""
+    if invite is None:
+        return "unknown invite"
+    if invite["revoked_at"] is not None:
+        return "this invite was revoked"
+    if invite["expires_at"] <= now_ms():
+        return "this invite has expired"
+    if invite["uses"] >= invite["max_uses"]:
+        return "this invite is used up"
+    return None
 
 
 class _AlreadyMember(Exception):
@@ -185,23 +220,32 @@ class Database:
         is_admin: bool = False,
         actor: Actor | None = None,
     ) -> User:
-        """Raises UniqueViolation when the username is taken. With an `actor`
-        (an admin creating the account) the creation is audited."""
+        """Raises UniqueViolation when the username is taken. An admin ends the
+        setup token (see `create_setup_admin`): the first admin exists. With an
+        `actor` (an admin creating the account) the creation is audited."""
         async with self.engine.transaction() as tx:
-            row = await tx.fetchrow(
-                "INSERT INTO users (username, display_name, password_hash, created_at, is_admin)"
-                f" VALUES ($1, $2, $3, $4, $5) RETURNING {USER_FIELDS}",
-                username,
-                display_name,
-                password_hash,
-                now_ms(),
-                is_admin,
-            )
-            user = to_user(row)
+            if is_admin:
+                await tx.execute("UPDATE installation SET setup_token_sha256 = NULL")
+            user = await self._insert_user(tx, username, display_name, password_hash, is_admin)
             if actor is not None:
                 details = {"is_admin": is_admin}
                 await self._audit(tx, actor, "user.create", "user", user.id, details)
         return user
+
+    @staticmethod
+    async def _insert_user(
+        tx: Conn, username: str, display_name: str, password_hash: str, is_admin: bool
+    ) -> User:
+        row = await tx.fetchrow(
+            "INSERT INTO users (username, display_name, password_hash, created_at, is_admin)"
+            f" VALUES ($1, $2, $3, $4, $5) RETURNING {USER_FIELDS}",
+            username,
+            display_name,
+            password_hash,
+            now_ms(),
+            is_admin,
+        )
+        return to_user(row)
 
     async def get_user(self, user_id: int) -> User | None:
         row = await self.engine.fetchrow(
@@ -1305,6 +1349,185 @@ RETURNING {MESSAGE_FIELDS}
                 now,
             )
         return ErasureBatch(deleted, done, now + lease_ms)
+
+    # --- registration -------------------------------------------------------------------
+
+    async def admin_exists(self) -> bool:
+        return bool(await self.engine.fetchval(f"SELECT EXISTS ({ACTIVE_ADMIN})"))
+
+    async def offer_setup_token(self, token_sha256: str) -> str | None:
+        """Stores `token_sha256` as the setup token's hash unless a hash is stored
+        already (another node's, or an earlier start's) or an admin exists.
+
+        Returns the hash in force afterwards (ours or the one found), or None when
+        an admin exists. The installation row is locked first, as `create_user`
+        and `create_setup_admin` lock it, so nodes starting together agree on one.
+        """
+        async with self.engine.transaction() as tx:
+            await tx.execute("SELECT setup_token_sha256 FROM installation FOR UPDATE")
+            if await tx.fetchval(f"SELECT EXISTS ({ACTIVE_ADMIN})"):
+                await tx.execute("UPDATE installation SET setup_token_sha256 = NULL")
+                return None
+            stored: str = await tx.fetchval(
+                "UPDATE installation SET setup_token_sha256 = COALESCE(setup_token_sha256, $1)"
+                " RETURNING setup_token_sha256",
+                token_sha256,
+            )
+            return stored
+
+    async def setup_token_matches(self, token_sha256: str) -> bool:
+        stored = await self.engine.fetchval("SELECT setup_token_sha256 FROM installation")
+        return stored is not None and hmac.compare_digest(stored, token_sha256)
+
+    async def create_setup_admin(
+        self, username: str, display_name: str, password_hash: str, token_sha256: str
+    ) -> User:
+        """The first admin, through the setup token: checked and spent (the hash
+        cleared) in the insert's transaction, so it makes one admin at most.
+        Raises SignupRefused (spent, or an admin exists) or UniqueViolation."""
+        async with self.engine.transaction() as tx:
+            stored = await tx.fetchval("SELECT setup_token_sha256 FROM installation FOR UPDATE")
+            if (
+                stored is None
+                or not hmac.compare_digest(stored, token_sha256)
+                or await tx.fetchval(f"SELECT EXISTS ({ACTIVE_ADMIN})")
+            ):
+                raise SignupRefused("the setup link was already used: an admin exists")
+            await tx.execute("UPDATE installation SET setup_token_sha256 = NULL")
+            return await self._insert_user(tx, username, display_name, password_hash, True)
+
+    async def create_invited_user(
+        self, username: str, display_name: str, password_hash: str, code: str
+    ) -> tuple[User, list[tuple[int, int]]]:
+        """An account through an invite, with the (room_id, pos) of each `member.joined`
+        in the invite's rooms (deleted rooms and rooms that ban the user skipped).
+
+        The invite row is locked, checked and its use counted in the insert's
+        transaction: two signups racing for its last use make one account.
+        Raises SignupRefused (naming why) or UniqueViolation; either creates nothing.
+        """
+        async with self.engine.transaction() as tx:
+            invite = await tx.fetchrow(f"SELECT {INVITE_STATE} WHERE code = $1 FOR UPDATE", code)
+            refusal = _invite_refusal(invite)
+            if refusal is not None or invite is None:
+                raise SignupRefused(refusal or "unknown invite")
+            user = await self._insert_user(tx, username, display_name, password_hash, False)
+            await tx.execute("UPDATE invites SET uses = uses + 1 WHERE id = $1", invite["id"])
+            rooms = await tx.fetch(
+                "SELECT r.id FROM invite_rooms ir JOIN rooms r ON r.id = ir.room_id"
+                " WHERE ir.invite_id = $1 AND r.deleted_at IS NULL AND NOT EXISTS"
+                " (SELECT 1 FROM bans b WHERE b.room_id = r.id AND b.user_id = $2)"
+                " ORDER BY r.id FOR UPDATE",
+                invite["id"],
+                user.id,
+            )
+            joined = [
+                (r["id"], await self._join(tx, r["id"], user.id, "member", None)) for r in rooms
+            ]
+        return user, joined
+
+    async def invite_status(self, code: str) -> tuple[str | None, list[tuple[int, str]]]:
+        """Why the invite cannot be used now (None: it can) and, if it can, its
+        rooms that still exist as (id, name)."""
+        invite = await self.engine.fetchrow(f"SELECT {INVITE_STATE} WHERE code = $1", code)
+        refusal = _invite_refusal(invite)
+        if refusal is not None or invite is None:
+            return refusal or "unknown invite", []
+        rows = await self.engine.fetch(
+            "SELECT r.id, r.name FROM invite_rooms ir JOIN rooms r ON r.id = ir.room_id"
+            " WHERE ir.invite_id = $1 AND r.deleted_at IS NULL ORDER BY r.id",
+            invite["id"],
+        )
+        return None, [(r["id"], r["name"]) for r in rows]
+
+    async def create_invite(
+        self, actor: Actor, code: str, max_uses: int, expires_at: int, room_ids: Sequence[int]
+    ) -> Invite:
+        """An invite by `actor`, to rooms they manage (a server admin: any room but a DM),
+        checked under their member rows' locks; audited as `invite.create`.
+        Raises RoomNotManaged for the first room they may not invite to."""
+        room_ids = sorted(room_ids)
+        async with self.engine.transaction() as tx:
+            is_admin = await self._is_admin(tx, actor.user_id)
+            for room_id in room_ids:
+                role = await self._locked_role(tx, room_id, actor.user_id)
+                room = await tx.fetchrow(
+                    "SELECT kind FROM rooms WHERE id = $1 AND deleted_at IS NULL", room_id
+                )
+                if room is None:
+                    raise RoomNotManaged(room_id, visible=False)
+                if room["kind"] == "dm" or not (is_admin or role in MANAGERS):
+                    raise RoomNotManaged(
+                        room_id, visible=room["kind"] == "public" or role is not None
+                    )
+            row = await tx.fetchrow(
+                "INSERT INTO invites (code, created_by, max_uses, expires_at, created_at)"
+                f" VALUES ($1, $2, $3, $4, $5) RETURNING {INVITE_FIELDS}",
+                code,
+                actor.user_id,
+                max_uses,
+                expires_at,
+                now_ms(),
+            )
+            invite = to_invite(row, tuple(room_ids))
+            for room_id in room_ids:
+                await tx.execute(
+                    "INSERT INTO invite_rooms (invite_id, room_id) VALUES ($1, $2)",
+                    invite.id,
+                    room_id,
+                )
+            details = {"max_uses": max_uses, "room_ids": room_ids}
+            await self._audit(tx, actor, "invite.create", "invite", invite.id, details)
+        return invite
+
+    async def list_invites(
+        self, creator_id: int | None, before_id: int, limit: int
+    ) -> list[Invite]:
+        """Invites newest first: `creator_id`'s, or everyone's when None."""
+        mine = "" if creator_id is None else " AND created_by = $3"
+        rows = await self.engine.fetch(
+            f"SELECT {INVITE_FIELDS} FROM invites WHERE id < $1{mine} ORDER BY id DESC LIMIT $2",
+            before_id,
+            limit,
+            *(() if creator_id is None else (creator_id,)),
+        )
+        rooms: dict[int, list[int]] = {r["id"]: [] for r in rows}
+        if rows:
+            links = await self.engine.fetch(
+                "SELECT invite_id, room_id FROM invite_rooms"
+                f" WHERE invite_id {self.engine.in_ids('$1')} ORDER BY room_id",
+                self.engine.ids_param(list(rooms)),
+            )
+            for link in links:
+                rooms[link["invite_id"]].append(link["room_id"])
+        return [to_invite(r, tuple(rooms[r["id"]])) for r in rows]
+
+    async def revoke_invite(self, actor: Actor, invite_id: int) -> bool:
+        """Revokes an invite as its creator or a server admin (audited as `invite.revoke`
+        when it was not revoked yet). False: no such invite, or not theirs to revoke."""
+        async with self.engine.transaction() as tx:
+            invite = await tx.fetchrow(
+                "SELECT created_by, revoked_at FROM invites WHERE id = $1 FOR UPDATE", invite_id
+            )
+            if invite is None or (
+                invite["created_by"] != actor.user_id
+                and not await self._is_admin(tx, actor.user_id)
+            ):
+                return False
+            if invite["revoked_at"] is None:
+                await tx.execute(
+                    "UPDATE invites SET revoked_at = $2 WHERE id = $1", invite_id, now_ms()
+                )
+                await self._audit(tx, actor, "invite.revoke", "invite", invite_id)
+        return True
+
+    @staticmethod
+    async def _is_admin(tx: Conn, user_id: int) -> bool:
+        return bool(
+            await tx.fetchval(
+                "SELECT is_admin FROM users WHERE id = $1 AND deactivated_at IS NULL", user_id
+            )
+        )
 
     # --- audit ----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .ratelimit import RateLimiter
     from .realtime.hub import Hub
     from .realtime.relay import Relay
+    from .registration import SetupLink
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 DB: web.AppKey[Database] = web.AppKey("db")
@@ -29,6 +30,8 @@ MEDIA: web.AppKey[MediaStore] = web.AppKey("media")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
 JOBS: web.AppKey[JobWorker] = web.AppKey("jobs")
+# The first admin's setup token as this node found it at start-up (registration.py).
+SETUP: web.AppKey[SetupLink] = web.AppKey("setup")
 
 # The authenticated user of a request, for the access log.
 USER_ID: web.RequestKey[int] = web.RequestKey("user_id")

@@ -241,3 +241,30 @@ class Message:
             "edited_at": iso(self.edited_at),
             "deleted": self.deleted,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    id: int
+    code: str
+    max_uses: int
+    uses: int
+    expires_at: int
+    created_by: int
+    room_ids: tuple[int, ...]
+    created_at: int
+    revoked: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """Without `url`, which the public address gives (registration.py)."""
+        return {
+            "id": self.id,
+            "code": self.code,
+            "max_uses": self.max_uses,
+            "uses": self.uses,
+            "expires_at": iso(self.expires_at),
+            "created_by": self.created_by,
+            "room_ids": list(self.room_ids),
+            "created_at": iso(self.created_at),
+            "revoked": self.revoked,
+        }

@@ -8,7 +8,19 @@ from __future__ import annotations
 import json
 
 from .engines import Row
-from .models import AdminUser, Audit, Job, Media, Member, Message, Room, Session, StreamEntry, User
+from .models import (
+    AdminUser,
+    Audit,
+    Invite,
+    Job,
+    Media,
+    Member,
+    Message,
+    Room,
+    Session,
+    StreamEntry,
+    User,
+)
 
 
 def to_user(row: Row) -> User:
@@ -124,4 +136,18 @@ def to_job(row: Row) -> Job:
         row["actor_id"],
         row["done_count"],
         row["lease_until"],
+    )
+
+
+def to_invite(row: Row, room_ids: tuple[int, ...]) -> Invite:
+    return Invite(
+        row["id"],
+        row["code"],
+        row["max_uses"],
+        row["uses"],
+        row["expires_at"],
+        row["created_by"],
+        room_ids,
+        row["created_at"],
+        row["revoked_at"] is not None,
     )

@@ -193,7 +193,8 @@ async def test_an_account_from_the_shell_signs_in_like_one_from_signup(tmp_path,
     env = {"CHAT_DATA_DIR": str(tmp_path)}
     status, _, stderr = run("create-user", "carol", "--password-stdin", env=env, stdin=PASSWORD)
     assert status == 0, stderr
-    client = await aiohttp_client(create_app(Config(data_dir=tmp_path, bcrypt_rounds=4)))
+    config = Config(data_dir=tmp_path, bcrypt_rounds=4, registration="open")
+    client = await aiohttp_client(create_app(config))
     login = await client.post(
         "/api/v1/auth/login", json={"username": "carol", "password": PASSWORD}
     )

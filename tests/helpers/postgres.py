@@ -50,5 +50,7 @@ async def empty_tables(url: str) -> None:
     try:
         if await conn.fetchval("SELECT to_regclass('users') IS NOT NULL"):
             await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+            # The first admin's setup token belongs to the emptied users' installation.
+            await conn.execute("UPDATE installation SET setup_token_sha256 = NULL")
     finally:
         await conn.close()
