@@ -12,7 +12,19 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import admin, auth, jobs, keys, media, messages, observability, registration, rooms, users
+from . import (
+    admin,
+    auth,
+    conversation,
+    jobs,
+    keys,
+    media,
+    messages,
+    observability,
+    registration,
+    rooms,
+    users,
+)
 from .config import Config
 from .db import Database
 from .errors import Unauthorized, Unavailable
@@ -96,6 +108,7 @@ async def _close_websockets(app: web.Application) -> None:
 
 def _add_routes(app: web.Application) -> None:
     api = "/api/v1"
+    reaction = f"{api}/rooms/{{room_id}}/messages/{{message_id}}/reactions/{{emoji}}"
     # Ids next to fixed siblings (/users/me, /rooms/public) are digits only, so an
     # unsupported method on a sibling is 405, not a lookup of id "public".
     app.router.add_routes(
@@ -137,6 +150,12 @@ def _add_routes(app: web.Application) -> None:
             web.patch(f"{api}/rooms/{{room_id}}/messages/{{message_id}}", messages.edit_message),
             web.delete(f"{api}/rooms/{{room_id}}/messages/{{message_id}}", messages.delete_message),
             web.post(f"{api}/rooms/{{room_id}}/read", messages.read_marker),
+            web.put(reaction, conversation.put_reaction),
+            web.delete(reaction, conversation.delete_reaction),
+            web.get(reaction, conversation.list_reactors),
+            web.post(f"{api}/rooms/{{room_id}}/pins", conversation.pin_message),
+            web.get(f"{api}/rooms/{{room_id}}/pins", conversation.list_pins),
+            web.delete(f"{api}/rooms/{{room_id}}/pins/{{message_id}}", conversation.unpin_message),
             web.get(f"{api}/search", messages.search),
             web.post(f"{api}/media", media.upload),
             web.get(f"{api}/media/{{media_id}}", media.download),
@@ -158,7 +177,7 @@ def _add_routes(app: web.Application) -> None:
 # --- CORS ------------------------------------------------------------------------------
 
 # What browsers on an allowed origin (CHAT_ALLOWED_ORIGINS) may send and read.
-CORS_ALLOW_METHODS = "GET, POST, PATCH, DELETE"
+CORS_ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE"
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-None-Match, Range, X-Request-ID"
 CORS_EXPOSE_HEADERS = "Retry-After, X-Request-ID, ETag, Content-Range, Content-Disposition"
 CORS_MAX_AGE = "600"

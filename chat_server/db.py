@@ -19,7 +19,7 @@ import hmac
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .engines import Conn, Engine, Row, UniqueViolation, connect
@@ -33,6 +33,7 @@ from .models import (
     Media,
     Member,
     Message,
+    Reaction,
     Room,
     Session,
     StreamEntry,
@@ -76,10 +77,11 @@ ROOM_COLUMNS = (
 ROOMS_FOR_VIEWER = "rooms r LEFT JOIN members me ON me.room_id = r.id AND me.user_id = $1"
 MEMBER_COLUMNS = f"{USER_COLUMNS}, mb.role, mb.joined_at"
 MESSAGE_FIELDS = (
-    "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted, pos"
+    "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted, pos,"
+    " pinned_pos"
 )
 MESSAGE_COLUMNS = _qualified("m", MESSAGE_FIELDS)
-STREAM_FIELDS = "room_id, pos, type, message_id, user_id, actor_id, detail"
+STREAM_FIELDS = "room_id, pos, type, message_id, user_id, actor_id, detail, reaction_count"
 AUDIT_FIELDS = "id, at, actor_id, action, target_type, target_id, ip, details"
 JOB_FIELDS = "id, kind, target_id, actor_id, done_count, lease_until"
 INVITE_FIELDS = "id, code, created_by, max_uses, uses, expires_at, revoked_at, created_at"
@@ -165,6 +167,24 @@ def _invite_refusal(invite: Row | None) -> str | None:
 class _AlreadyMember(Exception):
     """Rolls back a join that lost a race with the same join (or with the
     account's deactivation)."""
+
+
+# reactions and pins
+
+
+class NotAllowed(Exception):
+    """A member whose role does not allow the change (pins: managers, or anyone in a DM)."""
+
+
+class LimitReached(Exception):
+    """A per-message or per-room cap (distinct emoji, pins) would be exceeded."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionChange:
+    seq: int  # of the message reacted to
+    count: int  # the emoji's count afterwards
+    pos: int | None  # of the room event; None: nothing changed (idempotent repeat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -642,6 +662,7 @@ class Database:
         user_id: int | None = None,
         actor_id: int | None = None,
         detail: str | None = None,
+        reaction_count: int | None = None,
     ) -> int:
         """Numbers a change with the room's next pos, in the change's transaction.
 
@@ -653,7 +674,7 @@ class Database:
         )
         await tx.execute(
             f"INSERT INTO room_events ({STREAM_FIELDS}, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             room_id,
             pos,
             kind,
@@ -661,6 +682,7 @@ class Database:
             user_id,
             actor_id,
             detail,
+            reaction_count,
             now_ms(),
         )
         return pos
@@ -693,7 +715,8 @@ class Database:
         entries = (
             "SELECT room_id, pos, 'message.new' AS type, id AS message_id,"
             " CAST(NULL AS BIGINT) AS user_id, CAST(NULL AS BIGINT) AS actor_id,"
-            " CAST(NULL AS TEXT) AS detail FROM messages WHERE room_id = $1 AND pos > $2"
+            " CAST(NULL AS TEXT) AS detail, CAST(NULL AS BIGINT) AS reaction_count"
+            " FROM messages WHERE room_id = $1 AND pos > $2"
             f" AND pos < $3 UNION ALL SELECT {STREAM_FIELDS} FROM room_events"
             " WHERE room_id = $1 AND pos > $2 AND pos < $3"
         )
@@ -1074,6 +1097,7 @@ RETURNING {MESSAGE_FIELDS}
             pos = await self._append_event(
                 tx, room_id, "message.deleted", message_id=message_id, actor_id=actor_id
             )
+            await self._drop_reactions_and_pin(tx, message_id)
         return to_message(row), pos
 
     async def history(
@@ -1528,6 +1552,243 @@ RETURNING {MESSAGE_FIELDS}
                 "SELECT is_admin FROM users WHERE id = $1 AND deactivated_at IS NULL", user_id
             )
         )
+
+    # --- reactions and pins -------------------------------------------------------------
+
+    # Reaction changes and pins are numbered like every room change: member row
+    # first (`_locked_role`), then the room row, under which counts and caps
+    # are exact. A pin locks the message row before the room row, as
+    # edit_message and delete_message do.
+
+    async def _lock_room(self, tx: Conn, room_id: int) -> None:
+        await tx.execute("SELECT id FROM rooms WHERE id = $1 FOR UPDATE", room_id)
+
+    async def _reaction_count(self, conn: Conn, message_id: int, emoji: str) -> int:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM reactions WHERE message_id = $1 AND emoji = $2",
+            message_id,
+            emoji,
+        )
+        return count
+
+    async def _live_message_seq(self, conn: Conn, room_id: int, message_id: int) -> int | None:
+        """The seq of the room's message, unless it is deleted (or not there)."""
+        seq: int | None = await conn.fetchval(
+            "SELECT seq FROM messages WHERE id = $1 AND room_id = $2 AND NOT deleted",
+            message_id,
+            room_id,
+        )
+        return seq
+
+    async def react(
+        self, room_id: int, message_id: int, user_id: int, emoji: str, max_distinct: int
+    ) -> ReactionChange | None:
+        """Adds the user's reaction as the room event `reaction.added` (none when it was there).
+
+        None when there is no such live message; raises NotMember (not, or no
+        longer, in the room) and LimitReached (`max_distinct` emoji already).
+        """
+        async with self.engine.transaction() as tx:
+            if await self._locked_role(tx, room_id, user_id) is None:
+                raise NotMember()
+            await self._lock_room(tx, room_id)
+            seq = await self._live_message_seq(tx, room_id, message_id)
+            if seq is None:
+                return None
+            distinct: list[Row] = await tx.fetch(
+                "SELECT DISTINCT emoji FROM reactions WHERE message_id = $1", message_id
+            )
+            if len(distinct) >= max_distinct and emoji not in {r["emoji"] for r in distinct}:
+                raise LimitReached()
+            added = await tx.fetchval(
+                "INSERT INTO reactions (message_id, user_id, emoji, created_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING message_id",
+                message_id,
+                user_id,
+                emoji,
+                now_ms(),
+            )
+            kind = "reaction.added" if added else None
+            return await self._reaction_changed(tx, kind, room_id, message_id, seq, user_id, emoji)
+
+    async def unreact(
+        self, room_id: int, message_id: int, user_id: int, emoji: str
+    ) -> ReactionChange | None:
+        """Removes the user's reaction as the room event `reaction.removed` (none when it
+        was not there). None when there is no such live message; raises NotMember."""
+        async with self.engine.transaction() as tx:
+            if await self._locked_role(tx, room_id, user_id) is None:
+                raise NotMember()
+            await self._lock_room(tx, room_id)
+            seq = await self._live_message_seq(tx, room_id, message_id)
+            if seq is None:
+                return None
+            removed = await tx.fetchval(
+                "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3"
+                " RETURNING message_id",
+                message_id,
+                user_id,
+                emoji,
+            )
+            kind = "reaction.removed" if removed else None
+            return await self._reaction_changed(tx, kind, room_id, message_id, seq, user_id, emoji)
+
+    async def _reaction_changed(
+        self,
+        tx: Conn,
+        kind: str | None,
+        room_id: int,
+        message_id: int,
+        seq: int,
+        user_id: int,
+        emoji: str,
+    ) -> ReactionChange:
+        """The emoji's count now, and the room event `kind` at the next pos (None: no change)."""
+        count = await self._reaction_count(tx, message_id, emoji)
+        pos = None
+        if kind is not None:
+            pos = await self._append_event(
+                tx,
+                room_id,
+                kind,
+                message_id=message_id,
+                user_id=user_id,
+                actor_id=user_id,
+                detail=emoji,
+                reaction_count=count,
+            )
+        return ReactionChange(seq, count, pos)
+
+    async def reactors(
+        self, room_id: int, message_id: int, emoji: str, after_user_id: int, limit: int
+    ) -> list[User] | None:
+        """Who reacted with `emoji`, by user id; None when there is no such live message."""
+        if await self._live_message_seq(self.engine, room_id, message_id) is None:
+            return None
+        rows = await self.engine.fetch(
+            f"SELECT {USER_COLUMNS} FROM reactions rx JOIN users u ON u.id = rx.user_id"
+            " WHERE rx.message_id = $1 AND rx.emoji = $2 AND rx.user_id > $3"
+            " ORDER BY rx.user_id LIMIT $4",
+            message_id,
+            emoji,
+            after_user_id,
+            limit,
+        )
+        return [to_user(r) for r in rows]
+
+    async def with_reactions(self, messages: list[Message], viewer_id: int) -> list[Message]:
+        """The messages with their reactions as `viewer_id` sees them, in one query for
+        the whole page; each message's emoji in the order they were first used."""
+        ids = [m.id for m in messages if not m.deleted]
+        if not ids:
+            return messages
+        rows = await self.engine.fetch(
+            "SELECT message_id, emoji, count(*) AS count, min(created_at) AS first_at,"
+            " max(CASE WHEN user_id = $2 THEN 1 ELSE 0 END) AS me FROM reactions"
+            f" WHERE message_id {self.engine.in_ids('$1')} GROUP BY message_id, emoji"
+            " ORDER BY message_id, first_at, emoji",
+            self.engine.ids_param(ids),
+            viewer_id,
+        )
+        by_message: dict[int, list[Reaction]] = {}
+        for row in rows:
+            reaction = Reaction(row["emoji"], row["count"], bool(row["me"]))
+            by_message.setdefault(row["message_id"], []).append(reaction)
+        return [
+            replace(m, reactions=tuple(by_message[m.id])) if m.id in by_message else m
+            for m in messages
+        ]
+
+    async def pin(
+        self, room_id: int, message_id: int, actor_id: int, any_member: bool, max_pins: int
+    ) -> tuple[Message, int | None] | None:
+        """Pins a live message as the room event `message.pinned`; returns it and the
+        event's pos (None: it was pinned already), or None when there is no such
+        live message. Managers pin, or any member when `any_member` (a DM).
+        Raises NotMember, NotAllowed, LimitReached (`max_pins` pinned already)."""
+        async with self.engine.transaction() as tx:
+            await self._may_pin(tx, room_id, actor_id, any_member)
+            pinned_pos = await self._locked_pin(tx, room_id, message_id)
+            if pinned_pos is None:
+                return None
+            pos = None
+            if not pinned_pos:
+                await self._lock_room(tx, room_id)
+                pins = await tx.fetchval(
+                    "SELECT count(*) FROM messages WHERE room_id = $1 AND pinned_pos IS NOT NULL",
+                    room_id,
+                )
+                if pins >= max_pins:
+                    raise LimitReached()
+                pos = await self._append_event(
+                    tx, room_id, "message.pinned", message_id=message_id, actor_id=actor_id
+                )
+                await self._set_pin(tx, message_id, pos)
+            row = await tx.fetchrow(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1", message_id
+            )
+        message = (await self._attach([row]))[0]
+        return message, pos
+
+    async def unpin(
+        self, room_id: int, message_id: int, actor_id: int, any_member: bool
+    ) -> tuple[Message, int] | None:
+        """Unpins a message as the room event `message.unpinned`; None when it is not
+        pinned. Raises NotMember and NotAllowed as `pin` does."""
+        async with self.engine.transaction() as tx:
+            await self._may_pin(tx, room_id, actor_id, any_member)
+            if not await self._locked_pin(tx, room_id, message_id):
+                return None
+            pos = await self._append_event(
+                tx, room_id, "message.unpinned", message_id=message_id, actor_id=actor_id
+            )
+            await self._set_pin(tx, message_id, None)
+            row = await tx.fetchrow(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1", message_id
+            )
+        return (await self._attach([row]))[0], pos
+
+    async def _may_pin(self, tx: Conn, room_id: int, actor_id: int, any_member: bool) -> None:
+        role = await self._locked_role(tx, room_id, actor_id)
+        if role is None:
+            raise NotMember()
+        if not any_member and role not in MANAGERS:
+            raise NotAllowed()
+
+    async def _locked_pin(self, tx: Conn, room_id: int, message_id: int) -> int | None:
+        """The live message's pin pos (0: not pinned; None: no such live message), its
+        row locked before the room's (as edits and deletions lock them)."""
+        row = await tx.fetchrow(
+            "SELECT pinned_pos FROM messages WHERE id = $1 AND room_id = $2 AND NOT deleted"
+            " FOR NO KEY UPDATE",
+            message_id,
+            room_id,
+        )
+        return None if row is None else row["pinned_pos"] or 0
+
+    @staticmethod
+    async def _set_pin(tx: Conn, message_id: int, pinned_pos: int | None) -> None:
+        await tx.execute(
+            "UPDATE messages SET pinned_pos = $2 WHERE id = $1", message_id, pinned_pos
+        )
+
+    async def pinned_messages(self, room_id: int, limit: int) -> list[Message]:
+        """The room's pinned messages, newest pin first."""
+        rows = await self.engine.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m"
+            " WHERE m.room_id = $1 AND m.pinned_pos IS NOT NULL ORDER BY m.pinned_pos DESC"
+            " LIMIT $2",
+            room_id,
+            limit,
+        )
+        return await self._attach(rows)
+
+    @staticmethod
+    async def _drop_reactions_and_pin(tx: Conn, message_id: int) -> None:
+        """A deleted message loses its reactions and its pin (its `message.deleted`
+        says so: no reaction.removed or message.unpinned of their own)."""
+        await tx.execute("DELETE FROM reactions WHERE message_id = $1", message_id)
+        await Database._set_pin(tx, message_id, None)
 
     # --- audit ----------------------------------------------------------------------------
 

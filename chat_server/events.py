@@ -113,6 +113,46 @@ def message_payload(kind: str, room_id: int, pos: int, message: dict[str, Any]) 
     return {"type": kind, "room_id": room_id, "pos": pos, "message": message}
 
 
+def pin_payload(
+    kind: str, room_id: int, pos: int, message: dict[str, Any], by: int | None
+) -> dict[str, Any]:
+    """`message.pinned` or `message.unpinned`, `by` whom."""
+    return {"type": kind, "room_id": room_id, "pos": pos, "message": message, "by": by}
+
+
+def viewer_message_event(payload: dict[str, Any]) -> Event:
+    """A room event carrying a message whose `reactions` each member sees differently
+    (`me`): `message.edited`, `message.pinned`, `message.unpinned`. Like
+    `room.updated`, each connection reads it from the stream as its user sees
+    it; these are rare, unlike `message.new` (no reactions yet: encoded once).
+    `payload` (the acting user's view) is what subscribers get."""
+    return Event.of(payload, room_id=payload["room_id"], pos=payload["pos"], per_viewer=True)
+
+
+def reaction(
+    kind: str,
+    room_id: int,
+    pos: int,
+    *,
+    message_id: int,
+    seq: int,
+    emoji: str,
+    user_id: int,
+    count: int,
+) -> dict[str, Any]:
+    """`reaction.added` or `reaction.removed`; `count` is the emoji's count after it."""
+    return {
+        "type": kind,
+        "room_id": room_id,
+        "pos": pos,
+        "message_id": message_id,
+        "seq": seq,
+        "emoji": emoji,
+        "user_id": user_id,
+        "count": count,
+    }
+
+
 def member_joined(
     room_id: int, pos: int, user: dict[str, Any], role: str | None, by: int | None
 ) -> dict[str, Any]:
@@ -202,6 +242,14 @@ def ack(ref: str | None, message_text: str) -> str:
     """The sender's `ack`: `message_text` is the committed message's JSON, spliced in as is."""
     ref_field = "" if ref is None else f'"ref":{dumps(ref)},'
     return f'{{"type":"ack",{ref_field}"message":{message_text}}}'
+
+
+def ack_result(ref: str | None, result: dict[str, Any]) -> str:
+    """The `ack` of a frame other than `send`: its outcome in `result`."""
+    frame: dict[str, Any] = {"type": "ack", "result": result}
+    if ref is not None:
+        frame["ref"] = ref
+    return dumps(frame)
 
 
 def error(err: ApiError, ref: str | None) -> str:

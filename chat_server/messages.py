@@ -138,9 +138,11 @@ async def history(request: web.Request) -> web.Response:
     after_seq = v.integer("after_seq", minimum=0)
     limit = page_limit(v)
     v.check()
-    messages, has_more = await request.app[keys.DB].history(
+    db = request.app[keys.DB]
+    messages, has_more = await db.history(
         room.id, after_seq=after_seq, before_seq=before_seq, limit=limit
     )
+    messages = await db.with_reactions(messages, me.user_id)
     return web.json_response({"items": [m.to_json() for m in messages], "has_more": has_more})
 
 
@@ -177,8 +179,12 @@ async def edit_message(request: web.Request) -> web.Response:
     if edited is None:
         raise NotFound("no such message")
     message, pos = edited
-    request.app[keys.HUB].publish(events.message_event("message.edited", message, pos))
-    return web.json_response(message.to_json())
+    [message] = await request.app[keys.DB].with_reactions([message], me.user_id)
+    # Its reactions' `me` differs by member: each connection reads it as its user sees it.
+    as_json = message.to_json()
+    payload = events.message_payload("message.edited", room.id, pos, as_json)
+    request.app[keys.HUB].publish(events.viewer_message_event(payload))
+    return web.json_response(as_json)
 
 
 async def delete_message(request: web.Request) -> web.Response:
@@ -226,7 +232,7 @@ async def search(request: web.Request) -> web.Response:
     limit = page_limit(v)
     before_id = decode_cursor(v, numeric=True)
     v.check()
-    found = await request.app[keys.DB].search_messages(
-        me.user_id, query, room_id, before_id or 2**63 - 1, limit + 1
-    )
+    db = request.app[keys.DB]
+    found = await db.search_messages(me.user_id, query, room_id, before_id or 2**63 - 1, limit + 1)
+    found = await db.with_reactions(found, me.user_id)
     return web.json_response(page(found, limit, lambda message: message.id))

@@ -170,7 +170,9 @@ class StreamEntry:
     message_id: int | None
     user_id: int | None
     actor_id: int | None
-    detail: str | None  # the role of member.joined/member.role, the reason of member.left
+    detail: str | None  # the role of member.joined/member.role, the reason of member.left,
+    # the emoji of reaction.added/removed
+    reaction_count: int | None = None  # reaction.added/removed: the emoji's count after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +215,18 @@ class Media:
 
 
 @dataclass(frozen=True, slots=True)
+class Reaction:
+    """One emoji's reactions on a message, as one viewer sees them (`me`: theirs among them)."""
+
+    emoji: str
+    count: int
+    me: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"emoji": self.emoji, "count": self.count, "me": self.me}
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     id: int
     room_id: int
@@ -226,6 +240,9 @@ class Message:
     deleted: bool
     pos: int  # of its `message.new` in the room stream (not part of the Message object)
     attachments: tuple[Media, ...] = field(default=())
+    pinned: bool = False
+    # Filled per viewer (Database.with_reactions) where `me` matters; () for a new message.
+    reactions: tuple[Reaction, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -240,6 +257,8 @@ class Message:
             "created_at": iso(self.created_at),
             "edited_at": iso(self.edited_at),
             "deleted": self.deleted,
+            "pinned": self.pinned and not self.deleted,
+            "reactions": [] if self.deleted else [r.to_json() for r in self.reactions],
         }
 
 

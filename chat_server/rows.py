@@ -92,6 +92,7 @@ def to_message(row: Row, attachments: tuple[Media, ...] = ()) -> Message:
         bool(row["deleted"]),
         row["pos"],
         attachments,
+        pinned=row["pinned_pos"] is not None,
     )
 
 
@@ -108,6 +109,7 @@ def to_stream_entry(row: Row) -> StreamEntry:
         row["user_id"],
         row["actor_id"],
         row["detail"],
+        row["reaction_count"],
     )
 
 

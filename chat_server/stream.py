@@ -50,7 +50,12 @@ async def read_events(
     messages = await db.messages_by_ids(
         sorted({e.message_id for e in entries if e.message_id is not None})
     )
-    users = await db.users_by_ids(sorted({e.user_id for e in entries if e.user_id is not None}))
+    if messages:  # reactions as the viewer sees them, for the whole page at once
+        with_reactions = await db.with_reactions(list(messages.values()), viewer_id)
+        messages = {message.id: message for message in with_reactions}
+    users = await db.users_by_ids(
+        sorted({e.user_id for e in entries if e.user_id is not None and e.message_id is None})
+    )
     room = None
     if any(e.type == "room.updated" for e in entries):
         room = await db.get_room(room_id, viewer_id)
@@ -74,8 +79,24 @@ def _payload(
     a room's events go with the room), so each lookup finds its row.
     """
     room_id, pos = entry.room_id, entry.pos
+    if entry.type in ("reaction.added", "reaction.removed"):
+        # As it happened at this pos: the count stored with the event.
+        assert entry.message_id is not None and entry.user_id is not None
+        assert entry.detail is not None and entry.reaction_count is not None
+        return events.reaction(
+            entry.type,
+            room_id,
+            pos,
+            message_id=entry.message_id,
+            seq=messages[entry.message_id].seq,
+            emoji=entry.detail,
+            user_id=entry.user_id,
+            count=entry.reaction_count,
+        )
     if entry.message_id is not None:
         message = messages[entry.message_id].to_json()
+        if entry.type in ("message.pinned", "message.unpinned"):
+            return events.pin_payload(entry.type, room_id, pos, message, entry.actor_id)
         return events.message_payload(entry.type, room_id, pos, message)
     if entry.type == "room.updated":
         assert room is not None

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .. import events, keys
+from .. import conversation, events, keys
 from ..auth import Principal, authenticate_token, bearer_token, client_ip
 from ..errors import (
     ApiError,
@@ -201,6 +201,8 @@ class SocketSession:
         "typing": "on_typing",
         "read": "on_read",
         "resume": "on_resume",
+        "react": "on_react",
+        "unreact": "on_unreact",
     }
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, me: Principal) -> None:
@@ -332,6 +334,25 @@ class SocketSession:
         v.check()
         await mark_read(self.app, self.me.user_id, room_id, seq)
         return None
+
+    async def on_react(self, frame: dict[str, Any]) -> str:
+        return await self._reaction(frame, add=True)
+
+    async def on_unreact(self, frame: dict[str, Any]) -> str:
+        return await self._reaction(frame, add=False)
+
+    async def _reaction(self, frame: dict[str, Any], *, add: bool) -> str:
+        """`react`/`unreact`: as the REST routes; the `ack` (after the commit) carries
+        `{emoji, count, me}` in `result`."""
+        v, room_id = self._room_id(frame)
+        message_id = v.integer("message_id", required=True)
+        v.check()
+        emoji = conversation.check_emoji(frame.get("emoji"))
+        reaction = await conversation.react(
+            self.app, self.me.user_id, room_id, message_id, emoji, add=add
+        )
+        self.strikes = 0
+        return events.ack_result(frame.get("ref"), reaction.to_json())
 
     async def on_resume(self, frame: dict[str, Any]) -> None:
         assert self.conn is not None
