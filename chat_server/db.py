@@ -23,8 +23,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .engines import Conn, Engine, Row, UniqueViolation, connect
+from .mentions import NOTHING_WRITTEN, ROOM_MENTION_MAX_MEMBERS, Written
 from .migrations import migrate
 from .models import (
+    NO_MENTIONS,
     Actor,
     AdminUser,
     Audit,
@@ -32,6 +34,7 @@ from .models import (
     Job,
     Media,
     Member,
+    Mentions,
     Message,
     Reaction,
     Room,
@@ -47,6 +50,7 @@ from .rows import (
     to_job,
     to_media,
     to_member,
+    to_mentions,
     to_message,
     to_room,
     to_session,
@@ -71,16 +75,30 @@ MEDIA_COLUMNS = _qualified("md", MEDIA_FIELDS)
 ROOM_COLUMNS = (
     "r.id, r.kind, r.name, r.topic, r.created_by, r.created_at, r.last_seq, r.last_pos,"
     " (SELECT count(*) FROM members mc WHERE mc.room_id = r.id) AS member_count,"
-    " me.role AS my_role, COALESCE(me.last_read_seq, 0) AS my_last_read_seq"
+    " me.role AS my_role, COALESCE(me.last_read_seq, 0) AS my_last_read_seq,"
+    # The viewer's mentions after their read marker: by name (index mentions_unread)
+    # or by @room (index messages_room_mentions), a message naming both counted once;
+    # nothing to count for a non-member or a room read to its end.
+    " CASE WHEN me.user_id IS NULL OR me.last_read_seq >= r.last_seq THEN 0 ELSE"
+    " (SELECT count(*) FROM mentions mn WHERE mn.user_id = me.user_id"
+    "   AND mn.room_id = r.id AND mn.seq > me.last_read_seq)"
+    " + (SELECT count(*) FROM messages mr WHERE mr.room_id = r.id AND mr.mentions_room"
+    "   AND mr.seq > me.last_read_seq AND NOT EXISTS (SELECT 1 FROM mentions mx"
+    "     WHERE mx.message_id = mr.id AND mx.user_id = me.user_id)) END AS unread_mentions"
 )
 # Rooms joined with the viewer's own membership row (`$1` is the viewer).
 ROOMS_FOR_VIEWER = "rooms r LEFT JOIN members me ON me.room_id = r.id AND me.user_id = $1"
 MEMBER_COLUMNS = f"{USER_COLUMNS}, mb.role, mb.joined_at"
 MESSAGE_FIELDS = (
     "id, room_id, seq, sender_id, body, client_id, reply_to, created_at, edited_at, deleted, pos,"
-    " pinned_pos"
+    " pinned_pos, thread_id, reply_count, last_reply_at, mentioned_ids, mentions_room"
 )
 MESSAGE_COLUMNS = _qualified("m", MESSAGE_FIELDS)
+# What a deletion sets: a tombstone keeps id, seq and pos, and loses its body,
+# mentions and pin (and, in `_drop_dependents`, attachments and reactions).
+TOMBSTONE = (
+    "body = '', deleted = TRUE, mentioned_ids = NULL, mentions_room = FALSE, pinned_pos = NULL"
+)
 STREAM_FIELDS = "room_id, pos, type, message_id, user_id, actor_id, detail, reaction_count"
 AUDIT_FIELDS = "id, at, actor_id, action, target_type, target_id, ip, details"
 JOB_FIELDS = "id, kind, target_id, actor_id, done_count, lease_until"
@@ -110,6 +128,13 @@ def _like_prefix(text: str) -> str:
 class SendResult:
     message: Message
     created: bool  # False when an earlier send with the same client_id is returned
+
+
+@dataclass(frozen=True)
+class Edit:
+    message: Message
+    pos: int  # of its `message.edited`
+    newly_mentioned: Mentions  # what the edit mentions that the message did not before
 
 
 class NotMember(Exception):
@@ -164,6 +189,10 @@ def _invite_refusal(invite: Row | None) -> str | None:
     return None
 
 
+class ReplyNotFound(Exception):
+    """A reply to a message that is not in the room."""
+
+
 class _AlreadyMember(Exception):
     """Rolls back a join that lost a race with the same join (or with the
     account's deactivation)."""
@@ -196,6 +225,7 @@ class _Send:
     reply_to: int | None
     created_at: int
     attachments: tuple[Media, ...]
+    mentions: Written
 
 
 class Database:
@@ -875,8 +905,10 @@ WITH member AS (
     WHERE id = $1 AND EXISTS (SELECT 1 FROM member)
     RETURNING last_seq, last_pos
 ), inserted AS (
-    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at)
-    SELECT $1, last_seq, last_pos, $2, $3::text, $4::text, $5::bigint, $6::bigint FROM bumped
+    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at,
+        thread_id, mentioned_ids, mentions_room)
+    SELECT $1, last_seq, last_pos, $2, $3::text, $4::text, $5::bigint, $6::bigint,
+        $8::bigint, $9::text, $10::boolean FROM bumped
     RETURNING {MESSAGE_FIELDS}
 ), attached AS (
     INSERT INTO message_attachments (message_id, media_id, position)
@@ -888,17 +920,17 @@ WITH member AS (
 )
 SELECT * FROM inserted
 """
-    # Group commit on PostgreSQL: many sends (to any rooms) in one statement. The
-    # senders' member rows are locked first (in key order, as removals lock
-    # them), then the rooms in id order (no deadlock between processes);
-    # non-members' sends are dropped before numbering (so no seq or pos is
-    # skipped), each room's counters are bumped once, and every row comes back
-    # with its batch position.
+    # Group commit on PostgreSQL: many plain sends (no attachments, reply or
+    # mentions), to any rooms, in one statement. The senders' member rows are
+    # locked first (in key order, as removals lock them), then the rooms in id
+    # order (no deadlock between processes); non-members' sends are dropped
+    # before numbering (so no seq or pos is skipped), each room's counters are
+    # bumped once, and every row comes back with its batch position.
     _SEND_BATCH_POSTGRES = f"""
 WITH sends AS (
     SELECT * FROM unnest(
-        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]
-    ) WITH ORDINALITY AS b (room_id, sender_id, body, client_id, reply_to, created_at, ord)
+        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]
+    ) WITH ORDINALITY AS b (room_id, sender_id, body, client_id, created_at, ord)
 ), member AS (
     SELECT m.room_id, m.user_id FROM members m
     WHERE (m.room_id, m.user_id) IN (SELECT room_id, sender_id FROM sends)
@@ -916,9 +948,9 @@ WITH sends AS (
     WHERE r.id = c.room_id AND r.id IN (SELECT id FROM locked)
     RETURNING r.id, r.last_seq - c.count AS base, r.last_pos - c.count AS base_pos
 ), inserted AS (
-    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at)
+    INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, created_at)
     SELECT n.room_id, b.base + n.n, b.base_pos + n.n, n.sender_id, n.body, n.client_id,
-        n.reply_to, n.created_at
+        n.created_at
     FROM numbered n JOIN bumped b ON b.id = n.room_id
     RETURNING {MESSAGE_FIELDS}
 ), marked AS (
@@ -934,8 +966,9 @@ JOIN numbered n ON n.room_id = inserted.room_id AND b.base + n.n = inserted.seq
     # last_seq + 1 and last_pos + 1, and a trigger (sql/sqlite/004) bumps them
     # and the read marker.
     _SEND_SQLITE = f"""
-INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at)
-SELECT $1, last_seq + 1, last_pos + 1, $2, $3, $4, $5, $6 FROM rooms
+INSERT INTO messages (room_id, seq, pos, sender_id, body, client_id, reply_to, created_at,
+    thread_id, mentioned_ids, mentions_room)
+SELECT $1, last_seq + 1, last_pos + 1, $2, $3, $4, $5, $6, $7, $8, $9 FROM rooms
 WHERE id = $1 AND EXISTS (SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2)
 RETURNING {MESSAGE_FIELDS}
 """
@@ -948,17 +981,28 @@ RETURNING {MESSAGE_FIELDS}
         client_id: str | None,
         reply_to: int | None,
         attachments: Sequence[Media],
+        mentions: Written = NOTHING_WRITTEN,
     ) -> SendResult:
         """Commits a message with the room's next seq (DESIGN.md invariants 1 and 4).
 
         One statement takes the seq and inserts, so seqs commit in order with no
         gaps (see the send statements above); on PostgreSQL, sends without
-        attachments that arrive together share one statement (`_send_batch`).
-        A repeated (sender, client_id) hits the unique index and returns the
-        stored message. Raises NotMember when the sender is not in the room.
+        attachments, reply or mentions that arrive together share one statement
+        (`_send_batch`). A repeated (sender, client_id) hits the unique index and
+        returns the stored message. Raises NotMember when the sender is not in
+        the room, ReplyNotFound when `reply_to` is no message of the room.
         """
-        send = _Send(room_id, sender_id, body, client_id, reply_to, now_ms(), tuple(attachments))
-        if attachments:  # the batch statement carries none
+        send = _Send(
+            room_id,
+            sender_id,
+            body,
+            client_id,
+            reply_to,
+            now_ms(),
+            tuple(attachments),
+            mentions,
+        )
+        if attachments or reply_to is not None or mentions:  # the batch carries none
             return await self._send_one(send)
         return await self._commit_send(send)
 
@@ -971,7 +1015,6 @@ RETURNING {MESSAGE_FIELDS}
                 [s.sender_id for s in sends],
                 [s.body for s in sends],
                 [s.client_id for s in sends],
-                [s.reply_to for s in sends],
                 [s.created_at for s in sends],
             )
         except UniqueViolation:  # a retried client_id: sending one by one handles it
@@ -983,32 +1026,14 @@ RETURNING {MESSAGE_FIELDS}
         ]
 
     async def _send_one(self, send: _Send) -> SendResult:
-        args = (
-            send.room_id,
-            send.sender_id,
-            send.body,
-            send.client_id,
-            send.reply_to,
-            send.created_at,
-        )
-        media_ids = [media.id for media in send.attachments]
         try:
-            if self.engine.name == "postgres":
-                row = await self.engine.write(self._SEND_POSTGRES, *args, media_ids)
-            elif not media_ids:
-                row = await self.engine.write(self._SEND_SQLITE, *args)
+            if send.reply_to is not None or send.mentions:
+                row = await self._send_in_conversation(send)
+            elif self.engine.name == "postgres" or not send.attachments:
+                row = await self.engine.write(self._send_sql(), *self._send_args(send))
             else:
                 async with self.engine.transaction() as tx:
-                    row = await tx.fetchrow(self._SEND_SQLITE, *args)
-                    if row is not None:
-                        for position, media_id in enumerate(media_ids):
-                            await tx.execute(
-                                "INSERT INTO message_attachments (message_id, media_id, position)"
-                                " VALUES ($1, $2, $3)",
-                                row["id"],
-                                media_id,
-                                position,
-                            )
+                    row = await self._insert_message(tx, send)
         except UniqueViolation:
             existing = await self._message_by_client_id(send.sender_id, send.client_id or "")
             if existing is None:
@@ -1017,6 +1042,41 @@ RETURNING {MESSAGE_FIELDS}
         if row is None:
             raise NotMember()
         return SendResult(to_message(row, send.attachments), created=True)
+
+    def _send_sql(self) -> str:
+        return self._SEND_POSTGRES if self.engine.name == "postgres" else self._SEND_SQLITE
+
+    def _send_args(
+        self, send: _Send, thread_id: int | None = None, mentions: Mentions = NO_MENTIONS
+    ) -> tuple[Any, ...]:
+        """The send statement's parameters (PostgreSQL's in its own order, media ids in $7)."""
+        mentioned_ids = ",".join(map(str, mentions.user_ids)) or None
+        args = (send.room_id, send.sender_id, send.body, send.client_id, send.reply_to)
+        conversation = (thread_id, mentioned_ids, mentions.room)
+        if self.engine.name == "postgres":
+            media_ids = [media.id for media in send.attachments]
+            return (*args, send.created_at, media_ids, *conversation)
+        return (*args, send.created_at, *conversation)
+
+    async def _insert_message(
+        self,
+        tx: Conn,
+        send: _Send,
+        thread_id: int | None = None,
+        mentions: Mentions = NO_MENTIONS,
+    ) -> Row | None:
+        """The send statement inside a transaction, with the attachments (SQLite's after it)."""
+        row = await tx.fetchrow(self._send_sql(), *self._send_args(send, thread_id, mentions))
+        if row is not None and self.engine.name == "sqlite":
+            for position, media in enumerate(send.attachments):
+                await tx.execute(
+                    "INSERT INTO message_attachments (message_id, media_id, position)"
+                    " VALUES ($1, $2, $3)",
+                    row["id"],
+                    media.id,
+                    position,
+                )
+        return row
 
     async def get_message(self, room_id: int, message_id: int) -> Message | None:
         rows = await self.engine.fetch(
@@ -1038,33 +1098,44 @@ RETURNING {MESSAGE_FIELDS}
         return {message.id: message for message in await self._attach(rows)}
 
     async def edit_message(
-        self, room_id: int, message_id: int, editor_id: int, body: str
-    ) -> tuple[Message, int] | None:
-        """Replaces the body of the editor's own message, as the room event `message.edited`.
+        self, room_id: int, message_id: int, editor_id: int, body: str, mentions: Written
+    ) -> Edit | None:
+        """Replaces the body of the editor's own message, as the room event `message.edited`,
+        and its mentions with those `mentions` writes (see `_remention`).
 
-        Returns the message and the event's pos, or None when there is no such
-        live message of the editor's; raises NotMember when the editor is not
-        (or no longer) in the room.
+        Returns None when there is no such live message of the editor's; raises
+        NotMember when the editor is not (or no longer) in the room.
         """
         async with self.engine.transaction() as tx:
-            if await self._locked_role(tx, room_id, editor_id) is None:
+            role = await self._locked_role(tx, room_id, editor_id)
+            if role is None:
                 raise NotMember()
-            row = await tx.fetchrow(
-                "UPDATE messages SET body = $4, edited_at = $5 WHERE id = $1 AND room_id = $2"
-                f" AND sender_id = $3 AND NOT deleted RETURNING {MESSAGE_FIELDS}",
+            old = await tx.fetchrow(
+                "SELECT mentioned_ids, mentions_room FROM messages WHERE id = $1 AND room_id = $2"
+                " AND sender_id = $3 AND NOT deleted FOR NO KEY UPDATE",
                 message_id,
                 room_id,
                 editor_id,
+            )
+            if old is None:
+                return None
+            new = await self._resolve_mentions(tx, room_id, role, mentions)
+            row = await tx.fetchrow(
+                "UPDATE messages SET body = $2, edited_at = $3, mentioned_ids = $4,"
+                f" mentions_room = $5 WHERE id = $1 RETURNING {MESSAGE_FIELDS}",
+                message_id,
                 body,
                 now_ms(),
+                ",".join(map(str, new.user_ids)) or None,
+                new.room,
             )
-            if row is None:
-                return None
+            assert row is not None  # locked above
+            newly_mentioned = await self._remention(tx, old, new, row)
             pos = await self._append_event(
                 tx, room_id, "message.edited", message_id=message_id, actor_id=editor_id
             )
         messages = await self._attach([row])
-        return messages[0], pos
+        return Edit(messages[0], pos, newly_mentioned)
 
     async def delete_message(
         self, room_id: int, message_id: int, actor_id: int
@@ -1082,7 +1153,7 @@ RETURNING {MESSAGE_FIELDS}
             if role is None:
                 raise NotMember()
             row = await tx.fetchrow(
-                "UPDATE messages SET body = '', deleted = TRUE, edited_at = $3"
+                f"UPDATE messages SET {TOMBSTONE}, edited_at = $3"
                 " WHERE id = $1 AND room_id = $2 AND NOT deleted AND (sender_id = $4 OR $5)"
                 f" RETURNING {MESSAGE_FIELDS}",
                 message_id,
@@ -1093,11 +1164,10 @@ RETURNING {MESSAGE_FIELDS}
             )
             if row is None:
                 return None
-            await tx.execute("DELETE FROM message_attachments WHERE message_id = $1", message_id)
             pos = await self._append_event(
                 tx, room_id, "message.deleted", message_id=message_id, actor_id=actor_id
             )
-            await self._drop_reactions_and_pin(tx, message_id)
+            await self._drop_dependents(tx, [message_id])
         return to_message(row), pos
 
     async def history(
@@ -1339,7 +1409,7 @@ RETURNING {MESSAGE_FIELDS}
             if renewed is None:
                 return None
             rows = await tx.fetch(
-                "UPDATE messages SET body = '', deleted = TRUE, edited_at = $3"
+                f"UPDATE messages SET {TOMBSTONE}, edited_at = $3"
                 " WHERE id IN (SELECT id FROM messages WHERE sender_id = $1 AND NOT deleted"
                 f" ORDER BY room_id, id LIMIT $2) RETURNING {MESSAGE_FIELDS}",
                 job.target_id,
@@ -1347,11 +1417,6 @@ RETURNING {MESSAGE_FIELDS}
                 now,
             )
             tombstones = sorted(map(to_message, rows), key=lambda m: (m.room_id, m.id))
-            if tombstones:
-                await tx.execute(
-                    f"DELETE FROM message_attachments WHERE message_id {self.engine.in_ids('$1')}",
-                    self.engine.ids_param([m.id for m in tombstones]),
-                )
             deleted = []
             for message in tombstones:
                 pos = await self._append_event(
@@ -1362,6 +1427,8 @@ RETURNING {MESSAGE_FIELDS}
                     actor_id=job.actor_id,
                 )
                 deleted.append((message, pos))
+            if tombstones:
+                await self._drop_dependents(tx, [m.id for m in tombstones])
             done = len(tombstones) < limit
             await tx.execute(
                 "UPDATE jobs SET done_count = done_count + $2,"
@@ -1783,12 +1850,140 @@ RETURNING {MESSAGE_FIELDS}
         )
         return await self._attach(rows)
 
-    @staticmethod
-    async def _drop_reactions_and_pin(tx: Conn, message_id: int) -> None:
-        """A deleted message loses its reactions and its pin (its `message.deleted`
-        says so: no reaction.removed or message.unpinned of their own)."""
-        await tx.execute("DELETE FROM reactions WHERE message_id = $1", message_id)
-        await Database._set_pin(tx, message_id, None)
+    async def _drop_dependents(self, tx: Conn, message_ids: list[int]) -> None:
+        """What a deleted message loses besides its body (see TOMBSTONE): its
+        attachments, mention rows and reactions. Its `message.deleted` says so:
+        no reaction.removed or message.unpinned of their own. Called once the
+        room row is locked (by `_append_event`), so no reaction committed before
+        the deletion is left behind."""
+        ids = self.engine.ids_param(message_ids)
+        for table in ("message_attachments", "mentions", "reactions"):
+            await tx.execute(
+                f"DELETE FROM {table} WHERE message_id {self.engine.in_ids('$1')}", ids
+            )
+
+    # --- threads and mentions --------------------------------------------------------------
+
+    async def _send_in_conversation(self, send: _Send) -> Row | None:
+        """A reply or a send that writes mentions: one transaction, the sender's member
+        row locked first, then the thread's first message (whose counters it bumps),
+        then the room (by the send statement): the order edits and deletions lock
+        them in. Names become members' ids here, under the same lock as the send."""
+        async with self.engine.transaction() as tx:
+            role = await self._locked_role(tx, send.room_id, send.sender_id)
+            if role is None:
+                raise NotMember()
+            thread_id = None
+            if send.reply_to is not None:
+                thread_id = await self._join_thread(
+                    tx, send.room_id, send.reply_to, send.created_at
+                )
+            mentions = await self._resolve_mentions(tx, send.room_id, role, send.mentions)
+            row = await self._insert_message(tx, send, thread_id, mentions)
+            if row is not None and mentions.user_ids:
+                await self._add_mentions(tx, row, mentions.user_ids)
+            return row
+
+    async def _join_thread(self, tx: Conn, room_id: int, reply_to: int, at: int) -> int:
+        """Counts a reply on its thread's first message (`reply_to`'s thread, or
+        `reply_to` itself); returns that message's id, the reply's thread_id."""
+        thread_id: int | None = await tx.fetchval(
+            "UPDATE messages SET reply_count = reply_count + 1,"
+            " last_reply_at = CASE WHEN last_reply_at > $3 THEN last_reply_at ELSE $3 END"
+            " WHERE id = (SELECT COALESCE(p.thread_id, p.id) FROM messages p"
+            "   WHERE p.id = $1 AND p.room_id = $2) RETURNING id",
+            reply_to,
+            room_id,
+            at,
+        )
+        if thread_id is None:
+            raise ReplyNotFound()
+        return thread_id
+
+    async def _resolve_mentions(
+        self, tx: Conn, room_id: int, role: str, written: Written
+    ) -> Mentions:
+        """What `written` mentions in the room now: the members it names, and
+        `@room` if the author manages the room or it is small (mentions.py)."""
+        if not written:
+            return NO_MENTIONS
+        user_ids: tuple[int, ...] = ()
+        if written.names:
+            rows = await tx.fetch(
+                "SELECT u.id, u.username FROM members mb JOIN users u ON u.id = mb.user_id"
+                f" WHERE mb.room_id = $1 AND u.username {self.engine.in_texts('$2')}",
+                room_id,
+                self.engine.ids_param(written.usernames()),
+            )
+            user_ids = written.resolve({r["username"]: r["id"] for r in rows})
+        room = written.room and (
+            role in MANAGERS
+            or await tx.fetchval("SELECT count(*) FROM members WHERE room_id = $1", room_id)
+            <= ROOM_MENTION_MAX_MEMBERS
+        )
+        return Mentions(user_ids, room)
+
+    async def _add_mentions(self, tx: Conn, message: Row, user_ids: Sequence[int]) -> None:
+        await tx.execute(
+            "INSERT INTO mentions (message_id, user_id, room_id, seq)"
+            f" SELECT $1, u.id, $2, $3 FROM users u WHERE u.id {self.engine.in_ids('$4')}",
+            message["id"],
+            message["room_id"],
+            message["seq"],
+            self.engine.ids_param(user_ids),
+        )
+
+    async def _remention(self, tx: Conn, old: Row, new: Mentions, message: Row) -> Mentions:
+        """Brings an edited message's mention rows to `new`, leaving those that stay
+        untouched; returns what is newly mentioned (notified once, never again)."""
+        was = to_mentions(old["mentioned_ids"], old["mentions_room"])
+        gone = sorted(set(was.user_ids) - set(new.user_ids))
+        added = tuple(sorted(set(new.user_ids) - set(was.user_ids)))
+        if gone:
+            await tx.execute(
+                "DELETE FROM mentions WHERE message_id = $1"
+                f" AND user_id {self.engine.in_ids('$2')}",
+                message["id"],
+                self.engine.ids_param(gone),
+            )
+        if added:
+            await self._add_mentions(tx, message, added)
+        return Mentions(added, new.room and not was.room)
+
+    async def thread_replies(
+        self, thread_id: int, after_seq: int, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Up to `limit` replies of a thread in ascending seq, and whether more follow."""
+        rows = await self.engine.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.thread_id = $1 AND m.seq > $2"
+            " ORDER BY m.seq LIMIT $3",
+            thread_id,
+            after_seq,
+            limit + 1,
+        )
+        return await self._attach(rows[:limit]), len(rows) > limit
+
+    async def mentions_of(self, user_id: int, before_id: int, limit: int) -> list[Message]:
+        """Others' messages mentioning the user by name or `@room` in the rooms the
+        user is in, newest (highest id) first, below `before_id`: the newest
+        `limit` of each kind through their indexes, then merged."""
+        rows = await self.engine.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id IN ("
+            " SELECT message_id FROM (SELECT mn.message_id FROM mentions mn"
+            "   JOIN members mb ON mb.room_id = mn.room_id AND mb.user_id = mn.user_id"
+            "   JOIN messages x ON x.id = mn.message_id AND x.sender_id <> $1"
+            "   WHERE mn.user_id = $1 AND mn.message_id < $2"
+            "   ORDER BY mn.message_id DESC LIMIT $3) named"
+            " UNION SELECT id FROM (SELECT mr.id FROM messages mr"
+            "   JOIN members mb ON mb.room_id = mr.room_id AND mb.user_id = $1"
+            "   WHERE mr.mentions_room AND mr.sender_id <> $1 AND mr.id < $2"
+            "   ORDER BY mr.id DESC LIMIT $3) everyone"
+            ") ORDER BY m.id DESC LIMIT $3",
+            user_id,
+            before_id,
+            limit,
+        )
+        return await self._attach(rows)
 
     # --- audit ----------------------------------------------------------------------------
 

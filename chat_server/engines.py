@@ -183,12 +183,16 @@ class Engine(Conn):
     def connections_in_use(self) -> int: ...
 
     @abstractmethod
-    def ids_param(self, ids: Sequence[int]) -> Any:
-        """`ids` as one parameter usable with `in_ids()`."""
+    def ids_param(self, ids: Sequence[int] | Sequence[str]) -> Any:
+        """`ids` as one parameter usable with `in_ids()` (or, strings, `in_texts()`)."""
 
     @abstractmethod
     def in_ids(self, param: str) -> str:
         """SQL testing membership in the id list bound to `param` (e.g. `$2`)."""
+
+    @abstractmethod
+    def in_texts(self, param: str) -> str:
+        """Like `in_ids`, for a list of strings (bound with `ids_param()` too)."""
 
     @abstractmethod
     async def run_script(self, conn: Conn, script: str) -> None: ...
@@ -295,11 +299,14 @@ class PostgresEngine(Engine):
     def connections_in_use(self) -> int:
         return self.pool.get_size() - self.pool.get_idle_size()
 
-    def ids_param(self, ids: Sequence[int]) -> Any:
+    def ids_param(self, ids: Sequence[int] | Sequence[str]) -> Any:
         return list(ids)
 
     def in_ids(self, param: str) -> str:
         return f"= ANY({param}::bigint[])"
+
+    def in_texts(self, param: str) -> str:
+        return f"= ANY({param}::text[])"
 
     async def run_script(self, conn: Conn, script: str) -> None:
         await conn.execute(script)
@@ -471,11 +478,14 @@ class SqliteEngine(Engine):
     def connections_in_use(self) -> int:
         return 1 if self._write_lock.locked() else 0
 
-    def ids_param(self, ids: Sequence[int]) -> Any:
+    def ids_param(self, ids: Sequence[int] | Sequence[str]) -> Any:
         return json.dumps(list(ids))
 
     def in_ids(self, param: str) -> str:
         return f"IN (SELECT value FROM json_each({param}))"
+
+    def in_texts(self, param: str) -> str:
+        return self.in_ids(param)
 
     async def run_script(self, conn: Conn, script: str) -> None:
         # executescript() would COMMIT first; split into statements instead

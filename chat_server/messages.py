@@ -1,4 +1,5 @@
-"""Messages: the one send path (REST, WebSocket and embedders), history, edits, reads, search."""
+"""Messages: the one send path (REST, WebSocket and embedders), history, threads, edits,
+reads, search and mentions of me."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from . import events, keys
+from . import events, keys, mentions
 from .auth import require_auth
-from .db import MANAGERS, NotMember
+from .db import MANAGERS, NotMember, ReplyNotFound
 from .errors import Forbidden, InvalidRequest, NotFound, RateLimited
 from .events import dumps
 from .models import Message
@@ -22,6 +23,7 @@ from .validation import Validator, path_id, read_json
 MAX_BODY = 4000
 MAX_ATTACHMENTS = 10
 CLIENT_ID = re.compile(r"[\x20-\x7e]{1,64}")
+MAX_ID = 2**63 - 1  # above every id: where "newest first" pages start
 T = TypeVar("T")
 
 
@@ -78,21 +80,25 @@ async def post_message(
         raise RateLimited(wait, "sending too fast")
     db = app[keys.DB]
     media = []
-    if send.reply_to is not None or send.attachments:
+    if send.attachments:
         await member_room(app, send.room_id, user_id)
-        if send.reply_to is not None and await db.get_message(send.room_id, send.reply_to) is None:
-            raise InvalidRequest.fields({"reply_to": "a message id in the same room"})
         for media_id in send.attachments:
             item = await db.get_media(media_id)
             if item is None or item.uploader_id != user_id:
                 raise InvalidRequest.fields({"attachments": "media you uploaded"})
             media.append(item)
-    result = await _changed(
-        app,
-        send.room_id,
-        user_id,
-        db.send_message(send.room_id, user_id, send.body, send.client_id, send.reply_to, media),
-    )
+    written = mentions.find(send.body)
+    try:
+        result = await _changed(
+            app,
+            send.room_id,
+            user_id,
+            db.send_message(
+                send.room_id, user_id, send.body, send.client_id, send.reply_to, media, written
+            ),
+        )
+    except ReplyNotFound:
+        raise InvalidRequest.fields({"reply_to": "a message id in the same room"}) from None
     message = result.message
     as_json = message.to_json()
     posted = Posted(message, result.created, dumps(as_json))
@@ -146,6 +152,26 @@ async def history(request: web.Request) -> web.Response:
     return web.json_response({"items": [m.to_json() for m in messages], "has_more": has_more})
 
 
+async def thread(request: web.Request) -> web.Response:
+    """The replies of the thread a message starts (or, for a reply, belongs to),
+    ascending seq: visible as the room's history is, tombstones included."""
+    me = await require_auth(request)
+    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    v = Validator(request.query, query=True)
+    after_seq = v.integer("after_seq", minimum=0)
+    limit = page_limit(v)
+    v.check()
+    db = request.app[keys.DB]
+    message = await db.get_message(room.id, path_id(request, "message_id"))
+    if message is None:
+        raise NotFound("no such message")
+    replies, has_more = await db.thread_replies(
+        message.thread_id or message.id, after_seq or 0, limit
+    )
+    replies = await db.with_reactions(replies, me.user_id)
+    return web.json_response({"items": [m.to_json() for m in replies], "has_more": has_more})
+
+
 async def _own_message(request: web.Request) -> tuple[Any, Message]:
     me = await require_auth(request)
     room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
@@ -174,15 +200,16 @@ async def edit_message(request: web.Request) -> web.Response:
         request.app,
         room.id,
         me.user_id,
-        request.app[keys.DB].edit_message(room.id, message.id, me.user_id, body),
+        request.app[keys.DB].edit_message(
+            room.id, message.id, me.user_id, body, mentions.find(body)
+        ),
     )
     if edited is None:
         raise NotFound("no such message")
-    message, pos = edited
-    [message] = await request.app[keys.DB].with_reactions([message], me.user_id)
+    [message] = await request.app[keys.DB].with_reactions([edited.message], me.user_id)
     # Its reactions' `me` differs by member: each connection reads it as its user sees it.
     as_json = message.to_json()
-    payload = events.message_payload("message.edited", room.id, pos, as_json)
+    payload = events.message_payload("message.edited", room.id, edited.pos, as_json)
     request.app[keys.HUB].publish(events.viewer_message_event(payload))
     return web.json_response(as_json)
 
@@ -233,6 +260,19 @@ async def search(request: web.Request) -> web.Response:
     before_id = decode_cursor(v, numeric=True)
     v.check()
     db = request.app[keys.DB]
-    found = await db.search_messages(me.user_id, query, room_id, before_id or 2**63 - 1, limit + 1)
+    found = await db.search_messages(me.user_id, query, room_id, before_id or MAX_ID, limit + 1)
+    found = await db.with_reactions(found, me.user_id)
+    return web.json_response(page(found, limit, lambda message: message.id))
+
+
+async def my_mentions(request: web.Request) -> web.Response:
+    """Others' messages mentioning me (by name or `@room`) in the rooms I am in, newest first."""
+    me = await require_auth(request)
+    v = Validator(request.query, query=True)
+    limit = page_limit(v)
+    before_id = decode_cursor(v, numeric=True)
+    v.check()
+    db = request.app[keys.DB]
+    found = await db.mentions_of(me.user_id, before_id or MAX_ID, limit + 1)
     found = await db.with_reactions(found, me.user_id)
     return web.json_response(page(found, limit, lambda message: message.id))

@@ -142,6 +142,7 @@ class Room:
     member_count: int
     my_role: str | None
     my_last_read_seq: int
+    unread_mentions: int = 0  # messages after the read marker that mention the viewer
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -157,6 +158,7 @@ class Room:
             "my_role": self.my_role,
             "my_last_read_seq": self.my_last_read_seq,
             "unread_count": max(0, self.last_seq - self.my_last_read_seq),
+            "unread_mentions": self.unread_mentions,
         }
 
 
@@ -227,6 +229,23 @@ class Reaction:
 
 
 @dataclass(frozen=True, slots=True)
+class Mentions:
+    """Whom a message mentions: members by user id (ascending), and `@room`."""
+
+    user_ids: tuple[int, ...] = ()
+    room: bool = False
+
+    def __bool__(self) -> bool:
+        return self.room or bool(self.user_ids)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user_ids": list(self.user_ids), "room": self.room}
+
+
+NO_MENTIONS = Mentions()
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     id: int
     room_id: int
@@ -243,6 +262,10 @@ class Message:
     pinned: bool = False
     # Filled per viewer (Database.with_reactions) where `me` matters; () for a new message.
     reactions: tuple[Reaction, ...] = field(default=())
+    thread_id: int | None = None  # its thread's first message, for a reply
+    reply_count: int = 0  # for a thread's first message: its replies (tombstones too)
+    last_reply_at: int | None = None
+    mentions: Mentions = NO_MENTIONS
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -253,12 +276,19 @@ class Message:
             "body": "" if self.deleted else self.body,
             "client_id": self.client_id,
             "reply_to": self.reply_to,
+            "thread_id": self.thread_id,
             "attachments": [] if self.deleted else [m.to_json() for m in self.attachments],
             "created_at": iso(self.created_at),
             "edited_at": iso(self.edited_at),
             "deleted": self.deleted,
             "pinned": self.pinned and not self.deleted,
             "reactions": [] if self.deleted else [r.to_json() for r in self.reactions],
+            "mentions": (NO_MENTIONS if self.deleted else self.mentions).to_json(),
+            "thread": (
+                {"reply_count": self.reply_count, "last_reply_at": iso(self.last_reply_at)}
+                if self.reply_count
+                else None
+            ),
         }
 
 

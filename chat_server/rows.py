@@ -6,15 +6,18 @@ The column lists that produce these rows live next to the queries in db.py.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from .engines import Row
 from .models import (
+    NO_MENTIONS,
     AdminUser,
     Audit,
     Invite,
     Job,
     Media,
     Member,
+    Mentions,
     Message,
     Room,
     Session,
@@ -75,6 +78,7 @@ def to_room(row: Row) -> Room:
         row["member_count"],
         row["my_role"],
         row["my_last_read_seq"],
+        row["unread_mentions"],
     )
 
 
@@ -93,7 +97,19 @@ def to_message(row: Row, attachments: tuple[Media, ...] = ()) -> Message:
         row["pos"],
         attachments,
         pinned=row["pinned_pos"] is not None,
+        thread_id=row["thread_id"],
+        reply_count=row["reply_count"],
+        last_reply_at=row["last_reply_at"],
+        mentions=to_mentions(row["mentioned_ids"], row["mentions_room"]),
     )
+
+
+def to_mentions(mentioned_ids: str | None, room: Any) -> Mentions:
+    """A message's mentions from its row: "1,5,9" (or NULL) and the `@room` flag."""
+    if mentioned_ids is None and not room:
+        return NO_MENTIONS
+    ids = tuple(int(i) for i in mentioned_ids.split(",")) if mentioned_ids else ()
+    return Mentions(ids, bool(room))
 
 
 def to_member(row: Row) -> Member:

@@ -43,6 +43,7 @@ ROOM = {
     "my_role": "owner",
     "my_last_read_seq": 2,
     "unread_count": 0,
+    "unread_mentions": 0,
 }
 MESSAGE = {
     "id": 7,
@@ -56,6 +57,11 @@ MESSAGE = {
     "created_at": "2026-11-23T22:37:53.123Z",
     "edited_at": None,
     "deleted": False,
+    "thread_id": None,
+    "mentions": {"user_ids": [], "room": False},
+    "thread": None,
+    "pinned": False,
+    "reactions": [],
 }
 # The objects with the fields revision 2 of the contract adds.
 USER_2 = USER | {"is_admin": False, "is_bot": False, "deactivated": False}

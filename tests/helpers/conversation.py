@@ -1,13 +1,13 @@
-"""REST calls for reactions and pins (API.md "Conversation"), shared by their tests."""
+"""REST and WebSocket calls the conversation tests share (API.md "Conversation"):
+reactions, pins, threads and mentions."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import quote
 
-from .ws import page_events
-
-ROOMS = "/api/v1/rooms"
+from . import ROOMS, Account, messages_path
+from .ws import Recorder, connect, page_events
 
 
 def reaction_path(room_id: int, message_id: int, emoji: str) -> str:
@@ -98,3 +98,69 @@ def fold_reactions(events: list[dict[str, Any]]) -> dict[tuple[int, str], int]:
         if event["type"] in ("reaction.added", "reaction.removed"):
             counts[(event["message_id"], event["emoji"])] = event["count"]
     return {key: count for key, count in counts.items() if count}
+
+
+def message_path(message: dict[str, Any]) -> str:
+    return f"{ROOMS}/{message['room_id']}/messages/{message['id']}"
+
+
+async def get_json(client, account: Account, path: str) -> Any:
+    response = await client.get(path, headers=account.headers)
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def room_of(client, account: Account, room: dict[str, Any]) -> dict[str, Any]:
+    """The room as `account` sees it now."""
+    return await get_json(client, account, f"{ROOMS}/{room['id']}")
+
+
+async def messages_by_id(
+    client, account: Account, room: dict[str, Any]
+) -> dict[int, dict[str, Any]]:
+    """The room's newest (up to 100) messages as `account` reads them, by id."""
+    page = await get_json(client, account, messages_path(room) + "?limit=100")
+    return {m["id"]: m for m in page["items"]}
+
+
+async def mark_read(client, account: Account, room: dict[str, Any], seq: int) -> None:
+    response = await client.post(
+        f"{ROOMS}/{room['id']}/read", json={"seq": seq}, headers=account.headers
+    )
+    assert response.status == 204, await response.text()
+
+
+async def edit(client, account: Account, message: dict[str, Any], body: str) -> dict[str, Any]:
+    response = await client.patch(
+        message_path(message), json={"body": body}, headers=account.headers
+    )
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def delete(client, account: Account, message: dict[str, Any]) -> None:
+    response = await client.delete(message_path(message), headers=account.headers)
+    assert response.status == 204, await response.text()
+
+
+async def leave(client, account: Account, room: dict[str, Any]) -> None:
+    response = await client.post(f"{ROOMS}/{room['id']}/leave", headers=account.headers)
+    assert response.status == 204, await response.text()
+
+
+async def replayed_messages(
+    client, account: Account, room: dict[str, Any]
+) -> dict[int, dict[str, Any]]:
+    """The messages of the `message.new` events a connection resuming the room from its
+    start is sent (rebuilt from the rows as they are now), by id."""
+    rooms = {room["id"]: 0}
+    ws = await connect(client, account, via_frame=True, rooms=rooms)
+    replay = Recorder(ws, account.id, rooms)
+    await replay.wait_for(lambda r: r.of_type("resumed"), what="resumed")
+    replay.assert_clean()
+    await replay.close()
+    return {
+        e["message"]["id"]: e["message"]
+        for e in replay.events.get(room["id"], [])
+        if e["type"] == "message.new"
+    }
