@@ -30,6 +30,7 @@ from .models import (
     Actor,
     AdminUser,
     Audit,
+    Ban,
     Invite,
     Job,
     Media,
@@ -37,6 +38,7 @@ from .models import (
     Mentions,
     Message,
     Reaction,
+    Report,
     Room,
     Session,
     StreamEntry,
@@ -46,12 +48,14 @@ from .models import (
 from .rows import (
     to_admin_user,
     to_audit,
+    to_ban,
     to_invite,
     to_job,
     to_media,
     to_member,
     to_mentions,
     to_message,
+    to_report,
     to_room,
     to_session,
     to_stream_entry,
@@ -117,6 +121,23 @@ ACCOUNT_STATES = {
     "deactivated": " AND u.deactivated_at IS NOT NULL",
     "all": "",
 }
+BAN_COLUMNS = f"{USER_COLUMNS}, b.reason, b.by_id, b.created_at AS banned_at"
+# A report with its reporter (user columns) and room; the message is loaded apart.
+REPORTS_SELECT = (
+    "SELECT rp.id AS report_id, rp.state, rp.reason, rp.comment, rp.message_id,"
+    " rp.created_at AS reported_at, rp.resolved_by, r.id AS room_id, r.name AS room_name,"
+    f" r.kind AS room_kind, {USER_COLUMNS}"
+    " FROM reports rp JOIN users u ON u.id = rp.reporter_id JOIN rooms r ON r.id = rp.room_id"
+)
+
+
+def outranks(moderator_role: str | None, member_role: str | None) -> bool:
+    """Whether a moderator with `moderator_role` may remove or ban a member with
+    `member_role` (None: not a member): managers may, the owner nobody may, and
+    only the owner (or a server admin, acting as one) may an admin."""
+    if moderator_role not in MANAGERS or member_role == "owner":
+        return False
+    return member_role != "admin" or moderator_role == "owner"
 
 
 def _like_prefix(text: str) -> str:
@@ -193,6 +214,11 @@ class ReplyNotFound(Exception):
     """A reply to a message that is not in the room."""
 
 
+class AccountDeactivated(Exception):
+    """A new room's first member (its owner, or one of a DM's two) was deactivated
+    meanwhile: the room is not created."""
+
+
 class _AlreadyMember(Exception):
     """Rolls back a join that lost a race with the same join (or with the
     account's deactivation)."""
@@ -214,6 +240,22 @@ class ReactionChange:
     seq: int  # of the message reacted to
     count: int  # the emoji's count afterwards
     pos: int | None  # of the room event; None: nothing changed (idempotent repeat)
+
+
+class Banned(Exception):
+    """A join or add of a user banned from the room (rolled back)."""
+
+
+class RoomGone(Exception):
+    """A join of a room deleted meanwhile, or a second deletion (rolled back)."""
+
+
+class _MembersChanged(Exception):
+    """Rolls back a room deletion that a join committed under (it is tried again)."""
+
+
+class Refused(Exception):
+    """A moderation action the actor's role does not allow (checked under its locks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,7 +564,7 @@ class Database:
         " OR EXISTS (SELECT 1 FROM message_attachments a"
         "   JOIN messages m ON m.id = a.message_id AND NOT m.deleted"
         "   JOIN rooms r ON r.id = m.room_id"
-        "   WHERE a.media_id = md.id AND (r.kind = 'public' OR EXISTS ("
+        "   WHERE a.media_id = md.id AND r.deleted_at IS NULL AND (r.kind = 'public' OR EXISTS ("
         "     SELECT 1 FROM members mb WHERE mb.room_id = r.id AND mb.user_id = $2))))"
     )
 
@@ -549,7 +591,7 @@ class Database:
                 owner_id,
                 now,
             )
-            await self._join(tx, room_id, owner_id, "owner", None)
+            await self._first_join(tx, room_id, owner_id, "owner")
             return await self._room_in(tx, room_id, owner_id)
 
     async def _room_in(self, conn: Conn, room_id: int, viewer_id: int) -> Room:
@@ -558,16 +600,25 @@ class Database:
         )
         return to_room(row)
 
-    async def get_room(self, room_id: int, viewer_id: int) -> Room | None:
+    async def get_room(
+        self, room_id: int, viewer_id: int, *, include_deleted: bool = False
+    ) -> Room | None:
+        """The room as the viewer sees it; a deleted room only with `include_deleted`
+        (for what its stream still tells: the removed members' `room.removed`)."""
         row = await self.engine.fetchrow(
-            f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER} WHERE r.id = $2", viewer_id, room_id
+            f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER}"
+            " WHERE r.id = $2 AND ($3 OR r.deleted_at IS NULL)",
+            viewer_id,
+            room_id,
+            include_deleted,
         )
         return None if row is None else to_room(row)
 
     async def list_my_rooms(self, user_id: int) -> list[Room]:
         rows = await self.engine.fetch(
             f"SELECT {ROOM_COLUMNS} FROM rooms r"
-            " JOIN members me ON me.room_id = r.id AND me.user_id = $1 ORDER BY r.id",
+            " JOIN members me ON me.room_id = r.id AND me.user_id = $1"
+            " WHERE r.deleted_at IS NULL ORDER BY r.id",
             user_id,
         )
         return [to_room(r) for r in rows]
@@ -577,7 +628,8 @@ class Database:
     ) -> list[Room]:
         rows = await self.engine.fetch(
             f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER}"
-            " WHERE r.kind = 'public' AND lower(r.name) LIKE $2 ESCAPE '\\' AND r.id > $3"
+            " WHERE r.kind = 'public' AND r.deleted_at IS NULL"
+            " AND lower(r.name) LIKE $2 ESCAPE '\\' AND r.id > $3"
             " ORDER BY r.id LIMIT $4",
             viewer_id,
             "%" + _like_prefix(prefix),
@@ -624,7 +676,7 @@ class Database:
                         dm_key,
                     )
                     for member in (low, high):
-                        await self._join(tx, room_id, member, "member", None)
+                        await self._first_join(tx, room_id, member, "member")
                     return await self._room_in(tx, room_id, user_id), True
             except UniqueViolation:  # created concurrently by the other user
                 existing = await self.engine.fetchval(
@@ -769,6 +821,8 @@ class Database:
 
         None if they already were one (their role is unchanged), also when the
         same join commits concurrently: the unique key decides, never a 500.
+        Raises Banned when the user is banned from the room, RoomGone when
+        the room was deleted.
         """
         try:
             async with self.engine.transaction() as tx:
@@ -776,14 +830,28 @@ class Database:
         except _AlreadyMember:
             return None
 
+    async def _first_join(self, tx: Conn, room_id: int, user_id: int, role: str) -> None:
+        """A member of a room this transaction creates: no one else can have
+        joined it, so a refused join means the account was deactivated."""
+        try:
+            await self._join(tx, room_id, user_id, role, None)
+        except _AlreadyMember:
+            raise AccountDeactivated() from None
+
     async def _join(
         self, tx: Conn, room_id: int, user_id: int, role: str, actor_id: int | None
     ) -> int:
-        # A deactivated account joins nothing; `FOR SHARE` waits for a
-        # deactivation in progress (which removes the memberships it sees).
+        """Inserts the member unless the account is deactivated or banned from the
+        room (invariant 9). The user's row is locked first, in its own statement
+        (FOR SHARE: a ban's FOR NO KEY UPDATE and a deactivation's UPDATE wait
+        for it and make it wait), so the insert's fresh snapshot reads any ban
+        or deactivation committed before it, and one committed after it finds,
+        and removes, the new member."""
+        await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", user_id)
         inserted = await tx.fetchval(
             "INSERT INTO members (room_id, user_id, role, joined_at)"
-            " SELECT $1, id, $3, $4 FROM users WHERE id = $2 AND deactivated_at IS NULL FOR SHARE"
+            " SELECT $1, id, $3, $4 FROM users WHERE id = $2 AND deactivated_at IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.room_id = $1 AND b.user_id = $2)"
             " ON CONFLICT (room_id, user_id) DO NOTHING RETURNING user_id",
             room_id,
             user_id,
@@ -791,10 +859,15 @@ class Database:
             now_ms(),
         )
         if inserted is None:
+            if await self._is_banned(tx, room_id, user_id):
+                raise Banned()
             raise _AlreadyMember()
         pos = await self._append_event(
             tx, room_id, "member.joined", user_id=user_id, actor_id=actor_id, detail=role
         )
+        # The room row is locked now: a deletion committed meanwhile is seen here.
+        if await tx.fetchval("SELECT deleted_at FROM rooms WHERE id = $1", room_id) is not None:
+            raise RoomGone()
         await tx.execute(
             "UPDATE members SET joined_pos = $3 WHERE room_id = $1 AND user_id = $2",
             room_id,
@@ -812,16 +885,29 @@ class Database:
         change locks them (see `_locked_role`).
         """
         async with self.engine.transaction() as tx:
-            removed = await tx.fetchval(
-                "DELETE FROM members WHERE room_id = $1 AND user_id = $2 RETURNING user_id",
-                room_id,
-                user_id,
-            )
-            if removed is None:
-                return None
-            return await self._append_event(
-                tx, room_id, "member.left", user_id=user_id, actor_id=actor_id, detail=reason
-            )
+            return await self._leave(tx, room_id, user_id, reason, actor_id)
+
+    async def kick_member(self, room_id: int, user_id: int, actor: Actor) -> int | None:
+        """`remove_member` by a moderator (`member.left`, `kicked`), audited as `member.kick`."""
+        async with self.engine.transaction() as tx:
+            pos = await self._leave(tx, room_id, user_id, "kicked", actor.user_id)
+            if pos is not None:
+                await self._audit(tx, actor, "member.kick", "user", user_id, {"room_id": room_id})
+            return pos
+
+    async def _leave(
+        self, tx: Conn, room_id: int, user_id: int, reason: str, actor_id: int | None
+    ) -> int | None:
+        removed = await tx.fetchval(
+            "DELETE FROM members WHERE room_id = $1 AND user_id = $2 RETURNING user_id",
+            room_id,
+            user_id,
+        )
+        if removed is None:
+            return None
+        return await self._append_event(
+            tx, room_id, "member.left", user_id=user_id, actor_id=actor_id, detail=reason
+        )
 
     async def get_member(self, room_id: int, user_id: int) -> Member | None:
         row = await self.engine.fetchrow(
@@ -1138,18 +1224,20 @@ RETURNING {MESSAGE_FIELDS}
         return Edit(messages[0], pos, newly_mentioned)
 
     async def delete_message(
-        self, room_id: int, message_id: int, actor_id: int
+        self, room_id: int, message_id: int, actor: Actor
     ) -> tuple[Message, int] | None:
         """Tombstones a message as the room event `message.deleted`: id and seq stay,
         body and attachments go.
 
-        The actor is its sender or one of the room's managers (checked under the
-        member row's lock). Returns the tombstone and the event's pos, or None
-        when there is no such live message the actor may delete; raises
-        NotMember when the actor is not (or no longer) in the room.
+        The actor is its sender or one of the room's managers, or a server admin
+        (checked under the member row's lock); deleting someone else's message
+        is audited as `message.delete`. Returns the tombstone and the event's
+        pos, or None when there is no such live message the actor may delete;
+        raises NotMember when the actor is not (or no longer) in the room and
+        not a server admin.
         """
         async with self.engine.transaction() as tx:
-            role = await self._locked_role(tx, room_id, actor_id)
+            role = await self._moderator_role(tx, room_id, actor.user_id)
             if role is None:
                 raise NotMember()
             row = await tx.fetchrow(
@@ -1159,15 +1247,18 @@ RETURNING {MESSAGE_FIELDS}
                 message_id,
                 room_id,
                 now_ms(),
-                actor_id,
+                actor.user_id,
                 role in MANAGERS,
             )
             if row is None:
                 return None
             pos = await self._append_event(
-                tx, room_id, "message.deleted", message_id=message_id, actor_id=actor_id
+                tx, room_id, "message.deleted", message_id=message_id, actor_id=actor.user_id
             )
             await self._drop_dependents(tx, [message_id])
+            if row["sender_id"] != actor.user_id:
+                details = {"room_id": room_id, "sender_id": row["sender_id"]}
+                await self._audit(tx, actor, "message.delete", "message", message_id, details)
         return to_message(row), pos
 
     async def history(
@@ -1984,6 +2075,225 @@ RETURNING {MESSAGE_FIELDS}
             limit,
         )
         return await self._attach(rows)
+
+    # --- moderation -------------------------------------------------------------------
+    #
+    # Lock order, as everywhere: users rows, then member rows (by user id), then
+    # the room row (`_append_event`). A ban locks the banned user's row FOR NO KEY
+    # UPDATE, which a join's FOR SHARE waits for (and the other way round), so a
+    # join either commits first and is undone by the ban, or sees the ban.
+
+    async def _moderator_role(self, tx: Conn, room_id: int, user_id: int) -> str | None:
+        """The user's role in the room (member row locked), or "owner" for a server
+        admin, who moderates any room as its owner would."""
+        return await self._as_moderator(tx, user_id, await self._locked_role(tx, room_id, user_id))
+
+    @staticmethod
+    async def _as_moderator(tx: Conn, user_id: int, role: str | None) -> str | None:
+        if role == "owner":
+            return role
+        return "owner" if await Database._is_admin(tx, user_id) else role
+
+    @staticmethod
+    async def _is_banned(conn: Conn, room_id: int, user_id: int) -> bool:
+        row = await conn.fetchval(
+            "SELECT 1 FROM bans WHERE room_id = $1 AND user_id = $2", room_id, user_id
+        )
+        return row is not None
+
+    async def ban_member(
+        self, room_id: int, user_id: int, reason: str, actor: Actor
+    ) -> tuple[Ban, int | None] | None:
+        """Bans a user from the room: removes them if a member (`member.left`,
+        `banned`), records the ban and audits `member.ban`, in one transaction.
+
+        Returns the ban and the pos of the removal (None: was not a member), or
+        None when already banned. Raises Refused unless the actor outranks the
+        user (see `outranks`; nobody bans themself).
+        """
+        async with self.engine.transaction() as tx:
+            await tx.fetch(
+                "SELECT id FROM users WHERE id IN ($1, $2) ORDER BY id FOR NO KEY UPDATE",
+                actor.user_id,
+                user_id,
+            )
+            rows = await tx.fetch(
+                "SELECT user_id, role FROM members WHERE room_id = $1 AND user_id IN ($2, $3)"
+                " ORDER BY user_id FOR KEY SHARE",
+                room_id,
+                actor.user_id,
+                user_id,
+            )
+            roles = {r["user_id"]: r["role"] for r in rows}
+            role = await self._as_moderator(tx, actor.user_id, roles.get(actor.user_id))
+            if user_id == actor.user_id or not outranks(role, roles.get(user_id)):
+                raise Refused()
+            banned = await tx.fetchval(
+                "INSERT INTO bans (room_id, user_id, reason, by_id, created_at)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, user_id) DO NOTHING"
+                " RETURNING user_id",
+                room_id,
+                user_id,
+                reason,
+                actor.user_id,
+                now_ms(),
+            )
+            if banned is None:
+                return None
+            pos = await self._leave(tx, room_id, user_id, "banned", actor.user_id)
+            details = {"room_id": room_id, "reason": reason}
+            await self._audit(tx, actor, "member.ban", "user", user_id, details)
+            row = await tx.fetchrow(
+                f"SELECT {BAN_COLUMNS} FROM bans b JOIN users u ON u.id = b.user_id"
+                " WHERE b.room_id = $1 AND b.user_id = $2",
+                room_id,
+                user_id,
+            )
+        return to_ban(row), pos
+
+    async def unban_member(self, room_id: int, user_id: int, actor: Actor) -> bool:
+        """Lifts a ban, audited as `member.unban`; False when there was none.
+        Raises Refused unless the actor manages the room (or is a server admin)."""
+        async with self.engine.transaction() as tx:
+            if await self._moderator_role(tx, room_id, actor.user_id) not in MANAGERS:
+                raise Refused()
+            lifted = await tx.fetchval(
+                "DELETE FROM bans WHERE room_id = $1 AND user_id = $2 RETURNING user_id",
+                room_id,
+                user_id,
+            )
+            if lifted is None:
+                return False
+            await self._audit(tx, actor, "member.unban", "user", user_id, {"room_id": room_id})
+        return True
+
+    async def list_bans(self, room_id: int, after_user_id: int, limit: int) -> list[Ban]:
+        rows = await self.engine.fetch(
+            f"SELECT {BAN_COLUMNS} FROM bans b JOIN users u ON u.id = b.user_id"
+            " WHERE b.room_id = $1 AND b.user_id > $2 ORDER BY b.user_id LIMIT $3",
+            room_id,
+            after_user_id,
+            limit,
+        )
+        return [to_ban(r) for r in rows]
+
+    async def delete_room(self, room_id: int, actor: Actor) -> list[tuple[int, int]]:
+        """Deletes a room (soft: `deleted_at`), as its owner or a server admin.
+
+        In one transaction every member is removed (`member.left`,
+        `room_deleted`; member rows locked in user id order before the room
+        row), the room is marked deleted and `room.delete` audited. Returns the
+        removed (user_id, pos) pairs. Raises Refused for anyone else, RoomGone
+        when it is deleted already.
+
+        A join fails once the room is marked (it reads `deleted_at` under the
+        room row's lock), but one that committed between the member rows' lock and the
+        room row's is a member the first pass did not see: then the whole
+        deletion is tried again (member rows cannot be locked after the room
+        row without risking a deadlock with that member's sends).
+        """
+        while True:
+            try:
+                return await self._delete_room_once(room_id, actor)
+            except _MembersChanged:
+                continue
+
+    async def _delete_room_once(self, room_id: int, actor: Actor) -> list[tuple[int, int]]:
+        async with self.engine.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT user_id, role FROM members WHERE room_id = $1 ORDER BY user_id FOR UPDATE",
+                room_id,
+            )
+            roles = {r["user_id"]: r["role"] for r in rows}
+            if await self._as_moderator(tx, actor.user_id, roles.get(actor.user_id)) != "owner":
+                raise Refused()
+            removed = []
+            for user_id in roles:
+                pos = await self._leave(tx, room_id, user_id, "room_deleted", actor.user_id)
+                if pos is not None:
+                    removed.append((user_id, pos))
+            deleted = await tx.fetchval(
+                "UPDATE rooms SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL"
+                " RETURNING id",
+                room_id,
+                now_ms(),
+            )
+            if deleted is None:
+                raise RoomGone()
+            # The room row is locked now: a member seen here joined meanwhile.
+            if await tx.fetchval("SELECT 1 FROM members WHERE room_id = $1 LIMIT 1", room_id):
+                raise _MembersChanged()
+            details = {"members": len(removed)}
+            await self._audit(tx, actor, "room.delete", "room", room_id, details)
+        return removed
+
+    async def create_report(
+        self, room_id: int, message_id: int, reporter_id: int, reason: str, comment: str
+    ) -> int | None:
+        """Files a report of a live message the reporter may read (a public room's,
+        or a member's); None when there is no such message for them. The check is
+        the insert's own condition. Raises UniqueViolation for a second report of
+        the same message by the same reporter."""
+        row = await self.engine.write(
+            "INSERT INTO reports (message_id, room_id, reporter_id, reason, comment, created_at)"
+            " SELECT m.id, m.room_id, $3, $4, $5, $6"
+            " FROM messages m JOIN rooms r ON r.id = m.room_id"
+            " WHERE m.id = $2 AND m.room_id = $1 AND NOT m.deleted AND r.deleted_at IS NULL"
+            " AND (r.kind = 'public' OR EXISTS (SELECT 1 FROM members mb"
+            "   WHERE mb.room_id = r.id AND mb.user_id = $3)) RETURNING id",
+            room_id,
+            message_id,
+            reporter_id,
+            reason,
+            comment,
+            now_ms(),
+        )
+        return None if row is None else int(row["id"])
+
+    async def _reports(self, rows: list[Row]) -> list[Report]:
+        messages = await self.messages_by_ids(sorted({r["message_id"] for r in rows}))
+        return [to_report(r, messages[r["message_id"]]) for r in rows]
+
+    async def get_report(self, report_id: int) -> Report | None:
+        rows = await self.engine.fetch(f"{REPORTS_SELECT} WHERE rp.id = $1", report_id)
+        reports = await self._reports(rows)
+        return reports[0] if reports else None
+
+    async def reports_page(self, state: str, before_id: int, limit: int) -> list[Report]:
+        """Reports in `state` older than `before_id`, newest first."""
+        rows = await self.engine.fetch(
+            f"{REPORTS_SELECT} WHERE rp.state = $1 AND rp.id < $2 ORDER BY rp.id DESC LIMIT $3",
+            state,
+            before_id,
+            limit,
+        )
+        return await self._reports(rows)
+
+    async def decide_report(self, report_id: int, state: str, actor: Actor) -> Report | None:
+        """Resolves or dismisses an open report, audited as `report.resolve` or
+        `report.dismiss`; None when there is no such open report."""
+        async with self.engine.transaction() as tx:
+            decided = await tx.fetchrow(
+                "UPDATE reports SET state = $2, resolved_by = $3, resolved_at = $4"
+                " WHERE id = $1 AND state = 'open' RETURNING message_id",
+                report_id,
+                state,
+                actor.user_id,
+                now_ms(),
+            )
+            if decided is None:
+                return None
+            action = "report.resolve" if state == "resolved" else "report.dismiss"
+            details = {"message_id": decided["message_id"]}
+            await self._audit(tx, actor, action, "report", report_id, details)
+        return await self.get_report(report_id)
+
+    async def admin_ids(self) -> list[int]:
+        """The server's active admins (who receive `report.new`)."""
+        rows = await self.engine.fetch(
+            "SELECT id FROM users WHERE is_admin AND deactivated_at IS NULL ORDER BY id"
+        )
+        return [r["id"] for r in rows]
 
     # --- audit ----------------------------------------------------------------------------
 

@@ -208,6 +208,11 @@ def read(room_id: int, user_id: int, seq: int) -> Event:
     )
 
 
+def report_new(report: dict[str, Any], admin_ids: tuple[int, ...]) -> Event:
+    """To the admins' connections: a message was reported."""
+    return Event.of({"type": "report.new", "report": report}, user_ids=admin_ids)
+
+
 # --- frames for one connection (text) -------------------------------------------------
 
 

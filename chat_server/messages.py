@@ -11,13 +11,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from . import events, keys, mentions
-from .auth import require_auth
+from .auth import client_ip, require_auth
 from .db import MANAGERS, NotMember, ReplyNotFound
 from .errors import Forbidden, InvalidRequest, NotFound, RateLimited
 from .events import dumps
-from .models import Message
+from .models import Actor, Message
 from .paging import decode_cursor, page, page_limit
-from .rooms import member_room, visible_room
+from .rooms import member_room, moderated_room, visible_room
 from .validation import Validator, path_id, read_json
 
 MAX_BODY = 4000
@@ -215,15 +215,18 @@ async def edit_message(request: web.Request) -> web.Response:
 
 
 async def delete_message(request: web.Request) -> web.Response:
+    """As the sender, or a room's owner or admin or a server admin (others' messages: audited)."""
     me = await require_auth(request)
-    room, message = await _own_message(request)
-    if room.my_role is None or (message.sender_id != me.user_id and room.my_role not in MANAGERS):
+    room, role = await moderated_room(request.app, path_id(request, "room_id"), me.user_id)
+    db = request.app[keys.DB]
+    message = await db.get_message(room.id, path_id(request, "message_id"))
+    if message is None:
+        raise NotFound("no such message")
+    if role is None or (message.sender_id != me.user_id and role not in MANAGERS):
         raise Forbidden("only the sender or the room's owner or an admin may delete a message")
+    actor = Actor(me.user_id, client_ip(request))
     deleted = await _changed(
-        request.app,
-        room.id,
-        me.user_id,
-        request.app[keys.DB].delete_message(room.id, message.id, me.user_id),
+        request.app, room.id, me.user_id, db.delete_message(room.id, message.id, actor)
     )
     if deleted is not None:
         tombstone, pos = deleted

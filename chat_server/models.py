@@ -317,3 +317,51 @@ class Invite:
             "created_at": iso(self.created_at),
             "revoked": self.revoked,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A user barred from a room until lifted (API.md "Registration and server administration")."""
+
+    user: User
+    reason: str
+    by: int | None  # who banned them; None once that account is gone
+    created_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user": self.user.to_json(),
+            "reason": self.reason,
+            "by": self.by,
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A user's report of a message, as admins review it."""
+
+    id: int
+    state: str  # open | resolved | dismissed
+    reason: str
+    comment: str
+    reporter: User
+    message: Message
+    room_id: int
+    room_name: str
+    room_kind: str
+    created_at: int
+    resolved_by: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "reason": self.reason,
+            "comment": self.comment,
+            "reporter": self.reporter.to_json(),
+            "message": self.message.to_json(),
+            "room": {"id": self.room_id, "name": self.room_name, "kind": self.room_kind},
+            "created_at": iso(self.created_at),
+            "resolved_by": self.resolved_by,
+        }

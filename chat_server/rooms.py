@@ -10,10 +10,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import events, keys, stream
-from .auth import require_auth
-from .db import MANAGERS
-from .errors import Conflict, Forbidden, InvalidRequest, NotFound
-from .models import Room, User
+from .auth import client_ip, require_auth
+from .db import MANAGERS, AccountDeactivated, Banned, RoomGone, outranks
+from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
+from .models import Actor, Room, User
 from .paging import decode_cursor, page, page_limit
 from .validation import Validator, path_id, read_json
 
@@ -35,6 +35,28 @@ async def member_room(app: web.Application, room_id: int, user_id: int) -> Room:
     if room.my_role is None:
         raise Forbidden("join the room first")
     return room
+
+
+async def moderated_room(
+    app: web.Application, room_id: int, user_id: int
+) -> tuple[Room, str | None]:
+    """The room and the role the user moderates it with: a server admin acts as its
+    owner, and so may find a private room they are not in (not read it: that still
+    goes through `visible_room`)."""
+    db = app[keys.DB]
+    room = await db.get_room(room_id, user_id)
+    user = await db.get_user(user_id)
+    if room is not None and user is not None and user.is_admin:
+        return room, "owner"
+    room = await visible_room(app, room_id, user_id)
+    return room, room.my_role
+
+
+def refused_join(error: Banned | RoomGone) -> Forbidden | NotFound:
+    """The answer to a join or add that a ban or the room's deletion refused."""
+    if isinstance(error, Banned):
+        return Forbidden("banned from this room")
+    return NotFound("no such room")
 
 
 # --- announcements -------------------------------------------------------------------
@@ -69,7 +91,10 @@ async def create_room(request: web.Request) -> web.Response:
     kind = v.choice("kind", ROOM_KINDS, required=True)
     v.check()
     db = request.app[keys.DB]
-    room = await db.create_room(kind, name, topic or "", me.user_id)
+    try:
+        room = await db.create_room(kind, name, topic or "", me.user_id)
+    except AccountDeactivated:  # deactivated since the request was authenticated
+        raise Unauthorized("session revoked") from None
     owner = await db.get_user(me.user_id)
     if owner is not None:
         announce_join(request.app, room.id, owner, "owner", room.last_pos, None)  # pos 1
@@ -122,7 +147,10 @@ async def join_room(request: web.Request) -> web.Response:
     if room.my_role is not None:
         return web.json_response(room.to_json())
     db = request.app[keys.DB]
-    pos = await db.add_member(room.id, me.user_id, "member", None)
+    try:
+        pos = await db.add_member(room.id, me.user_id, "member", None)
+    except (Banned, RoomGone) as error:
+        raise refused_join(error) from None
     user = await db.get_user(me.user_id)
     if pos is not None and user is not None:  # None: joined concurrently, announced there
         announce_join(request.app, room.id, user, "member", pos, None)
@@ -177,7 +205,10 @@ async def add_member(request: web.Request) -> web.Response:
     user = await db.get_user(user_id)
     if user is None or user.deactivated:
         raise NotFound("no such user")
-    pos = await db.add_member(room.id, user.id, role, me.user_id)
+    try:
+        pos = await db.add_member(room.id, user.id, role, me.user_id)
+    except (Banned, RoomGone) as error:
+        raise refused_join(error) from None
     if pos is None:
         raise Conflict("already a member")
     announce_join(request.app, room.id, user, role, pos, me.user_id)
@@ -188,19 +219,21 @@ async def add_member(request: web.Request) -> web.Response:
 
 
 async def kick_member(request: web.Request) -> web.Response:
+    """Removes a member, as the room's owner or an admin or a server admin (audited)."""
     me = await require_auth(request)
-    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+    room, role = await moderated_room(request.app, path_id(request, "room_id"), me.user_id)
     target_id = path_id(request, "user_id")
-    if room.kind == "dm" or room.my_role not in MANAGERS:
+    if room.kind == "dm" or role not in MANAGERS:
         raise Forbidden("only the room's owner or an admin may remove members")
-    target = await request.app[keys.DB].get_member(room.id, target_id)
+    db = request.app[keys.DB]
+    target = await db.get_member(room.id, target_id)
     if target is None:
         raise NotFound("not a member")
-    if target.user.id != me.user_id and (
-        target.role == "owner" or (target.role == "admin" and room.my_role != "owner")
-    ):
+    if target.user.id != me.user_id and not outranks(role, target.role):
         raise Forbidden("cannot remove a member of equal or higher role")
-    await _remove(request.app, room, target_id, "kicked", me.user_id)
+    pos = await db.kick_member(room.id, target_id, Actor(me.user_id, client_ip(request)))
+    if pos is not None:
+        announce_leave(request.app, room.id, target.user, pos, "kicked")
     return web.Response(status=204)
 
 
@@ -215,7 +248,10 @@ async def open_dm(request: web.Request) -> web.Response:
     other = await db.get_user(other_id)
     if other is None or other.deactivated:
         raise NotFound("no such user")
-    room, created = await db.get_or_create_dm(me.user_id, other_id)
+    try:
+        room, created = await db.get_or_create_dm(me.user_id, other_id)
+    except AccountDeactivated:  # one of the two, since the checks above
+        raise NotFound("no such user") from None
     if created:  # its first two events: the members' `member.joined`, low id first
         hub = request.app[keys.HUB]
         users = {me.user_id: await db.get_user(me.user_id), other_id: other}

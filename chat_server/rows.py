@@ -13,12 +13,14 @@ from .models import (
     NO_MENTIONS,
     AdminUser,
     Audit,
+    Ban,
     Invite,
     Job,
     Media,
     Member,
     Mentions,
     Message,
+    Report,
     Room,
     Session,
     StreamEntry,
@@ -168,4 +170,26 @@ def to_invite(row: Row, room_ids: tuple[int, ...]) -> Invite:
         room_ids,
         row["created_at"],
         row["revoked_at"] is not None,
+    )
+
+
+def to_ban(row: Row) -> Ban:
+    """A row of user columns plus the ban's `reason`, `by_id` and `banned_at`."""
+    return Ban(to_user(row), row["reason"], row["by_id"], row["banned_at"])
+
+
+def to_report(row: Row, message: Message) -> Report:
+    """A row of the reporter's user columns plus the report's and its room's (see db.py)."""
+    return Report(
+        row["report_id"],
+        row["state"],
+        row["reason"],
+        row["comment"],
+        to_user(row),
+        message,
+        row["room_id"],
+        row["room_name"],
+        row["room_kind"],
+        row["reported_at"],
+        row["resolved_by"],
     )

@@ -58,7 +58,7 @@ async def read_events(
     )
     room = None
     if any(e.type == "room.updated" for e in entries):
-        room = await db.get_room(room_id, viewer_id)
+        room = await db.get_room(room_id, viewer_id, include_deleted=True)
     built = [
         RoomEvent(
             entry.pos,

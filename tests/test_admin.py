@@ -8,7 +8,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from chat_server import create_app, jobs, keys
-from chat_server.db import Database, LastAdmin
+from chat_server.db import AccountDeactivated, Database, LastAdmin
 from chat_server.models import Actor, now_ms
 
 from .helpers import PASSWORD, Account, create_room, error_of, join, messages_path, send, signup
@@ -221,6 +221,11 @@ async def test_deactivation_ends_sessions_memberships_and_logins(client, alice, 
     _, password_hash = await db.get_credentials("bob")  # type: ignore[misc]
     # a login that checked the password before the deactivation committed gets no session
     assert await db.create_session(bob.id, password_hash, "jti", "racing login") is None
+    # a DM or room created as the deactivation commits is not created (no 500)
+    with pytest.raises(AccountDeactivated):
+        await db.get_or_create_dm(carol.id, bob.id)
+    with pytest.raises(AccountDeactivated):
+        await db.create_room("public", "racing", "", bob.id)
     # nobody adds them to a room or opens a DM with them
     response = await client.post(
         f"/api/v1/rooms/{general['id']}/members", json={"user_id": bob.id}, headers=carol.headers

@@ -475,7 +475,7 @@ class Connection:
         if self.left_at is None:
             self.left_at = {}
         self.left_at[room_id] = pos
-        room = await self.db.get_room(room_id, self.user_id)
+        room = await self.db.get_room(room_id, self.user_id, include_deleted=True)
         if room is not None:
             await self._write(text_frame(events.room_removed(room)))
 
