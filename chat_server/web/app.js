@@ -30,7 +30,6 @@ class Session {
   constructor(me, landing = null) {
     this.me = me;
     this.landing = landing; // a room to open once the rooms are listed
-    this.deactivated = false; // set when the server removes us as deactivated
     // Per room, the highest room-event pos received over the WebSocket, whose
     // delivery has no holes: the resume point after a reconnect. REST replies
     // never advance it, as they can run ahead of events still to be replayed.
@@ -176,9 +175,9 @@ class Session {
     }
   }
 
-  // We left a room, or were removed from it: say why, unless we did it.
+  // We were removed from a room: say why (a deactivation closes our
+  // sockets first, and the sign-in screen says the session ended).
   onRemoved({ room_id: roomId, reason }) {
-    if (reason === 'deactivated') this.deactivated = true;
     const room = this.list.get(roomId);
     const notice = REMOVAL_NOTICES[reason];
     if (room && notice) showError($('#app-error'), new Error(notice(this.list.title(room))));
@@ -294,10 +293,7 @@ async function boot() {
   setupRoomDialogs(() => session);
   setupProfile(() => session.me);
   api.setSignedOutHandler(() => {
-    if (!session) return;
-    showSignIn(session.deactivated
-      ? 'Your account has been deactivated.'
-      : 'Your session has ended. Please log in again.');
+    if (session) showSignIn('Your session has ended. Please log in again.');
   });
   admin = new AdminArea($('#admin-button'), () => session);
   roomSettings = new RoomSettings($('#room-settings-button'), () => session);
