@@ -22,11 +22,12 @@ from aiohttp import web
 from . import emoji as emoji_rules
 from . import events, keys
 from .auth import require_auth
-from .db import LimitReached, NotAllowed, NotMember
-from .errors import Conflict, Forbidden, InvalidRequest, NotFound, RateLimited
+from .db import LimitReached, NotAllowed
+from .errors import Conflict, Forbidden, InvalidRequest, NotFound
+from .messages import check_message_rate
 from .models import Message, Reaction
 from .paging import decode_cursor, page, page_limit
-from .rooms import member_room, visible_room
+from .rooms import as_member, visible_room
 from .validation import Validator, path_id, read_json
 
 # API.md: at most 20 distinct emoji on a message, 50 pins in a room.
@@ -56,7 +57,7 @@ async def react(
     Reacting is rate limited with sends and needs membership, checked under
     the member row's lock in the transaction that commits the change.
     """
-    await _hit_message_limit(app, user_id)
+    await check_message_rate(app, user_id)
     db = app[keys.DB]
     commit = (
         db.react(room_id, message_id, user_id, emoji, MAX_DISTINCT_EMOJI)
@@ -64,7 +65,7 @@ async def react(
         else db.unreact(room_id, message_id, user_id, emoji)
     )
     try:
-        change = await _as_member(app, room_id, user_id, commit)
+        change = await as_member(app, room_id, user_id, commit)
     except LimitReached:
         raise Conflict(f"a message has at most {MAX_DISTINCT_EMOJI} distinct emoji") from None
     if change is None:
@@ -118,27 +119,9 @@ def _announce_pin(app: web.Application, kind: str, message: Message, pos: int, b
     app[keys.HUB].publish(events.viewer_message_event(payload))
 
 
-async def _hit_message_limit(app: web.Application, user_id: int) -> None:
-    """Reactions count against the sender's message rate (the limiter sends use)."""
-    wait = await app[keys.MESSAGE_LIMITER].hit(f"messages:{user_id}")
-    if wait > 0:
-        app[keys.METRICS].rate_limited.labels("messages").inc()
-        raise RateLimited(wait, "reacting too fast")
-
-
-async def _as_member(app: web.Application, room_id: int, user_id: int, change: Awaitable[T]) -> T:
-    """Commits a change that needs membership; a non-member (or one removed meanwhile)
-    gets the non-member's answer: 404 for a room hidden from them, 403 otherwise."""
-    try:
-        return await change
-    except NotMember:
-        await member_room(app, room_id, user_id)  # raises the right 404/403
-        raise Forbidden("join the room first") from None
-
-
 async def _pin_change(app: web.Application, room_id: int, user_id: int, change: Awaitable[T]) -> T:
     try:
-        return await _as_member(app, room_id, user_id, change)
+        return await as_member(app, room_id, user_id, change)
     except NotAllowed:
         raise Forbidden("only the room's owner or an admin may pin (anyone in a DM)") from None
     except LimitReached:

@@ -4,7 +4,7 @@ reads, search and mentions of me."""
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -12,12 +12,12 @@ from aiohttp import web
 
 from . import events, keys, mentions
 from .auth import client_ip, require_auth
-from .db import MANAGERS, NotMember, ReplyNotFound
+from .db import MANAGERS, ReplyNotFound
 from .errors import Forbidden, InvalidRequest, NotFound, RateLimited
 from .events import dumps
 from .models import Actor, Message
 from .paging import decode_cursor, page, page_limit
-from .rooms import member_room, moderated_room, visible_room
+from .rooms import as_member, member_room, moderated_room, visible_room
 from .validation import Validator, path_id, read_json
 
 MAX_BODY = 4000
@@ -62,6 +62,14 @@ class Posted:
     encoded: str  # the Message object as JSON, serialized once for event, ack and response
 
 
+async def check_message_rate(app: web.Application, user_id: int) -> None:
+    """Sends and reactions share the user's message rate (CHAT_MESSAGE_RATE)."""
+    wait = await app[keys.MESSAGE_LIMITER].hit(f"messages:{user_id}")
+    if wait > 0:
+        app[keys.METRICS].rate_limited.labels("messages").inc()
+        raise RateLimited(wait, "sending too fast")
+
+
 async def post_message(
     app: web.Application,
     user_id: int,
@@ -74,10 +82,7 @@ async def post_message(
     `acknowledge` is called after the commit and before the announcement,
     so a WebSocket sender's `ack` precedes its own `message.new`.
     """
-    wait = await app[keys.MESSAGE_LIMITER].hit(f"messages:{user_id}")
-    if wait > 0:
-        app[keys.METRICS].rate_limited.labels("messages").inc()
-        raise RateLimited(wait, "sending too fast")
+    await check_message_rate(app, user_id)
     db = app[keys.DB]
     media = []
     if send.attachments:
@@ -89,7 +94,7 @@ async def post_message(
             media.append(item)
     written = mentions.find(send.body)
     try:
-        result = await _changed(
+        result = await as_member(
             app,
             send.room_id,
             user_id,
@@ -196,7 +201,7 @@ async def edit_message(request: web.Request) -> web.Response:
     v.check()
     if message.sender_id != me.user_id or room.my_role is None:
         raise Forbidden("only the sender may edit a message")
-    edited = await _changed(
+    edited = await as_member(
         request.app,
         room.id,
         me.user_id,
@@ -225,23 +230,13 @@ async def delete_message(request: web.Request) -> web.Response:
     if role is None or (message.sender_id != me.user_id and role not in MANAGERS):
         raise Forbidden("only the sender or the room's owner or an admin may delete a message")
     actor = Actor(me.user_id, client_ip(request))
-    deleted = await _changed(
+    deleted = await as_member(
         request.app, room.id, me.user_id, db.delete_message(room.id, message.id, actor)
     )
     if deleted is not None:
         tombstone, pos = deleted
         request.app[keys.HUB].publish(events.message_event("message.deleted", tombstone, pos))
     return web.Response(status=204)
-
-
-async def _changed(app: web.Application, room_id: int, user_id: int, change: Awaitable[T]) -> T:
-    """Commits a change that needs membership; a member removed meanwhile gets
-    the non-member's answer (404 for a private room, 403 for a public one)."""
-    try:
-        return await change
-    except NotMember:
-        await member_room(app, room_id, user_id)  # raises the right 404/403
-        raise Forbidden("join the room first") from None
 
 
 async def read_marker(request: web.Request) -> web.Response:

@@ -7,11 +7,14 @@ are announced after commit and update the hub's room index live.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from aiohttp import web
 
 from . import events, keys, stream
 from .auth import client_ip, require_auth
-from .db import MANAGERS, AccountDeactivated, Banned, RoomGone, outranks
+from .db import MANAGERS, AccountDeactivated, Banned, NotMember, RoomGone, outranks
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from .models import Actor, Room, User
 from .paging import decode_cursor, page, page_limit
@@ -19,6 +22,7 @@ from .validation import Validator, path_id, read_json
 
 ROOM_KINDS = ("public", "private")
 ROOM_NAME_RULE = "1-80 characters"
+T = TypeVar("T")
 
 
 async def visible_room(app: web.Application, room_id: int, user_id: int) -> Room:
@@ -35,6 +39,16 @@ async def member_room(app: web.Application, room_id: int, user_id: int) -> Room:
     if room.my_role is None:
         raise Forbidden("join the room first")
     return room
+
+
+async def as_member(app: web.Application, room_id: int, user_id: int, change: Awaitable[T]) -> T:
+    """Commits a change that needs membership; a non-member (or one removed meanwhile)
+    gets the non-member's answer: 404 for a room hidden from them, 403 otherwise."""
+    try:
+        return await change
+    except NotMember:
+        await member_room(app, room_id, user_id)  # raises the right 404/403
+        raise Forbidden("join the room first") from None
 
 
 async def moderated_room(
