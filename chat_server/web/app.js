@@ -1,23 +1,37 @@
 // Entry point: the sign-in form, and the signed-in Session that ties the
 // room list, the open room and the WebSocket together.
+import { AdminArea } from './admin.js';
 import * as api from './api.js';
 import { $, backoff, showError, sleep } from './dom.js';
 import { Conversation } from './conversation.js';
 import { setupRoomDialogs } from './dialogs.js';
+import { setupInvitePeople } from './invites.js';
 import { revokeBlobs } from './media.js';
 import { mentionsMe } from './mentions.js';
 import { MessageView } from './messages.js';
 import { setupProfile } from './profile.js';
 import { RoomList } from './rooms.js';
+import { RoomSettings } from './roomsettings.js';
+import { clearLink, hasLink, landingRoom, loadEntry, paintSignIn, signUpExtras, signUpOnly } from './signup.js';
 import { CONNECTED, ChatSocket, RECONNECTING } from './socket.js';
 import { forgetUsers, onUserChange, rememberUser, setPresence } from './users.js';
 
 const statusLine = $('#status');
 let session = null;
+let admin = null; // the AdminArea
+let roomSettings = null;
+
+// Why a room left the list, for the user who was removed from it.
+const REMOVAL_NOTICES = {
+  kicked: (name) => `You were removed from ${name}.`,
+  banned: (name) => `You were banned from ${name}.`,
+  room_deleted: (name) => `${name} was deleted.`,
+};
 
 class Session {
-  constructor(me) {
+  constructor(me, landing = null) {
     this.me = me;
+    this.landing = landing; // a room to open once the rooms are listed
     // Per room, the highest room-event pos received over the WebSocket, whose
     // delivery has no holes: the resume point after a reconnect. REST replies
     // never advance it, as they can run ahead of events still to be replayed.
@@ -52,6 +66,7 @@ class Session {
       if (user.id === this.me.id) {
         this.me = user;
         this.conversation.setMe(user);
+        admin.userChanged(user);
       }
       this.list.userChanged(user);
       this.retitle();
@@ -71,7 +86,9 @@ class Session {
         await sleep(backoff(attempt));
       }
     }
-    if (session === this) this.socket.start();
+    if (session !== this) return;
+    if (this.landing && this.list.get(this.landing)) this.openRoom(this.landing);
+    this.socket.start();
   }
 
   stop() {
@@ -116,6 +133,7 @@ class Session {
     const room = this.list.get(id);
     if (!room) return;
     this.list.select(id);
+    showError($('#app-error'), null); // a notice about an earlier room
     this.conversation.roomOpened(id);
     this.view.open(room, this.list.title(room));
     $('#message-input').focus();
@@ -173,6 +191,14 @@ class Session {
     }
   }
 
+  // We were removed from a room: say why (a deactivation closes our
+  // sockets first, and the sign-in screen says the session ended).
+  onRemoved({ room_id: roomId, reason }) {
+    const room = this.list.get(roomId);
+    const notice = REMOVAL_NOTICES[reason];
+    if (room && notice) showError($('#app-error'), new Error(notice(this.list.title(room))));
+  }
+
   onEvent(frame) {
     // Room events carry their place in the room's stream: resume from there.
     if (frame.pos !== undefined) {
@@ -188,11 +214,20 @@ class Session {
       case 'gap': return this.onGap(frame);
       case 'room.added':
       case 'room.updated': return this.addRoom(frame.room);
-      case 'room.removed': return this.removeRoom(frame.room.id);
+      case 'room.removed':
+        roomSettings.onEvent(frame);
+        return this.removeRoom(frame.room.id);
       case 'member.joined':
-      case 'member.left':
+      case 'member.role':
+        rememberUser(frame.user);
         this.conversation.onEvent(frame);
-        return rememberUser(frame.user);
+        return roomSettings.onEvent(frame);
+      case 'member.left':
+        rememberUser(frame.user);
+        if (frame.user.id === this.me.id) this.onRemoved(frame);
+        this.conversation.onEvent(frame);
+        return roomSettings.onEvent(frame);
+      case 'report.new': return admin.onReport(frame.report);
       case 'typing':
         if (frame.room_id === this.view.roomId) this.view.typing(frame.user_id);
         return undefined;
@@ -214,6 +249,8 @@ class Session {
 function showSignIn(message) {
   session?.stop();
   session = null;
+  admin.signedOut();
+  paintSignIn(() => showSignIn());
   for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
   statusLine.textContent = '';
   showError($('#app-error'), null);
@@ -224,14 +261,16 @@ function showSignIn(message) {
   $('#signin-form [name=username]').focus();
 }
 
-async function enterChat(me) {
+async function enterChat(me, landing = null) {
   $('#signin').hidden = true;
   $('#chat').hidden = false;
   $('#account').hidden = false;
   const name = $('#me-name');
   name.dataset.userName = me.id; // kept current by rememberUser
   name.textContent = me.display_name || me.username;
-  session = new Session(me);
+  $('#invite-people-button').hidden = me.is_bot;
+  admin.userChanged(me);
+  session = new Session(me, landing);
   try {
     await session.start();
   } catch (error) {
@@ -244,18 +283,21 @@ function setupSignIn() {
   const form = $('#signin-form');
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
-    const kind = event.submitter?.value === 'signup' ? 'signup' : 'login';
+    const kind = event.submitter?.value === 'signup' || signUpOnly() ? 'signup' : 'login';
     const data = new FormData(form);
     const fields = { username: data.get('username').trim(), password: data.get('password') };
     const displayName = data.get('display_name').trim();
     if (kind === 'signup' && displayName) fields.display_name = displayName;
+    if (kind === 'signup') Object.assign(fields, signUpExtras());
     const buttons = form.querySelectorAll('button');
     buttons.forEach((button) => { button.disabled = true; });
     showError($('#signin-error'), null);
     try {
       const user = await api.authenticate(kind, fields);
+      const landing = kind === 'signup' ? landingRoom() : null;
       form.reset();
-      enterChat(user);
+      clearLink();
+      enterChat(user, landing);
     } catch (error) {
       showError($('#signin-error'), error);
     } finally {
@@ -275,6 +317,18 @@ async function boot() {
   api.setSignedOutHandler(() => {
     if (session) showSignIn('Your session has ended. Please log in again.');
   });
+  admin = new AdminArea($('#admin-button'), () => session);
+  roomSettings = new RoomSettings($('#room-settings-button'), () => session);
+  setupInvitePeople($('#invite-people-button'), () => session);
+  await loadEntry();
+  // A setup or invite link pasted into a tab on the sign-in screen.
+  window.addEventListener('hashchange', async () => {
+    if (session) return;
+    await loadEntry();
+    showSignIn();
+  });
+  // A setup or invite link is for signing up: it waits while a user is signed
+  // in here (and shows once they log out).
   if (!api.hasSession()) {
     showSignIn();
     return;
@@ -282,6 +336,7 @@ async function boot() {
   for (let attempt = 0; ; attempt++) {
     try {
       await enterChat(await api.get('/users/me'));
+      if (hasLink()) showError($('#app-error'), new Error('You are signed in already: log out to use the link you opened.'));
       return;
     } catch (error) {
       if (!api.isTransient(error)) {
