@@ -10,6 +10,7 @@ import { revokeBlobs } from './media.js';
 import { mentionsMe } from './mentions.js';
 import { MessageView } from './messages.js';
 import { setupProfile } from './profile.js';
+import { setupReportDialog } from './report.js';
 import { RoomList } from './rooms.js';
 import { RoomSettings } from './roomsettings.js';
 import { clearLink, hasLink, landingRoom, loadEntry, paintSignIn, signUpExtras, signUpOnly } from './signup.js';
@@ -313,6 +314,7 @@ function setupSignIn() {
 async function boot() {
   setupSignIn();
   setupRoomDialogs(() => session);
+  setupReportDialog();
   setupProfile(() => session.me);
   api.setSignedOutHandler(() => {
     if (session) showSignIn('Your session has ended. Please log in again.');

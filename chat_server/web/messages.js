@@ -4,6 +4,7 @@ import * as api from './api.js';
 import { Composer } from './composer.js';
 import { $, backoff, confirmAction, h, sleep } from './dom.js';
 import { startEdit } from './edit.js';
+import { reportMessage } from './report.js';
 import { avatarImage, renderAttachment } from './media.js';
 import { withReply } from './parts.js';
 import { cachedUser, displayName, presenceDot, rememberUser } from './users.js';
@@ -283,7 +284,8 @@ export class MessageView {
     const actions = message.deleted ? null
       : h('div', { class: 'actions' }, this.parts.actions(message), mine ? [
         h('button', { type: 'button', class: 'edit-button', onclick: () => this.#startEdit(message.seq) }, 'Edit'),
-        h('button', { type: 'button', onclick: () => this.#delete(message) }, 'Delete')] : null);
+        h('button', { type: 'button', onclick: () => this.#delete(message) }, 'Delete')]
+        : h('button', { type: 'button', onclick: () => reportMessage(message) }, 'Report'));
     const article = h('article', { class: mine ? 'message mine' : 'message', 'data-seq': message.seq },
       header, body, attachments, this.parts.extras(), actions);
     this.parts.mark(article, message);

@@ -304,7 +304,7 @@ def test_admin_deactivates_a_signed_in_user(
 
 
 def test_admin_decides_reports(site: Site, people: Callable[[str, str], WebUser]) -> None:
-    _, erin_token, _ = site.add_user("Erin Eyes")
+    erin_name, erin_token, _ = site.add_user("Erin Eyes")
     _, fay_token, fay_id = site.add_user("Fay Flame")
     room = site.call("POST", "/rooms", erin_token, {"name": _unique("market"), "kind": "public"})
     site.call("POST", f"/rooms/{room['id']}/join", fay_token)
@@ -320,12 +320,30 @@ def test_admin_decides_reports(site: Site, people: Callable[[str, str], WebUser]
     spam_report = site.call(
         "POST", f"/rooms/{room['id']}/messages/{spam['id']}/report", erin_token, {"reason": "spam"}
     )
-    rude_report = site.call(
-        "POST",
-        f"/rooms/{room['id']}/messages/{rude['id']}/report",
-        erin_token,
-        {"reason": "abuse", "comment": "insulting everyone"},
+    expect(admin_button).to_have_accessible_description("1 open report")
+    # Erin reports the other message from the room, with its Report button.
+    erin = people("erin", site.url)
+    erin.log_in(erin_name)
+    erin.open_room(room["name"])
+    erin.articles("you are all fools").get_by_role("button", name="Report").click()
+    report = erin.dialog("Report message")
+    expect(report.get_by_text("you are all fools")).to_be_visible()
+    report.get_by_role("combobox", name="Reason").select_option("abuse")
+    report.get_by_role("textbox", name="Comment (optional)").fill("insulting everyone")
+    report.get_by_role("button", name="Report").click()
+    expect(report).to_be_hidden()
+    # Reporting it again says so.
+    erin.articles("you are all fools").get_by_role("button", name="Report").click()
+    report.get_by_role("button", name="Report").click()
+    expect(report.get_by_role("alert")).to_contain_text("already")
+    report.get_by_role("button", name="Cancel").click()
+    erin.assert_no_problems()
+    rude_report = next(
+        item
+        for item in site.call("GET", "/admin/reports?state=open", site.admin_token)["items"]
+        if item["message"]["id"] == rude["id"]
     )
+    assert (rude_report["reason"], rude_report["comment"]) == ("abuse", "insulting everyone")
     expect(admin_button).to_have_accessible_description("2 open reports")
     expect(admin_button).to_have_accessible_name("Admin")
 
