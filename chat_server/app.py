@@ -22,6 +22,7 @@ from . import (
     messages,
     moderation,
     observability,
+    outbound,
     registration,
     rooms,
     users,
@@ -73,6 +74,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(_hub)
     app.cleanup_ctx.append(media.media_store)
     app.cleanup_ctx.append(jobs.job_worker)
+    app.cleanup_ctx.append(outbound.outbound_client)
     app.on_shutdown.append(_close_websockets)
     _add_routes(app)
     return app

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .jobs import JobWorker
     from .media import MediaStore
     from .observability import Metrics
+    from .outbound import Outbound
     from .ratelimit import RateLimiter
     from .realtime.hub import Hub
     from .realtime.relay import Relay
@@ -30,6 +31,8 @@ MEDIA: web.AppKey[MediaStore] = web.AppKey("media")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
 JOBS: web.AppKey[JobWorker] = web.AppKey("jobs")
+# The guarded HTTP client for push and webhooks (outbound.py).
+OUTBOUND: web.AppKey[Outbound] = web.AppKey("outbound")
 # The first admin's setup token as this node found it at start-up (registration.py).
 SETUP: web.AppKey[SetupLink] = web.AppKey("setup")
 

@@ -149,6 +149,13 @@ class Metrics:
         self.db_pool_in_use = Gauge(
             "chat_db_connections_in_use", "Database connections in use", registry=r
         )
+        self.outbound_calls = Counter(
+            "chat_outbound_calls",
+            "Outbound HTTP calls (push, webhooks) by outcome: answered, refused,"
+            " timeout, connect, tls, too_large, http",
+            ["outcome"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
