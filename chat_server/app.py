@@ -182,6 +182,7 @@ def _add_routes(app: web.Application) -> None:
             web.patch(f"{api}/admin/reports/{{report_id}}", moderation.decide_report),
             web.get(f"{api}/ws", ws.websocket),
             web.get("/", web_client),
+            web.get("/sw.js", service_worker),
         ]
     )
     if app[keys.CONFIG].metrics:
@@ -277,6 +278,19 @@ async def web_client(request: web.Request) -> web.FileResponse:
     return web.FileResponse(
         WEB_DIR / "index.html",
         headers={"Content-Security-Policy": WEB_CSP, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+async def service_worker(request: web.Request) -> web.FileResponse:
+    """The web client's service worker, served from the root: a worker controls at most
+    the pages under its own path, and it must cover the whole app."""
+    return web.FileResponse(
+        WEB_DIR / "sw.js",
+        headers={
+            "Content-Security-Policy": WEB_CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        },
     )
 
 

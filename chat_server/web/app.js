@@ -9,6 +9,8 @@ import { setupInvitePeople } from './invites.js';
 import { revokeBlobs } from './media.js';
 import { mentionsMe } from './mentions.js';
 import { MessageView } from './messages.js';
+import { Notifications, listenForRoomRequests, roomInAddress, showUnreadCount } from './notifications.js';
+import { NotifyControl } from './notifycontrol.js';
 import { setupProfile } from './profile.js';
 import { setupReportDialog } from './report.js';
 import { RoomList } from './rooms.js';
@@ -21,6 +23,7 @@ const statusLine = $('#status');
 let session = null;
 let admin = null; // the AdminArea
 let roomSettings = null;
+let notifyControl = null;
 
 // Why a room left the list, for the user who was removed from it.
 const REMOVAL_NOTICES = {
@@ -38,7 +41,15 @@ class Session {
     // never advance it, as they can run ahead of events still to be replayed.
     this.seen = new Map();
     this.reloading = null;
-    this.list = new RoomList({ me, onSelect: (id) => this.openRoom(id) });
+    this.list = new RoomList({
+      me,
+      onSelect: (id) => this.openRoom(id),
+      onChange: () => {
+        this.notifications.roomsChanged();
+        notifyControl.refresh();
+      },
+    });
+    this.notifications = new Notifications({ me, rooms: this.list, openRoom: (id) => this.openRoom(id) });
     this.conversation = new Conversation({
       me,
       rooms: this.list,
@@ -90,10 +101,12 @@ class Session {
     if (session !== this) return;
     if (this.landing && this.list.get(this.landing)) this.openRoom(this.landing);
     this.socket.start();
+    this.notifications.start();
   }
 
   stop() {
     this.socket.stop();
+    this.notifications.stop();
     this.conversation.stop();
     this.view.destroy();
     $('#room-list').replaceChildren();
@@ -162,6 +175,7 @@ class Session {
     // The server moves the sender's read marker to their own message.
     this.list.update(roomId, { lastSeq: message.seq, readSeq: mine ? message.seq : 0 });
     if (isNew && mentionsMe(message, this.me.id)) this.list.mentioned(roomId, message.seq);
+    this.notifications.onMessage(message, isNew);
     this.view.accept(message);
     this.conversation.onMessage(message);
   }
@@ -236,6 +250,7 @@ class Session {
         if (frame.user_id === this.me.id) this.list.update(frame.room_id, { readSeq: frame.seq });
         return undefined;
       case 'presence': return setPresence(frame.user_id, frame.status);
+      case 'notify': return this.notifications.onNotify(frame);
       case 'error':
         // Answers to our typing/read frames; nothing the user can act on.
         console.warn('WebSocket error:', frame.code, frame.message);
@@ -295,7 +310,7 @@ function setupSignIn() {
     showError($('#signin-error'), null);
     try {
       const user = await api.authenticate(kind, fields);
-      const landing = kind === 'signup' ? landingRoom() : null;
+      const landing = (kind === 'signup' ? landingRoom() : null) ?? roomInAddress();
       form.reset();
       clearLink();
       enterChat(user, landing);
@@ -306,6 +321,7 @@ function setupSignIn() {
     }
   });
   $('#logout-button').addEventListener('click', async () => {
+    await session?.notifications.signOut();
     await api.logout();
     showSignIn();
   });
@@ -321,8 +337,15 @@ async function boot() {
   });
   admin = new AdminArea($('#admin-button'), () => session);
   roomSettings = new RoomSettings($('#room-settings-button'), () => session);
+  notifyControl = new NotifyControl($('#notify-button'), () => session);
+  listenForRoomRequests((id) => {
+    if (!session) return false;
+    session.openRoom(id);
+    return true;
+  });
   setupInvitePeople($('#invite-people-button'), () => session);
   await loadEntry();
+  showUnreadCount(0);
   // A setup or invite link pasted into a tab on the sign-in screen.
   window.addEventListener('hashchange', async () => {
     if (session) return;
@@ -337,7 +360,7 @@ async function boot() {
   }
   for (let attempt = 0; ; attempt++) {
     try {
-      await enterChat(await api.get('/users/me'));
+      await enterChat(await api.get('/users/me'), roomInAddress());
       if (hasLink()) showError($('#app-error'), new Error('You are signed in already: log out to use the link you opened.'));
       return;
     } catch (error) {

@@ -10,9 +10,11 @@ function unreadCount(room) {
 }
 
 export class RoomList {
-  constructor({ me, onSelect }) {
+  // onChange() after any room's state or the list changed.
+  constructor({ me, onSelect, onChange = () => {} }) {
     this.me = me;
     this.onSelect = onSelect;
+    this.onChange = onChange;
     this.rooms = new Map(); // id → Room, plus peerId for DMs
     this.items = new Map(); // id → <li>
     this.openId = null;
@@ -55,6 +57,7 @@ export class RoomList {
     this.rooms.delete(id);
     this.items.get(id)?.remove();
     this.items.delete(id);
+    this.onChange();
   }
 
   // Records activity in a room (a new message, a read marker) and repaints.
@@ -133,6 +136,7 @@ export class RoomList {
     $('.mention-badge', item).hidden = mentions === 0;
     $('.mention-count', item).textContent = mentions > 99 ? '99+' : String(mentions);
     $('.mention-label', item).textContent = mentions === 1 ? ' mention' : ' mentions';
+    this.onChange();
   }
 
   // Keeps each list alphabetical, moving only the items that are out of place
