@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, expect
 
 from ..helpers import PASSWORD, Account
 from ..helpers.browser import WebUser, chromium, rest
@@ -60,12 +60,15 @@ FAKE_PUSH_MANAGER = """(subscription) => {
     const key = bytes(options.applicationServerKey);
     window.pushOptions = {
       userVisibleOnly: options.userVisibleOnly,
-      key: btoa(String.fromCharCode(...key)).replace(/\\+/g, '-').replace(/\\//g, '_').replace(/=+$/, ''),
+      key: btoa(String.fromCharCode(...key))
+        .replace(/\\+/g, '-').replace(/\\//g, '_').replace(/=+$/, ''),
     };
     current = {
       endpoint: subscription.endpoint,
       options: { userVisibleOnly: true, applicationServerKey: key.slice().buffer },
-      toJSON: () => ({ endpoint: subscription.endpoint, expirationTime: null, keys: subscription.keys }),
+      toJSON: () => ({
+        endpoint: subscription.endpoint, expirationTime: null, keys: subscription.keys,
+      }),
       unsubscribe: async () => {
         current = null;
         window.pushUnsubscribed = true;
@@ -81,8 +84,9 @@ FAKE_PUSH_MANAGER = """(subscription) => {
 
 # The page as a hidden tab (headless pages are always visible).
 HIDE_TAB = """() => {
-  Object.defineProperty(Document.prototype, 'hidden', { configurable: true, get: () => true });
-  Object.defineProperty(Document.prototype, 'visibilityState', { configurable: true, get: () => 'hidden' });
+  const fixed = (value) => ({ configurable: true, get: () => value });
+  Object.defineProperty(Document.prototype, 'hidden', fixed(true));
+  Object.defineProperty(Document.prototype, 'visibilityState', fixed('hidden'));
   document.dispatchEvent(new Event('visibilitychange'));
 }"""
 
@@ -171,13 +175,15 @@ def site(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:
     workdir = tmp_path_factory.mktemp(f"web-notify-{request.param}")
-    with ReceiverThread() as receiver:
-        with engine_env(request.param, request, workdir / "data") as env:
-            server = ServerProcess(env | {"CHAT_OUTBOUND_PRIVATE": "true"}, workdir).start()
-            try:
-                yield Site(server, receiver)
-            finally:
-                server.stop()
+    with (
+        ReceiverThread() as receiver,
+        engine_env(request.param, request, workdir / "data") as env,
+    ):
+        server = ServerProcess(env | {"CHAT_OUTBOUND_PRIVATE": "true"}, workdir).start()
+        try:
+            yield Site(server, receiver)
+        finally:
+            server.stop()
 
 
 @pytest.fixture
@@ -189,9 +195,7 @@ def contexts(browser: Browser, site: Site) -> Iterator[Callable[..., BrowserCont
         if granted:
             context.grant_permissions(["notifications"], origin=site.url)
         if push_as is not None:
-            context.add_init_script(
-                f"({FAKE_PUSH_MANAGER})({json.dumps(push_as.subscription)})"
-            )
+            context.add_init_script(f"({FAKE_PUSH_MANAGER})({json.dumps(push_as.subscription)})")
         made.append(context)
         return context
 
@@ -204,9 +208,9 @@ def _page(context: BrowserContext, label: str) -> WebUser:
     return WebUser(context.new_page(), label)
 
 
-def _worker_registration_id(page: Page) -> str:
-    """The service worker's registration id, from the DevTools protocol."""
-    cdp = page.context.new_cdp_session(page)
+def _worker_registration_id(cdp: CDPSession, page: Page) -> str:
+    """The service worker's registration id, from the DevTools protocol (whose
+    ServiceWorker domain this enables on `cdp`)."""
     found: list[dict[str, Any]] = []
     cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: found.extend(e["registrations"]))
     cdp.send("ServiceWorker.enable")
@@ -224,6 +228,22 @@ def _notifications(page: Page, count: int) -> list[dict[str, Any]]:
         assert time.monotonic() < deadline, f"notifications: {shown}"
         page.wait_for_timeout(50)
     return shown
+
+
+def _show_tab_look(tab: WebUser, path: Path) -> None:
+    """A screenshot of what a browser tab strip would show: the page's title and
+    favicon (headless screenshots have no tab strip), drawn large on a page of
+    their own."""
+    title = tab.page.title()
+    icon = tab.page.locator("link[rel=icon]").get_attribute("href")
+    sample = tab.page.context.new_page()
+    sample.set_content(
+        "<body style='font: 32px sans-serif; display: flex; gap: 16px; align-items: center'>"
+        f"<img src='{icon}' width='128' height='128'><span id='title'></span></body>"
+    )
+    sample.locator("#title").evaluate("(el, text) => { el.textContent = text; }", title)
+    sample.screenshot(path=path)
+    sample.close()
 
 
 def _send(site: Site, sender: Account, room_id: int, body: str) -> dict[str, Any]:
@@ -301,7 +321,7 @@ def test_prompt_after_sign_in_subscribes_and_the_worker_shows_the_push(
         "ServiceWorker.deliverPushMessage",
         {
             "origin": f"{site.url}/",
-            "registrationId": _worker_registration_id(page),
+            "registrationId": _worker_registration_id(cdp, page),
             "data": json.dumps(payload),
         },
     )
@@ -406,7 +426,9 @@ def test_notifications_control_sets_the_level_and_follows_other_tabs(
     second.page.get_by_role("button", name=re.compile(r"^Notifications")).click()
     site.call("PUT", f"/rooms/{room['id']}/notify", ann_token, {"level": "all"})
     expect(button).to_have_text("Notifications: All")
-    expect(second.dialog("Notifications").get_by_role("radio", name="All", exact=True)).to_be_checked()
+    expect(
+        second.dialog("Notifications").get_by_role("radio", name="All", exact=True)
+    ).to_be_checked()
     second.shot(SHOTS / "notify-control-dialog.png")
     first.assert_no_problems()
     second.assert_no_problems()
@@ -416,7 +438,9 @@ def test_title_and_favicon_count_what_notifies(
     site: Site, contexts: Callable[..., BrowserContext]
 ) -> None:
     ann, bob = site.account("Ann Count"), site.account("Bob Count")
-    room = site.call("POST", "/rooms", bob.access_token, {"name": _unique("count"), "kind": "public"})
+    room = site.call(
+        "POST", "/rooms", bob.access_token, {"name": _unique("count"), "kind": "public"}
+    )
     site.call("POST", f"/rooms/{room['id']}/join", ann.access_token)
     dm = site.call("POST", "/dm", bob.access_token, {"user_id": ann.id})
     tab = _page(contexts(), "ann")
@@ -432,6 +456,7 @@ def test_title_and_favicon_count_what_notifies(
     icon = page.locator("link[rel=icon]")
     expect(icon).to_have_attribute("href", re.compile(r"%3E4%3C%2Ftext%3E"))
     tab.shot(SHOTS / "notify-unread-count.png")
+    _show_tab_look(tab, SHOTS / "notify-favicon.png")
 
     tab.open_room("Bob Count")  # read: only the mention is left
     expect(page).to_have_title("(1) Chat")
@@ -458,7 +483,7 @@ def test_hidden_tab_shows_its_own_notification_for_a_mention(
     tab.log_in(ann.user["username"])
     expect(page.get_by_role("button", name="Enable notifications")).to_have_count(0)
     tab.open_room(room_name)
-    page.wait_for_function("navigator.serviceWorker.getRegistration('/').then(Boolean)")
+    assert page.evaluate("navigator.serviceWorker.ready.then((r) => r.scope)") == f"{site.url}/"
     page.evaluate(HIDE_TAB)
 
     username = ann.user["username"]
