@@ -44,12 +44,14 @@ class Session {
     this.list = new RoomList({
       me,
       onSelect: (id) => this.openRoom(id),
-      onChange: () => {
-        this.notifications.roomsChanged();
-        notifyControl.refresh();
-      },
+      onChange: () => this.notifications.roomsChanged(),
     });
-    this.notifications = new Notifications({ me, rooms: this.list, openRoom: (id) => this.openRoom(id) });
+    this.notifications = new Notifications({
+      me,
+      rooms: this.list,
+      openRoom: (id) => this.openRoom(id),
+      onChange: () => notifyControl.refresh(),
+    });
     this.conversation = new Conversation({
       me,
       rooms: this.list,
@@ -358,9 +360,10 @@ async function boot() {
     showSignIn();
     return;
   }
+  const landing = roomInAddress();
   for (let attempt = 0; ; attempt++) {
     try {
-      await enterChat(await api.get('/users/me'), roomInAddress());
+      await enterChat(await api.get('/users/me'), landing);
       if (hasLink()) showError($('#app-error'), new Error('You are signed in already: log out to use the link you opened.'));
       return;
     } catch (error) {

@@ -77,7 +77,8 @@ function faviconUrl(count) {
 // Puts the count in the page title ("(3) Chat") and the favicon.
 export function showUnreadCount(count) {
   const name = serverName();
-  document.title = count > 0 ? `(${count > 99 ? '99+' : count}) ${name}` : name;
+  const title = count > 0 ? `(${count > 99 ? '99+' : count}) ${name}` : name;
+  if (document.title !== title) document.title = title;
   let icon = document.querySelector('link[rel=icon]');
   if (!icon) {
     icon = document.createElement('link');
@@ -115,12 +116,14 @@ async function senderName(id) {
   return user.display_name || user.username;
 }
 
-// One signed-in session's notifications. rooms: the RoomList; openRoom(id).
+// One signed-in session's notifications. rooms: the RoomList; openRoom(id);
+// onChange() after rooms changed (at most once per task).
 export class Notifications {
-  constructor({ me, rooms, openRoom }) {
+  constructor({ me, rooms, openRoom, onChange }) {
     this.me = me;
     this.rooms = rooms;
     this.openRoom = openRoom;
+    this.onChange = onChange;
     this.push = new PushSetup();
     this.counting = false;
     this.onVisibility = () => this.roomsChanged();
@@ -156,6 +159,7 @@ export class Notifications {
         if (id !== this.rooms.openId || document.hidden) count += pendingIn(this.rooms.get(id));
       }
       showUnreadCount(count);
+      this.onChange();
     });
   }
 

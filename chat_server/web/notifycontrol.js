@@ -107,7 +107,8 @@ export class NotifyControl {
     if (!room) return;
     const settings = notifySettings(room);
     const muted = isMuted(settings);
-    this.button.textContent = `Notifications: ${muted ? 'Muted' : LABELS[settings.level]}`;
+    const label = `Notifications: ${muted ? 'Muted' : LABELS[settings.level]}`;
+    if (this.button.textContent !== label) this.button.textContent = label;
     this.button.classList.toggle('muted', muted || settings.level === 'none');
     clearTimeout(this.expiry);
     const left = muted ? Date.parse(settings.muted_until) - Date.now() : 0;

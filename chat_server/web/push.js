@@ -50,6 +50,7 @@ export class PushSetup {
     this.serverKey = null; // the VAPID public key, as bytes
     this.stopped = false;
     this.prompt = null;
+    this.subscribing = null; // the subscription being made, if any
   }
 
   async start() {
@@ -81,6 +82,7 @@ export class PushSetup {
   // Signing out: the server forgets the subscription too (while the session
   // can still say so).
   async signOut() {
+    await this.subscribing?.catch(() => {}); // or it would register after the DELETE
     const saved = savedSubscription();
     await this.#unsubscribe().catch(() => {});
     if (saved?.id) await api.del(`/push/subscriptions/${saved.id}`).catch(() => {});
@@ -129,9 +131,14 @@ export class PushSetup {
     this.prompt = null;
   }
 
+  #subscribe() {
+    this.subscribing ??= this.#register().finally(() => { this.subscribing = null; });
+    return this.subscribing;
+  }
+
   // Registers the worker, subscribes with the server's key (a subscription
   // made for another key is replaced) and tells the server.
-  async #subscribe() {
+  async #register() {
     const registration = await navigator.serviceWorker.register(WORKER_URL, { scope: '/' });
     let subscription = await registration.pushManager.getSubscription();
     if (subscription && !sameBytes(subscription.options?.applicationServerKey, this.serverKey)) {
