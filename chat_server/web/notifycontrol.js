@@ -107,8 +107,11 @@ export class NotifyControl {
     if (!room) return;
     const settings = notifySettings(room);
     const muted = isMuted(settings);
-    const label = `Notifications: ${muted ? 'Muted' : LABELS[settings.level]}`;
-    if (this.button.textContent !== label) this.button.textContent = label;
+    const state = muted ? 'Muted' : LABELS[settings.level];
+    // "Notifications: " is only read out on phones, where a bell stands for it.
+    if (this.button.textContent !== `Notifications: ${state}`) {
+      this.button.replaceChildren(h('span', { class: 'notify-word' }, 'Notifications: '), state);
+    }
     this.button.classList.toggle('muted', muted || settings.level === 'none');
     clearTimeout(this.expiry);
     const left = muted ? Date.parse(settings.muted_until) - Date.now() : 0;
