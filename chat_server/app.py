@@ -21,11 +21,15 @@ from . import (
     media,
     messages,
     moderation,
+    notify,
     observability,
     outbound,
+    push,
+    pusher,
     registration,
     rooms,
     users,
+    vapid,
 )
 from .config import Config
 from .db import Database
@@ -63,6 +67,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app[keys.TOKENS] = auth.TokenService(
         auth.load_secret_key(config), config.access_ttl, config.refresh_ttl
     )
+    app[keys.VAPID] = vapid.Vapid(vapid.load_private_key(config), config.resolved_public_url)
     relay = Relay(config.redis_url, app[keys.METRICS]) if config.redis_url else None
     app[keys.RELAY] = relay
     shared = relay.redis if relay else None  # limits are per cluster when Redis is configured
@@ -75,6 +80,7 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(media.media_store)
     app.cleanup_ctx.append(jobs.job_worker)
     app.cleanup_ctx.append(outbound.outbound_client)
+    app.cleanup_ctx.append(pusher.push_service)
     app.on_shutdown.append(_close_websockets)
     _add_routes(app)
     return app
@@ -143,6 +149,7 @@ def _add_routes(app: web.Application) -> None:
             web.get(f"{api}/rooms/{{room_id:[0-9]+}}", rooms.get_room),
             web.patch(f"{api}/rooms/{{room_id:[0-9]+}}", rooms.patch_room),
             web.delete(f"{api}/rooms/{{room_id:[0-9]+}}", moderation.delete_room),
+            web.put(f"{api}/rooms/{{room_id}}/notify", notify.put_notify),
             web.post(f"{api}/rooms/{{room_id}}/join", rooms.join_room),
             web.post(f"{api}/rooms/{{room_id}}/leave", rooms.leave_room),
             web.get(f"{api}/rooms/{{room_id}}/events", rooms.room_events),
@@ -169,6 +176,9 @@ def _add_routes(app: web.Application) -> None:
             web.post(f"{api}/rooms/{{room_id}}/pins", conversation.pin_message),
             web.get(f"{api}/rooms/{{room_id}}/pins", conversation.list_pins),
             web.delete(f"{api}/rooms/{{room_id}}/pins/{{message_id}}", conversation.unpin_message),
+            web.get(f"{api}/push/subscriptions", push.list_subscriptions),
+            web.post(f"{api}/push/subscriptions", push.create_subscription),
+            web.delete(f"{api}/push/subscriptions/{{subscription_id}}", push.delete_subscription),
             web.get(f"{api}/search", messages.search),
             web.post(f"{api}/media", media.upload),
             web.get(f"{api}/media/{{media_id}}", media.download),

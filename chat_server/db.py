@@ -37,6 +37,7 @@ from .models import (
     Member,
     Mentions,
     Message,
+    PushSubscription,
     Reaction,
     Report,
     Room,
@@ -55,6 +56,7 @@ from .rows import (
     to_member,
     to_mentions,
     to_message,
+    to_push_subscription,
     to_report,
     to_room,
     to_session,
@@ -80,6 +82,7 @@ ROOM_COLUMNS = (
     "r.id, r.kind, r.name, r.topic, r.created_by, r.created_at, r.last_seq, r.last_pos,"
     " (SELECT count(*) FROM members mc WHERE mc.room_id = r.id) AS member_count,"
     " me.role AS my_role, COALESCE(me.last_read_seq, 0) AS my_last_read_seq,"
+    " me.notify_level AS my_notify_level, me.muted_until AS my_muted_until,"
     # The viewer's mentions after their read marker: by name (index mentions_unread)
     # or by @room (index messages_room_mentions), a message naming both counted once;
     # nothing to count for a non-member or a room read to its end.
@@ -98,6 +101,10 @@ MESSAGE_FIELDS = (
     " pinned_pos, thread_id, reply_count, last_reply_at, mentioned_ids, mentions_room"
 )
 MESSAGE_COLUMNS = _qualified("m", MESSAGE_FIELDS)
+PUSH_FIELDS = "id, user_id, endpoint, p256dh, auth, created_at, last_success_at"
+PUSH_COLUMNS = _qualified("ps", PUSH_FIELDS)
+# Subscriptions a user keeps (browsers, devices); registering one more drops the oldest.
+MAX_PUSH_SUBSCRIPTIONS = 10
 # What a deletion sets: a tombstone keeps id, seq and pos, and loses its body,
 # mentions and pin (and, in `_drop_dependents`, attachments and reactions).
 TOMBSTONE = (
@@ -172,6 +179,15 @@ class Deactivation:
 
     session_ids: list[int] = field(default_factory=list)
     left_rooms: list[tuple[int, int]] = field(default_factory=list)  # (room_id, member.left pos)
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """A subscription a new message is pushed to, with what the push says of its room."""
+
+    subscription: PushSubscription
+    room_kind: str
+    room_name: str
 
 
 @dataclass(frozen=True)
@@ -1410,6 +1426,8 @@ RETURNING {MESSAGE_FIELDS}
             user_id,
             now,
         )
+        # Nothing is pushed to a deactivated account's browsers any more.
+        await tx.execute("DELETE FROM push_subscriptions WHERE user_id = $1", user_id)
         rooms = await tx.fetch(
             "SELECT room_id FROM members WHERE user_id = $1 ORDER BY room_id FOR UPDATE", user_id
         )
@@ -2294,6 +2312,140 @@ RETURNING {MESSAGE_FIELDS}
             "SELECT id FROM users WHERE is_admin AND deactivated_at IS NULL ORDER BY id"
         )
         return [r["id"] for r in rows]
+
+    # --- notifications ----------------------------------------------------------------
+
+    async def set_notify(
+        self, room_id: int, user_id: int, level: str, muted_until: int | None
+    ) -> Room:
+        """Sets the member's level and mute for the room (a member's own setting, not
+        the room's shared state: no room event). NotMember for a non-member."""
+        async with self.engine.transaction() as tx:
+            updated = await tx.fetchval(
+                "UPDATE members SET notify_level = $3, muted_until = $4"
+                " WHERE room_id = $1 AND user_id = $2 RETURNING user_id",
+                room_id,
+                user_id,
+                level,
+                muted_until,
+            )
+            if updated is None:
+                raise NotMember()
+            return await self._room_in(tx, room_id, user_id)
+
+    async def push_targets(
+        self, room_id: int, sender_id: int, mentions: Mentions, now: int, limit: int
+    ) -> list[PushTarget]:
+        """The subscriptions of the members (not the sender) a new message notifies:
+        level `all`, or `mentions` and mentioned, and not muted at `now`."""
+        level = (
+            "COALESCE(mb.notify_level,"
+            " CASE WHEN r.kind = 'dm' THEN 'all' ELSE 'mentions' END)"
+        )
+        rows = await self.engine.fetch(
+            f"SELECT {PUSH_COLUMNS}, r.kind AS room_kind, r.name AS room_name"
+            " FROM members mb JOIN rooms r ON r.id = mb.room_id"
+            " JOIN push_subscriptions ps ON ps.user_id = mb.user_id"
+            " WHERE mb.room_id = $1 AND mb.user_id <> $2"
+            " AND (mb.muted_until IS NULL OR mb.muted_until <= $3)"
+            f" AND ({level} = 'all' OR ({level} = 'mentions'"
+            f"   AND ($4 OR mb.user_id {self.engine.in_ids('$5')})))"
+            " ORDER BY ps.id LIMIT $6",
+            room_id,
+            sender_id,
+            now,
+            mentions.room,
+            self.engine.ids_param(mentions.user_ids),
+            limit,
+        )
+        return [
+            PushTarget(to_push_subscription(r), r["room_kind"], r["room_name"]) for r in rows
+        ]
+
+    async def add_push_subscription(
+        self, user_id: int, endpoint: str, p256dh: str, auth: str
+    ) -> tuple[PushSubscription, bool]:
+        """Registers the endpoint for the user (True: new to them). An endpoint is one
+        row: someone else's moves to this user; the user's oldest beyond
+        MAX_PUSH_SUBSCRIPTIONS go."""
+        for _ in range(2):  # a concurrent first registration of the endpoint: once more
+            try:
+                async with self.engine.transaction() as tx:
+                    return await self._upsert_push_subscription(
+                        tx, user_id, endpoint, p256dh, auth
+                    )
+            except UniqueViolation:
+                continue
+        raise RuntimeError("push subscription upsert raced twice")
+
+    async def _upsert_push_subscription(
+        self, tx: Conn, user_id: int, endpoint: str, p256dh: str, auth: str
+    ) -> tuple[PushSubscription, bool]:
+        existing = await tx.fetchrow(
+            "SELECT id, user_id FROM push_subscriptions WHERE endpoint = $1 FOR UPDATE",
+            endpoint,
+        )
+        if existing is None:
+            row = await tx.fetchrow(
+                "INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth, created_at)"
+                f" VALUES ($1, $2, $3, $4, $5) RETURNING {PUSH_FIELDS}",
+                user_id,
+                endpoint,
+                p256dh,
+                auth,
+                now_ms(),
+            )
+        else:
+            row = await tx.fetchrow(
+                "UPDATE push_subscriptions SET user_id = $2, p256dh = $3, auth = $4"
+                f" WHERE id = $1 RETURNING {PUSH_FIELDS}",
+                existing["id"],
+                user_id,
+                p256dh,
+                auth,
+            )
+        assert row is not None
+        await tx.execute(
+            "DELETE FROM push_subscriptions WHERE user_id = $1 AND id NOT IN"
+            " (SELECT id FROM push_subscriptions WHERE user_id = $1 ORDER BY id DESC LIMIT $2)",
+            user_id,
+            MAX_PUSH_SUBSCRIPTIONS,
+        )
+        created = existing is None or existing["user_id"] != user_id
+        return to_push_subscription(row), created
+
+    async def any_push_subscription(self) -> bool:
+        return bool(await self.engine.fetchval("SELECT EXISTS (SELECT 1 FROM push_subscriptions)"))
+
+    async def push_subscriptions(self, user_id: int) -> list[PushSubscription]:
+        rows = await self.engine.fetch(
+            f"SELECT {PUSH_FIELDS} FROM push_subscriptions WHERE user_id = $1 ORDER BY id",
+            user_id,
+        )
+        return [to_push_subscription(r) for r in rows]
+
+    async def delete_push_subscription(self, subscription_id: int, user_id: int) -> bool:
+        """Deletes one of the user's subscriptions; False if they have no such one."""
+        row = await self.engine.write(
+            "DELETE FROM push_subscriptions WHERE id = $1 AND user_id = $2 RETURNING id",
+            subscription_id,
+            user_id,
+        )
+        return row is not None
+
+    async def drop_push_subscription(self, subscription_id: int) -> bool:
+        """Deletes a subscription its push service called gone (404 or 410)."""
+        row = await self.engine.write(
+            "DELETE FROM push_subscriptions WHERE id = $1 RETURNING id", subscription_id
+        )
+        return row is not None
+
+    async def push_succeeded(self, subscription_id: int, at: int) -> None:
+        await self.engine.write(
+            "UPDATE push_subscriptions SET last_success_at = $2 WHERE id = $1",
+            subscription_id,
+            at,
+        )
 
     # --- audit ----------------------------------------------------------------------------
 

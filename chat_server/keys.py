@@ -15,10 +15,12 @@ if TYPE_CHECKING:
     from .media import MediaStore
     from .observability import Metrics
     from .outbound import Outbound
+    from .pusher import Pusher
     from .ratelimit import RateLimiter
     from .realtime.hub import Hub
     from .realtime.relay import Relay
     from .registration import SetupLink
+    from .vapid import Vapid
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 DB: web.AppKey[Database] = web.AppKey("db")
@@ -33,6 +35,9 @@ RELAY: web.AppKey[Relay | None] = web.AppKey("relay")
 JOBS: web.AppKey[JobWorker] = web.AppKey("jobs")
 # The guarded HTTP client for push and webhooks (outbound.py).
 OUTBOUND: web.AppKey[Outbound] = web.AppKey("outbound")
+# The server's Web Push (VAPID) key pair, and the push queue (pusher.py).
+VAPID: web.AppKey[Vapid] = web.AppKey("vapid")
+PUSHER: web.AppKey[Pusher] = web.AppKey("pusher")
 # The first admin's setup token as this node found it at start-up (registration.py).
 SETUP: web.AppKey[SetupLink] = web.AppKey("setup")
 

@@ -113,6 +113,7 @@ async def post_message(
         app[keys.METRICS].messages_persisted.inc()
         event = events.message_event("message.new", message, message.pos, (as_json, posted.encoded))
         app[keys.HUB].publish(event)
+        app[keys.PUSHER].message_posted(message)  # queued: pushes never delay a send
     return posted
 
 

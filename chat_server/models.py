@@ -129,6 +129,15 @@ class Session:
         }
 
 
+# A member's notification levels for a room (API.md "Notifications").
+NOTIFY_LEVELS = ("all", "mentions", "none")
+
+
+def default_notify_level(kind: str) -> str:
+    """Every message of a DM notifies; in other rooms, only mentions do."""
+    return "all" if kind == "dm" else "mentions"
+
+
 @dataclass(frozen=True, slots=True)
 class Room:
     id: int
@@ -143,8 +152,14 @@ class Room:
     my_role: str | None
     my_last_read_seq: int
     unread_mentions: int = 0  # messages after the read marker that mention the viewer
+    notify_level: str | None = None  # the viewer's, as set (None: the kind's default)
+    muted_until: int | None = None  # the viewer's mute
 
     def to_json(self) -> dict[str, Any]:
+        notify = None
+        if self.my_role is not None:
+            level = self.notify_level or default_notify_level(self.kind)
+            notify = {"level": level, "muted_until": iso(self.muted_until)}
         return {
             "id": self.id,
             "kind": self.kind,
@@ -159,6 +174,7 @@ class Room:
             "my_last_read_seq": self.my_last_read_seq,
             "unread_count": max(0, self.last_seq - self.my_last_read_seq),
             "unread_mentions": self.unread_mentions,
+            "notify": notify,
         }
 
 
@@ -364,4 +380,27 @@ class Report:
             "room": {"id": self.room_id, "name": self.room_name, "kind": self.room_kind},
             "created_at": iso(self.created_at),
             "resolved_by": self.resolved_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PushSubscription:
+    """A browser's Web Push subscription: where to push and the keys to encrypt for."""
+
+    id: int
+    user_id: int
+    endpoint: str
+    p256dh: str  # the browser's P-256 public key, base64url
+    auth: str  # its 16-byte authentication secret, base64url
+    created_at: int
+    last_success_at: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """What its owner sees: the push service's origin, never the endpoint's secret path."""
+        scheme, _, rest = self.endpoint.partition("://")
+        return {
+            "id": self.id,
+            "endpoint_origin": f"{scheme}://{rest.split('/', 1)[0]}",
+            "created_at": iso(self.created_at),
+            "last_success_at": iso(self.last_success_at),
         }

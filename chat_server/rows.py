@@ -20,6 +20,7 @@ from .models import (
     Member,
     Mentions,
     Message,
+    PushSubscription,
     Report,
     Room,
     Session,
@@ -81,6 +82,8 @@ def to_room(row: Row) -> Room:
         row["my_role"],
         row["my_last_read_seq"],
         row["unread_mentions"],
+        row["my_notify_level"],
+        row["my_muted_until"],
     )
 
 
@@ -192,4 +195,16 @@ def to_report(row: Row, message: Message) -> Report:
         row["room_kind"],
         row["reported_at"],
         row["resolved_by"],
+    )
+
+
+def to_push_subscription(row: Row) -> PushSubscription:
+    return PushSubscription(
+        row["id"],
+        row["user_id"],
+        row["endpoint"],
+        row["p256dh"],
+        row["auth"],
+        row["created_at"],
+        row["last_success_at"],
     )
