@@ -2338,10 +2338,7 @@ RETURNING {MESSAGE_FIELDS}
     ) -> list[PushTarget]:
         """The subscriptions of the members (not the sender) a new message notifies:
         level `all`, or `mentions` and mentioned, and not muted at `now`."""
-        level = (
-            "COALESCE(mb.notify_level,"
-            " CASE WHEN r.kind = 'dm' THEN 'all' ELSE 'mentions' END)"
-        )
+        level = "COALESCE(mb.notify_level, CASE WHEN r.kind = 'dm' THEN 'all' ELSE 'mentions' END)"
         rows = await self.engine.fetch(
             f"SELECT {PUSH_COLUMNS}, r.kind AS room_kind, r.name AS room_name"
             " FROM members mb JOIN rooms r ON r.id = mb.room_id"
@@ -2358,9 +2355,7 @@ RETURNING {MESSAGE_FIELDS}
             self.engine.ids_param(mentions.user_ids),
             limit,
         )
-        return [
-            PushTarget(to_push_subscription(r), r["room_kind"], r["room_name"]) for r in rows
-        ]
+        return [PushTarget(to_push_subscription(r), r["room_kind"], r["room_name"]) for r in rows]
 
     async def add_push_subscription(
         self, user_id: int, endpoint: str, p256dh: str, auth: str
@@ -2371,9 +2366,7 @@ RETURNING {MESSAGE_FIELDS}
         for _ in range(2):  # a concurrent first registration of the endpoint: once more
             try:
                 async with self.engine.transaction() as tx:
-                    return await self._upsert_push_subscription(
-                        tx, user_id, endpoint, p256dh, auth
-                    )
+                    return await self._upsert_push_subscription(tx, user_id, endpoint, p256dh, auth)
             except UniqueViolation:
                 continue
         raise RuntimeError("push subscription upsert raced twice")

@@ -77,4 +77,3 @@ async def delete_subscription(request: web.Request) -> web.Response:
     if not await request.app[keys.DB].delete_push_subscription(subscription_id, me.user_id):
         raise NotFound("no such subscription")
     return web.Response(status=204)
-
