@@ -8,20 +8,27 @@ refusals without it have tests of their own at the end.
 from __future__ import annotations
 
 import asyncio
+import re
+import stat
 import statistics
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from chat_server import Config, create_app, keys
+from chat_server.config import ConfigError
+from chat_server.vapid import Vapid, load_private_key
 
 from .helpers import Account, create_room, error_of, join, make_config, send, signup
 from .helpers.moderation import make_admin
-from .helpers.push import SUBSCRIPTIONS, PushReceiver, Subscriber, push_receiver
+from .helpers.push import SUBSCRIPTIONS, PushReceiver, Subscriber, b64url, push_receiver
 from .helpers.ws import connect, next_of, receive
 from .helpers.ws import send as send_frame
 
@@ -348,3 +355,62 @@ async def test_private_endpoints_are_refused(aiohttp_client, tmp_path, database_
     error = await error_of(response, 400)
     assert set(error["details"]["fields"]) == {"endpoint"}, error
     assert await client.app[keys.DB].push_subscriptions(bob.id) == []
+
+
+# --- the VAPID key -------------------------------------------------------------------------
+
+
+def test_the_vapid_key_is_generated_once_into_the_data_dir(tmp_path: Path) -> None:
+    config = Config(data_dir=tmp_path / "data")
+    first = Vapid(load_private_key(config), "https://chat.example")
+    path = tmp_path / "data" / "vapid_private_key.pem"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = Vapid(load_private_key(config), "https://chat.example")
+    assert again.public_key == first.public_key
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
+
+
+def test_the_vapid_key_can_be_given_as_pem_or_raw(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    raw = b64url(key.private_numbers().private_value.to_bytes(32, "big"))
+    public = {
+        Vapid(load_private_key(Config(data_dir=tmp_path, vapid_private_key=text)), "x").public_key
+        for text in (pem, raw)
+    }
+    assert len(public) == 1
+    assert not (tmp_path / "vapid_private_key.pem").exists()
+    other_curve = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(ConfigError, match="CHAT_VAPID_PRIVATE_KEY"):
+        load_private_key(Config(data_dir=tmp_path, vapid_private_key=other_curve.decode()))
+    with pytest.raises(ConfigError, match="CHAT_VAPID_PRIVATE_KEY") as refused:
+        Config.from_env({"CHAT_VAPID_PRIVATE_KEY": "not-a-key"})
+    assert "not-a-key" not in str(refused.value)  # a secret is never echoed
+
+
+def test_vapid_tokens_are_es256_for_the_origin_and_expire_within_a_day() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    vapid = Vapid(key, "mailto:ops@chat.example")
+    header = vapid.authorization("https://push.example:8443/send/abc", now=1_000_000)
+    token, public = re.fullmatch(r"vapid t=(\S+), k=(\S+)", header).groups()
+    assert public == vapid.public_key
+    claims = jwt.decode(
+        token,
+        key.public_key(),
+        algorithms=["ES256"],
+        audience="https://push.example:8443",
+        options={"verify_exp": False},
+    )
+    assert claims["sub"] == "mailto:ops@chat.example"
+    assert 1_000_000 < claims["exp"] <= 1_000_000 + 24 * 3600
+    # Reused for the same push service until shortly before it expires.
+    assert vapid.authorization("https://push.example:8443/other", now=1_000_100) == header
+    assert vapid.authorization("https://push.example:8443/x", now=claims["exp"] - 60) != header
