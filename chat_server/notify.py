@@ -9,6 +9,7 @@ room event, it goes to the member's connections as `notify`.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from aiohttp import web
@@ -19,19 +20,30 @@ from .models import NOTIFY_LEVELS
 from .rooms import as_member
 from .validation import Validator, path_id, read_json
 
-TIME_RULE = "an ISO 8601 time with its offset (2030-01-01T00:00:00Z), or null"
+TIME_RULE = "an RFC 3339 time with its offset (2030-01-01T00:00:00Z), or null"
 LATEST_TIME_MS = 253_370_764_800_000  # 9999-01-01T00:00:00Z: far enough, and printable
+RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+LEAP_SECOND = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:)60")
 
 
-def parse_time(value: object) -> int | None:
-    """Epoch ms of an ISO 8601 time with an offset; ValueError otherwise."""
-    if not isinstance(value, str) or len(value) > 40:
+def parse_time(value: object) -> int:
+    """Epoch ms of an RFC 3339 time (an offset required); ValueError otherwise.
+
+    Any such time is taken: a leap second reads as the second before it, and
+    times before 1970 or after 9999-01-01 as those bounds (the mute is over,
+    or lasts).
+    """
+    text = value.upper() if isinstance(value, str) else ""
+    if len(text) > 64 or not RFC3339.fullmatch(text):
         raise ValueError(TIME_RULE)
-    parsed = datetime.fromisoformat(value)
-    ms = int(parsed.timestamp() * 1000)
-    if parsed.tzinfo is None or not 0 <= ms <= LATEST_TIME_MS:
-        raise ValueError(TIME_RULE)
-    return ms
+    parsed = datetime.fromisoformat(LEAP_SECOND.sub(r"\g<1>59", text))
+    try:
+        ms = int(parsed.timestamp() * 1000)
+    except (OverflowError, ValueError):  # beyond what datetime holds in UTC
+        ms = 0 if parsed.year < 1970 else LATEST_TIME_MS
+    return min(max(ms, 0), LATEST_TIME_MS)
 
 
 async def put_notify(request: web.Request) -> web.Response:
