@@ -203,9 +203,10 @@ async def test_no_preview_sends_an_empty_body(aiohttp_client, tmp_path, database
 # --- what push services answer -----------------------------------------------------------
 
 
-async def test_gone_removes_the_subscription(client, alice, bob, receiver):
+@pytest.mark.parametrize("status", [404, 410])
+async def test_gone_removes_the_subscription(client, alice, bob, receiver, status):
     dm = await open_dm(client, alice, bob)
-    gone = receiver.subscriber("gone", status=410)
+    gone = receiver.subscriber("gone", status=status)
     await subscribe(client, bob, gone)
     kept = await subscribe(client, bob, receiver.subscriber("kept"))
     await send(client, alice, dm, "hello")
