@@ -24,18 +24,20 @@ import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pywebpush
 from aiohttp import web
 
 from . import keys
-from .db import Database, PushTarget
 from .models import Message, PushSubscription, User, now_ms
-from .observability import Metrics
 from .outbound import Outbound, OutboundError, OutboundRefused
-from .realtime.hub import Hub
-from .vapid import Vapid
+
+if TYPE_CHECKING:
+    from .db import Database, PushTarget
+    from .observability import Metrics
+    from .realtime.hub import Hub
+    from .vapid import Vapid
 
 log = logging.getLogger("chat_server.push")
 
@@ -74,7 +76,6 @@ class Pusher:
         *,
         preview: bool,
         retry_delays: Sequence[float] = RETRY_DELAYS,
-        queue_limit: int = QUEUE_LIMIT,
     ) -> None:
         self.db = db
         self.hub = hub
@@ -83,7 +84,7 @@ class Pusher:
         self.metrics = metrics
         self.preview = preview
         self.retry_delays = tuple(retry_delays)
-        self._queue: asyncio.Queue[_NewMessage | _Delivery] = asyncio.Queue(queue_limit)
+        self._queue: asyncio.Queue[_NewMessage | _Delivery] = asyncio.Queue(QUEUE_LIMIT)
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()  # dispatchers and deliveries
         self._retries: set[asyncio.TimerHandle] = set()
@@ -138,11 +139,10 @@ class Pusher:
         if self._busy == 0:
             self._idle.set()
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return task
 
     # --- deciding ---------------------------------------------------------------------
 
@@ -156,8 +156,10 @@ class Pusher:
                     self._begin()
                     self._spawn(self._deliver(item))
                 else:
-                    await self._notify(item.message)
-                    self.metrics.push_messages.inc()
+                    try:
+                        await self._notify(item.message)
+                    finally:
+                        self.metrics.push_messages.inc()
             except Exception:
                 log.exception("push dispatch failed")
             finally:
