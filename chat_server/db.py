@@ -2448,6 +2448,22 @@ RETURNING {MESSAGE_FIELDS}
             )
         return bot
 
+    async def named_bot(self, username: str, display_name: str) -> User:
+        """The account named `username`, made an ownerless bot if there is none yet
+        (whoever makes it first: the unique name decides)."""
+        async with self.engine.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO users (username, display_name, password_hash, created_at, is_bot)"
+                " VALUES ($1, $2, '!', $3, TRUE) ON CONFLICT (username) DO NOTHING",
+                username,
+                display_name,
+                now_ms(),
+            )
+            row = await tx.fetchrow(
+                f"SELECT {USER_FIELDS} FROM users WHERE username = $1", username
+            )
+        return to_user(row)
+
     async def bots(self, owner_id: int, after_id: int, limit: int) -> list[User]:
         """Active bots in id order: those `owner_id` owns, or every one (0)."""
         rows = await self.engine.fetch(
