@@ -36,7 +36,9 @@ def webhooks_path(room: dict[str, Any]) -> str:
 
 async def make_webhook(client, account: Account, room, **body: Any) -> dict[str, Any]:
     response = await client.post(
-        webhooks_path(room), json={"name": "CI", "kind": "incoming", **body}, headers=account.headers
+        webhooks_path(room),
+        json={"name": "CI", "kind": "incoming", **body},
+        headers=account.headers,
     )
     assert response.status == 201, await response.text()
     return await response.json()
