@@ -2721,6 +2721,16 @@ RETURNING {MESSAGE_FIELDS}
             row["lease_until"],
         )
 
+    async def release_delivery(self, delivery: Delivery) -> None:
+        """Gives up the lease of an attempt cut short (a shutdown): the delivery is
+        due again at once, for any node (receivers dedupe by X-Chat-Delivery)."""
+        await self.engine.write(
+            "UPDATE webhook_deliveries SET lease_until = 0"
+            " WHERE id = $1 AND lease_until = $2 RETURNING id",
+            delivery.id,
+            delivery.lease_until,
+        )
+
     async def record_attempt(
         self, delivery: Delivery, error: str | None, retry_at: int | None
     ) -> bool:

@@ -155,6 +155,9 @@ class WebhookWorker:
                 log.info("delivery %s: attempt %d failed (%s)", delivery.id, attempts, error)
             if not await self._db.record_attempt(delivery, error, retry_at):
                 log.warning("delivery %s: lease lost to another node", delivery.id)
+        except asyncio.CancelledError:  # shutting down: leave it to the next round, at once
+            await self._db.release_delivery(delivery)
+            raise
         except Exception:
             log.exception("delivery %s failed", delivery.id)
 
