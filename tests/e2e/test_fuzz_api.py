@@ -63,6 +63,12 @@ DATA_DEPENDENT_FIELDS = {
     ("PATCH", "/api/v1/users/me"): {"avatar_media_id"},
     ("POST", "/api/v1/dm"): {"user_id"},
     SEND: {"reply_to", "attachments"},
+    # An outgoing hook's url must resolve to public addresses (DNS decides), and
+    # url/trigger belong to outgoing hooks only, url required there (documented;
+    # not expressible for generators without a oneOf body).
+    ("POST", "/api/v1/rooms/{room_id}/webhooks"): {"url", "trigger"},
+    # `text` or `body`: one of the two (documented).
+    ("POST", "/api/v1/hooks/{secret}"): {"body"},
 }
 
 
