@@ -32,7 +32,7 @@ from . import (
 )
 from .config import Config
 from .db import Database
-from .errors import Unauthorized, Unavailable
+from .errors import NotFound, Unauthorized, Unavailable
 from .observability import Metrics
 from .ratelimit import make_limiter
 from .realtime import ws
@@ -292,6 +292,10 @@ async def asyncapi_document(request: web.Request) -> web.Response:
 
 
 async def web_client(request: web.Request) -> web.FileResponse:
+    """The built-in web client, at the site root only: its pages load /web/ and
+    /api/v1 from the root, so an app mounted under a prefix serves the API alone."""
+    if request.path != "/":
+        raise NotFound("the built-in web client is served only at the site root")
     return web.FileResponse(
         WEB_DIR / "index.html",
         headers={"Content-Security-Policy": WEB_CSP, "X-Content-Type-Options": "nosniff"},
