@@ -36,8 +36,13 @@ async def test_the_readme_embedding_example_greets(tmp_path):
         "CHAT_BCRYPT_ROUNDS": "4",
     }
     log = (tmp_path / "example.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+    process = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/chat"
     try:
@@ -46,7 +51,7 @@ async def test_the_readme_embedding_example_greets(tmp_path):
             await _greets(session, base)
     finally:
         process.terminate()
-        process.wait(15)
+        await asyncio.to_thread(process.wait, 15)
     output = (tmp_path / "example.log").read_text(errors="replace")
     assert "Traceback" not in output, output
 
