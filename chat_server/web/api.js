@@ -156,6 +156,7 @@ async function sendJson(method, path, options) {
 export const get = (path, query) => sendJson('GET', path, { query });
 export const post = (path, json = {}) => sendJson('POST', path, { json });
 export const patch = (path, json) => sendJson('PATCH', path, { json });
+export const put = (path, json) => sendJson('PUT', path, { json });
 export const del = (path) => sendJson('DELETE', path);
 
 export async function getBlob(path, query) {

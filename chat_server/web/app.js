@@ -1,32 +1,56 @@
 // Entry point: the sign-in form, and the signed-in Session that ties the
 // room list, the open room and the WebSocket together.
+import { AdminArea } from './admin.js';
 import * as api from './api.js';
 import { $, backoff, showError, sleep } from './dom.js';
+import { Conversation } from './conversation.js';
 import { setupRoomDialogs } from './dialogs.js';
+import { setupInvitePeople } from './invites.js';
 import { revokeBlobs } from './media.js';
+import { mentionsMe } from './mentions.js';
 import { MessageView } from './messages.js';
 import { setupProfile } from './profile.js';
+import { setupReportDialog } from './report.js';
 import { RoomList } from './rooms.js';
+import { RoomSettings } from './roomsettings.js';
+import { clearLink, hasLink, landingRoom, loadEntry, paintSignIn, signUpExtras, signUpOnly } from './signup.js';
 import { CONNECTED, ChatSocket, RECONNECTING } from './socket.js';
 import { forgetUsers, onUserChange, rememberUser, setPresence } from './users.js';
 
 const statusLine = $('#status');
 let session = null;
+let admin = null; // the AdminArea
+let roomSettings = null;
+
+// Why a room left the list, for the user who was removed from it.
+const REMOVAL_NOTICES = {
+  kicked: (name) => `You were removed from ${name}.`,
+  banned: (name) => `You were banned from ${name}.`,
+  room_deleted: (name) => `${name} was deleted.`,
+};
 
 class Session {
-  constructor(me) {
+  constructor(me, landing = null) {
     this.me = me;
+    this.landing = landing; // a room to open once the rooms are listed
     // Per room, the highest room-event pos received over the WebSocket, whose
     // delivery has no holes: the resume point after a reconnect. REST replies
     // never advance it, as they can run ahead of events still to be replayed.
     this.seen = new Map();
     this.reloading = null;
     this.list = new RoomList({ me, onSelect: (id) => this.openRoom(id) });
+    this.conversation = new Conversation({
+      me,
+      rooms: this.list,
+      getView: () => this.view,
+      onSent: (message) => this.onMessage(message),
+    });
     this.view = new MessageView({
       me,
       sendFrame: (frame) => this.socket.send(frame),
       onRead: (roomId, seq) => this.markRead(roomId, seq),
       onSent: (message) => this.onMessage(message),
+      parts: this.conversation.parts,
     });
     this.socket = new ChatSocket({
       getToken: (forceRefresh) => api.accessToken(forceRefresh),
@@ -40,7 +64,11 @@ class Session {
     });
     rememberUser(me);
     onUserChange((user) => {
-      if (user.id === this.me.id) this.me = user;
+      if (user.id === this.me.id) {
+        this.me = user;
+        this.conversation.setMe(user);
+        admin.userChanged(user);
+      }
       this.list.userChanged(user);
       this.retitle();
     });
@@ -59,11 +87,14 @@ class Session {
         await sleep(backoff(attempt));
       }
     }
-    if (session === this) this.socket.start();
+    if (session !== this) return;
+    if (this.landing && this.list.get(this.landing)) this.openRoom(this.landing);
+    this.socket.start();
   }
 
   stop() {
     this.socket.stop();
+    this.conversation.stop();
     this.view.destroy();
     $('#room-list').replaceChildren();
     $('#dm-list').replaceChildren();
@@ -82,6 +113,7 @@ class Session {
   removeRoom(id) {
     this.seen.delete(id);
     this.list.remove(id);
+    this.conversation.roomClosed(id);
     if (this.view.roomId === id) this.view.close();
   }
 
@@ -102,6 +134,8 @@ class Session {
     const room = this.list.get(id);
     if (!room) return;
     this.list.select(id);
+    showError($('#app-error'), null); // a notice about an earlier room
+    this.conversation.roomOpened(id);
     this.view.open(room, this.list.title(room));
     $('#message-input').focus();
   }
@@ -124,9 +158,12 @@ class Session {
     const roomId = message.room_id;
     if (!this.list.get(roomId)) this.reloadRooms(); // its room.added was missed
     const mine = message.sender_id === this.me.id;
+    const isNew = message.seq > (this.list.get(roomId)?.last_seq ?? Infinity);
     // The server moves the sender's read marker to their own message.
     this.list.update(roomId, { lastSeq: message.seq, readSeq: mine ? message.seq : 0 });
+    if (isNew && mentionsMe(message, this.me.id)) this.list.mentioned(roomId, message.seq);
     this.view.accept(message);
+    this.conversation.onMessage(message);
   }
 
   onReady(frame) {
@@ -155,6 +192,14 @@ class Session {
     }
   }
 
+  // We were removed from a room: say why (a deactivation closes our
+  // sockets first, and the sign-in screen says the session ended).
+  onRemoved({ room_id: roomId, reason }) {
+    const room = this.list.get(roomId);
+    const notice = REMOVAL_NOTICES[reason];
+    if (room && notice) showError($('#app-error'), new Error(notice(this.list.title(room))));
+  }
+
   onEvent(frame) {
     // Room events carry their place in the room's stream: resume from there.
     if (frame.pos !== undefined) {
@@ -164,13 +209,26 @@ class Session {
       case 'ready': return this.onReady(frame);
       case 'message.new': return this.onMessage(frame.message);
       case 'message.edited':
-      case 'message.deleted': return this.view.update(frame.message);
+      case 'message.deleted':
+        this.view.update(frame.message);
+        return this.conversation.onUpdate(frame.message);
       case 'gap': return this.onGap(frame);
       case 'room.added':
       case 'room.updated': return this.addRoom(frame.room);
-      case 'room.removed': return this.removeRoom(frame.room.id);
+      case 'room.removed':
+        roomSettings.onEvent(frame);
+        return this.removeRoom(frame.room.id);
       case 'member.joined':
-      case 'member.left': return rememberUser(frame.user);
+      case 'member.role':
+        rememberUser(frame.user);
+        this.conversation.onEvent(frame);
+        return roomSettings.onEvent(frame);
+      case 'member.left':
+        rememberUser(frame.user);
+        if (frame.user.id === this.me.id) this.onRemoved(frame);
+        this.conversation.onEvent(frame);
+        return roomSettings.onEvent(frame);
+      case 'report.new': return admin.onReport(frame.report);
       case 'typing':
         if (frame.room_id === this.view.roomId) this.view.typing(frame.user_id);
         return undefined;
@@ -182,7 +240,9 @@ class Session {
         // Answers to our typing/read frames; nothing the user can act on.
         console.warn('WebSocket error:', frame.code, frame.message);
         return undefined;
-      default: return undefined; // resumed, pong, ack and future event types
+      default: // reactions, pins; resumed, pong, ack and future event types
+        this.conversation.onEvent(frame);
+        return undefined;
     }
   }
 }
@@ -190,6 +250,8 @@ class Session {
 function showSignIn(message) {
   session?.stop();
   session = null;
+  admin.signedOut();
+  paintSignIn(() => showSignIn());
   for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
   statusLine.textContent = '';
   showError($('#app-error'), null);
@@ -200,14 +262,16 @@ function showSignIn(message) {
   $('#signin-form [name=username]').focus();
 }
 
-async function enterChat(me) {
+async function enterChat(me, landing = null) {
   $('#signin').hidden = true;
   $('#chat').hidden = false;
   $('#account').hidden = false;
   const name = $('#me-name');
   name.dataset.userName = me.id; // kept current by rememberUser
   name.textContent = me.display_name || me.username;
-  session = new Session(me);
+  $('#invite-people-button').hidden = me.is_bot;
+  admin.userChanged(me);
+  session = new Session(me, landing);
   try {
     await session.start();
   } catch (error) {
@@ -220,18 +284,21 @@ function setupSignIn() {
   const form = $('#signin-form');
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
-    const kind = event.submitter?.value === 'signup' ? 'signup' : 'login';
+    const kind = event.submitter?.value === 'signup' || signUpOnly() ? 'signup' : 'login';
     const data = new FormData(form);
     const fields = { username: data.get('username').trim(), password: data.get('password') };
     const displayName = data.get('display_name').trim();
     if (kind === 'signup' && displayName) fields.display_name = displayName;
+    if (kind === 'signup') Object.assign(fields, signUpExtras());
     const buttons = form.querySelectorAll('button');
     buttons.forEach((button) => { button.disabled = true; });
     showError($('#signin-error'), null);
     try {
       const user = await api.authenticate(kind, fields);
+      const landing = kind === 'signup' ? landingRoom() : null;
       form.reset();
-      enterChat(user);
+      clearLink();
+      enterChat(user, landing);
     } catch (error) {
       showError($('#signin-error'), error);
     } finally {
@@ -247,10 +314,23 @@ function setupSignIn() {
 async function boot() {
   setupSignIn();
   setupRoomDialogs(() => session);
+  setupReportDialog();
   setupProfile(() => session.me);
   api.setSignedOutHandler(() => {
     if (session) showSignIn('Your session has ended. Please log in again.');
   });
+  admin = new AdminArea($('#admin-button'), () => session);
+  roomSettings = new RoomSettings($('#room-settings-button'), () => session);
+  setupInvitePeople($('#invite-people-button'), () => session);
+  await loadEntry();
+  // A setup or invite link pasted into a tab on the sign-in screen.
+  window.addEventListener('hashchange', async () => {
+    if (session) return;
+    await loadEntry();
+    showSignIn();
+  });
+  // A setup or invite link is for signing up: it waits while a user is signed
+  // in here (and shows once they log out).
   if (!api.hasSession()) {
     showSignIn();
     return;
@@ -258,6 +338,7 @@ async function boot() {
   for (let attempt = 0; ; attempt++) {
     try {
       await enterChat(await api.get('/users/me'));
+      if (hasLink()) showError($('#app-error'), new Error('You are signed in already: log out to use the link you opened.'));
       return;
     } catch (error) {
       if (!api.isTransient(error)) {

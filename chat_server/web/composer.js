@@ -9,7 +9,7 @@ const TYPING_SEND_INTERVAL_MS = 3000;
 
 // Posts over REST, retrying transient failures with the same client_id, so a
 // send that reached the server before the connection broke is not doubled.
-async function deliver(roomId, payload, onRetry) {
+export async function deliver(roomId, payload, onRetry) {
   for (let attempt = 0; ; attempt++) {
     try {
       return await api.post(`/rooms/${roomId}/messages`, payload);

@@ -2,8 +2,11 @@
 // and the typing line; the composer below it is composer.js.
 import * as api from './api.js';
 import { Composer } from './composer.js';
-import { $, backoff, confirmAction, h, showError, sleep } from './dom.js';
+import { $, backoff, confirmAction, h, sleep } from './dom.js';
+import { startEdit } from './edit.js';
+import { reportMessage } from './report.js';
 import { avatarImage, renderAttachment } from './media.js';
+import { withReply } from './parts.js';
 import { cachedUser, displayName, presenceDot, rememberUser } from './users.js';
 
 const PAGE_SIZE = 50;
@@ -17,7 +20,7 @@ function sameContent(a, b) {
     && a.attachments.length === b.attachments.length;
 }
 
-function formatTime(iso) {
+export function formatTime(iso) {
   const date = new Date(iso);
   const today = date.toDateString() === new Date().toDateString();
   return today
@@ -27,9 +30,11 @@ function formatTime(iso) {
 
 export class MessageView {
   // onRead(roomId, seq) when messages have been seen; sendFrame and onSent
-  // are the composer's (see composer.js).
-  constructor({ me, sendFrame, onRead, onSent }) {
+  // are the composer's (see composer.js); parts renders reactions, pins and
+  // reply counts (see parts.js).
+  constructor({ me, sendFrame, onRead, onSent, parts }) {
     this.me = me;
+    this.parts = parts;
     this.onRead = onRead;
     this.pane = $('#room-pane');
     this.heading = $('#room-title');
@@ -149,6 +154,32 @@ export class MessageView {
     if (message.room_id === this.roomId && this.items.has(message.seq)) this.#put(message);
   }
 
+  // Applies change(message) → message to a message on screen (reactions).
+  patch(roomId, seq, change) {
+    const item = roomId === this.roomId ? this.items.get(seq) : undefined;
+    if (item) this.#put(change(item.message));
+  }
+
+  findById(id) {
+    for (const item of this.items.values()) if (item.message.id === id) return item.message;
+    return null;
+  }
+
+  // Scrolls to a message (loading older pages until it is there) and
+  // focuses it, e.g. when it is chosen from the pinned list.
+  async reveal(seq) {
+    const generation = this.generation;
+    while (this.loaded && this.lo > seq && await this.#loadOlder());
+    const item = this.items.get(seq);
+    if (generation !== this.generation || !item) return false;
+    item.element.tabIndex = -1;
+    item.element.scrollIntoView({ block: 'center' });
+    item.element.focus({ preventScroll: true });
+    item.element.classList.remove('flash');
+    requestAnimationFrame(() => item.element.classList.add('flash'));
+    return true;
+  }
+
   // Fetches messages from..to (inclusive) over REST: the range a `gap` event
   // says was not replayed, or a hole. Retries until it has them, since
   // nothing else would bring them back.
@@ -198,7 +229,11 @@ export class MessageView {
   // Inserts or replaces a message; returns false if nothing changed.
   #put(message) {
     const known = this.items.get(message.seq);
-    if (known && sameContent(known.message, message)) return false;
+    if (known && sameContent(known.message, message)) {
+      known.message = message;
+      this.parts.refresh(known.element, message);
+      return false;
+    }
     const element = this.#render(message);
     this.items.set(message.seq, { message, element });
     if (known) {
@@ -221,10 +256,16 @@ export class MessageView {
         if (pending.dataset.clientId === message.client_id) pending.remove();
       }
     }
+    // Replies live in the thread panel; here they only count on their root.
+    const root = message.thread_id ? this.findById(message.thread_id) : null;
+    if (root) this.#put(withReply(root, message));
     return true;
   }
 
   #render(message) {
+    // Replies show in the thread panel: a hidden placeholder keeps the log's
+    // seq range whole.
+    if (message.thread_id) return h('div', { class: 'reply-placeholder', hidden: true, 'data-seq': message.seq });
     const mine = message.sender_id === this.me.id;
     const sender = message.sender_id;
     const header = h('header', { class: 'message-header' },
@@ -232,20 +273,23 @@ export class MessageView {
       presenceDot(sender),
       h('span', { class: 'sender', 'data-user-name': sender }, displayName(sender)),
       h('time', { datetime: message.created_at, title: new Date(message.created_at).toLocaleString() }, formatTime(message.created_at)),
-      message.edited_at && !message.deleted ? h('span', { class: 'hint' }, '(edited)') : null);
+      message.edited_at && !message.deleted ? h('span', { class: 'hint' }, '(edited)') : null,
+      this.parts.pinMark());
     let body = null;
     if (message.deleted) body = h('p', { class: 'body deleted' }, 'This message was deleted.');
-    else if (message.body) body = h('p', { class: 'body' }, message.body);
+    else if (message.body) body = h('p', { class: 'body' }, this.parts.body(message));
     const attachments = message.attachments.length
       ? h('div', { class: 'attachments' }, message.attachments.map(renderAttachment))
       : null;
-    const actions = mine && !message.deleted
-      ? h('div', { class: 'actions' },
-        h('button', { type: 'button', onclick: () => this.#startEdit(message.seq) }, 'Edit'),
-        h('button', { type: 'button', onclick: () => this.#delete(message) }, 'Delete'))
-      : null;
-    return h('article', { class: mine ? 'message mine' : 'message', 'data-seq': message.seq },
-      header, body, attachments, actions);
+    const actions = message.deleted ? null
+      : h('div', { class: 'actions' }, this.parts.actions(message), mine ? [
+        h('button', { type: 'button', class: 'edit-button', onclick: () => this.#startEdit(message.seq) }, 'Edit'),
+        h('button', { type: 'button', onclick: () => this.#delete(message) }, 'Delete')]
+        : h('button', { type: 'button', onclick: () => reportMessage(message) }, 'Report'));
+    const article = h('article', { class: mine ? 'message mine' : 'message', 'data-seq': message.seq },
+      header, body, attachments, this.parts.extras(), actions);
+    this.parts.mark(article, message);
+    return article;
   }
 
   #updateNote() {
@@ -311,30 +355,10 @@ export class MessageView {
     const item = this.items.get(seq);
     if (!item) return;
     this.editing = seq;
-    const field = h('textarea', { class: 'edit-field', 'aria-label': 'Edit message', rows: 3 });
-    field.value = item.message.body;
-    const error = h('p', { class: 'error', role: 'alert' });
-    const form = h('form', { class: 'edit-form' }, field, error,
-      h('div', { class: 'buttons' },
-        h('button', { type: 'button', onclick: () => this.#endEdit() }, 'Cancel'),
-        h('button', { type: 'submit' }, 'Save')));
-    form.addEventListener('submit', (event) => {
-      event.preventDefault();
-      this.#saveEdit(item.message, field.value, error);
+    startEdit(item.element, item.message, {
+      onSaved: (message) => this.update(message),
+      onCancel: () => this.#endEdit(),
     });
-    field.addEventListener('keydown', (event) => {
-      if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        form.requestSubmit();
-      } else if (event.key === 'Escape') {
-        this.#endEdit();
-      }
-    });
-    $('.actions', item.element).hidden = true;
-    const body = $('.body', item.element);
-    if (body) body.replaceWith(form);
-    else $('.message-header', item.element).after(form);
-    field.focus();
   }
 
   // Leaves edit mode without saving: re-render the message as it was.
@@ -345,31 +369,14 @@ export class MessageView {
     const element = this.#render(item.message);
     item.element.replaceWith(element);
     item.element = element;
-    $('.actions button', element)?.focus();
-  }
-
-  async #saveEdit(message, text, error) {
-    const body = text.trim();
-    if (body === message.body) {
-      this.#endEdit();
-      return;
-    }
-    if (!body && !message.attachments.length) {
-      showError(error, new Error('A message cannot be empty; use Delete to remove it.'));
-      return;
-    }
-    try {
-      this.update(await api.patch(`/rooms/${message.room_id}/messages/${message.id}`, { body }));
-    } catch (failure) {
-      showError(error, failure);
-    }
+    $('.edit-button', element)?.focus();
   }
 
   async #delete(message) {
     if (!(await confirmAction('Delete this message?'))) return;
     try {
       await api.del(`/rooms/${message.room_id}/messages/${message.id}`);
-      this.update({ ...message, body: '', attachments: [], deleted: true });
+      this.update({ ...message, body: '', attachments: [], reactions: [], deleted: true });
     } catch (error) {
       this.composer.showError(error);
     }

@@ -1,6 +1,6 @@
 // The room list in the "Rooms" navigation: one button per room the user is
 // in, named after the room (a DM after the other member), with its unread
-// badge. Items are updated in place so keyboard focus survives live updates.
+// badge and, apart from it, an `@` badge counting unread mentions. Items are updated in place so keyboard focus survives live updates.
 import * as api from './api.js';
 import { $, h } from './dom.js';
 import { cachedUser, paintPresence, rememberUser } from './users.js';
@@ -44,6 +44,7 @@ export class RoomList {
       room.last_seq = Math.max(known.last_seq, fresh.last_seq);
       room.my_last_read_seq = Math.max(known.my_last_read_seq, fresh.my_last_read_seq);
     }
+    room.unread_mentions = room.my_last_read_seq >= room.last_seq ? 0 : room.unread_mentions ?? 0;
     this.rooms.set(room.id, room);
     if (room.kind === 'dm' && !room.peerId) this.#findPeer(room.id);
     this.#paint(room);
@@ -62,6 +63,16 @@ export class RoomList {
     if (!room) return;
     room.last_seq = Math.max(room.last_seq, lastSeq);
     room.my_last_read_seq = Math.max(room.my_last_read_seq, readSeq);
+    // Only the server knows which mentions lie before a partial read marker.
+    if (room.my_last_read_seq >= room.last_seq) room.unread_mentions = 0;
+    this.#paint(room);
+  }
+
+  // A new message at seq mentions the user.
+  mentioned(id, seq) {
+    const room = this.rooms.get(id);
+    if (!room || seq <= room.my_last_read_seq) return;
+    room.unread_mentions = (room.unread_mentions ?? 0) + 1;
     this.#paint(room);
   }
 
@@ -97,7 +108,9 @@ export class RoomList {
       const button = h('button', { type: 'button', class: 'room-button', onclick: () => this.onSelect(room.id) },
         h('span', { class: 'room-icon', 'aria-hidden': 'true' }),
         h('span', { class: 'room-name' }),
-        h('span', { class: 'badge' }, h('span', { class: 'badge-count' }), h('span', { class: 'visually-hidden' }, ' unread')));
+        h('span', { class: 'badge' }, h('span', { class: 'badge-count' }), h('span', { class: 'visually-hidden' }, ' unread')),
+        h('span', { class: 'badge mention-badge' }, h('span', { 'aria-hidden': 'true' }, '@'),
+          h('span', { class: 'mention-count' }), h('span', { class: 'visually-hidden mention-label' })));
       item = h('li', {}, button);
       this.items.set(room.id, item);
     }
@@ -116,6 +129,10 @@ export class RoomList {
     const unread = room.id === this.openId ? 0 : unreadCount(room);
     $('.badge', item).hidden = unread === 0;
     $('.badge-count', item).textContent = unread > 99 ? '99+' : String(unread);
+    const mentions = room.id === this.openId ? 0 : room.unread_mentions ?? 0;
+    $('.mention-badge', item).hidden = mentions === 0;
+    $('.mention-count', item).textContent = mentions > 99 ? '99+' : String(mentions);
+    $('.mention-label', item).textContent = mentions === 1 ? ' mention' : ' mentions';
   }
 
   // Keeps each list alphabetical, moving only the items that are out of place

@@ -668,11 +668,12 @@ def test_keyboard_only(new_client: Callable[..., Client]) -> None:
     # Stored (no longer the "Sending…" copy): it has its Edit button.
     expect(kim.articles("typed, not clicked").get_by_role("button", name="Edit")).to_have_count(1)
 
-    # Own message actions are reachable with Tab from the log.
+    # Message actions are reachable with Tab from the log, own ones last.
     kim.log.focus()
     assert focus_ring() == "solid"
-    keyboard.press("Tab")
-    assert focused_name() == "Edit"
+    for name in ("React", "Reply", "Pin", "Edit"):
+        keyboard.press("Tab")
+        assert focused_name() == name
     keyboard.press("Enter")
     assert focused_name() == "Edit message"
     keyboard.press("Escape")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,9 +58,10 @@ def engine_env(
 
 @dataclass
 class ServerProcess:
-    """One `python run.py` with its own port; logs go to files in `workdir`."""
+    """One `python run.py` with its own port; logs go to files in `workdir`.
+    A None in `env` leaves that variable unset (the server's default)."""
 
-    env: dict[str, str]
+    env: Mapping[str, str | None]
     workdir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
@@ -76,7 +77,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self.starts += 1
-        env = {
+        settings = {
             **os.environ,
             "CHAT_PORT": str(self.port),
             "CHAT_BCRYPT_ROUNDS": "4",
@@ -86,6 +87,7 @@ class ServerProcess:
             "CHAT_SECRET_KEY": "end-to-end-test-secret-key-" + "k" * 32,
             **self.env,
         }
+        env = {key: value for key, value in settings.items() if value is not None}
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "run.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
