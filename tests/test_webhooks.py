@@ -333,3 +333,27 @@ async def test_a_restart_between_attempts_delivers_once(
     replies = await _bot_messages(second, alice, room, hook["bot"]["id"])
     assert [m["body"] for m in replies] == ["after restart"]
     assert len({c["headers"]["X-Chat-Delivery"] for c in found.calls}) == 1
+
+
+async def test_a_delivery_that_always_fails_is_given_up_after_five_attempts(
+    aiohttp_client, tmp_path, database_url, receiver
+):
+    found, url = receiver
+    client = await aiohttp_client(create_app(_hook_config(tmp_path, database_url)))
+    alice = await signup(client, "alice")
+    room = await create_room(client, alice)
+    hook = await _outgoing(client, alice, room, found, url)
+    found.answer = lambda n: web.Response(status=502)
+    await send(client, alice, room, "nobody listens")
+    await found.wait_for(5)  # 0.2 + 0.4 + 0.8 + 1.6 s of back-off
+    db = client.app[keys.DB]
+    for _ in range(100):
+        if await db.delivery_states(hook["id"]) == [("failed", 5)]:
+            break
+        await asyncio.sleep(0.05)
+    assert await db.delivery_states(hook["id"]) == [("failed", 5)]
+    listed = (await (await client.get(webhooks_path(room), headers=alice.headers)).json())["items"]
+    assert listed[0]["failures"] == 5 and listed[0]["last_delivery_at"] is not None
+    assert len(found.calls) == 5
+    assert len({c["headers"]["X-Chat-Delivery"] for c in found.calls}) == 1
+    assert await _bot_messages(client, alice, room, hook["bot"]["id"]) == []
