@@ -292,6 +292,7 @@ class Config:
     ws_outbox_limit: int = 1024  # frames queued per WebSocket before it is closed with 1013
     ready_hold: float = 2.0  # seconds live events wait for a resuming WebSocket's replay
     auth_timeout: float = 10.0  # seconds a WebSocket may take to send its `auth` frame
+    webhook_backoff: float = 1.0  # seconds before an outgoing webhook's first retry (then x2)
 
     def __post_init__(self) -> None:
         for spec in SETTINGS:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .realtime.relay import Relay
     from .registration import SetupLink
     from .vapid import Vapid
+    from .webhooks import WebhookWorker
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 DB: web.AppKey[Database] = web.AppKey("db")
@@ -28,6 +29,8 @@ TOKENS: web.AppKey[TokenService] = web.AppKey("tokens")
 HASHER: web.AppKey[PasswordHasher] = web.AppKey("hasher")
 AUTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("auth_limiter")
 MESSAGE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("message_limiter")
+# Incoming webhook calls, per client IP and per hook (integrations.py).
+HOOK_LIMITER: web.AppKey[RateLimiter] = web.AppKey("hook_limiter")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 MEDIA: web.AppKey[MediaStore] = web.AppKey("media")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
@@ -38,6 +41,8 @@ OUTBOUND: web.AppKey[Outbound] = web.AppKey("outbound")
 # The server's Web Push (VAPID) key pair, and the push queue (pusher.py).
 VAPID: web.AppKey[Vapid] = web.AppKey("vapid")
 PUSHER: web.AppKey[Pusher] = web.AppKey("pusher")
+# Outgoing webhook deliveries (webhooks.py).
+WEBHOOKS: web.AppKey[WebhookWorker] = web.AppKey("webhooks")
 # The first admin's setup token as this node found it at start-up (registration.py).
 SETUP: web.AppKey[SetupLink] = web.AppKey("setup")
 

@@ -404,3 +404,86 @@ class PushSubscription:
             "created_at": iso(self.created_at),
             "last_success_at": iso(self.last_success_at),
         }
+
+
+# --- integrations ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """A personal access token as its owner lists it (the token itself is shown once)."""
+
+    id: int
+    user_id: int
+    name: str
+    created_at: int
+    expires_at: int | None
+    last_used_at: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "last_used_at": iso(self.last_used_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOwner:
+    """What authenticating a personal access token needs to know about it."""
+
+    id: int
+    user_id: int
+    expires_at: int | None
+    last_used_at: int | None
+    live: bool  # not revoked, and its owner not deactivated
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    id: int
+    room_id: int
+    name: str
+    kind: str  # "incoming" | "outgoing"
+    bot: User
+    url: str | None
+    trigger: str | None
+    secret: str
+    created_by: int | None
+    created_at: int
+    last_delivery_at: int | None
+    failures: int
+
+    def to_json(self, hook_url: str | None) -> dict[str, Any]:
+        """`hook_url` None: seen by someone who may not know the secret."""
+        return {
+            "id": self.id,
+            "room_id": self.room_id,
+            "name": self.name,
+            "kind": self.kind,
+            "bot": self.bot.to_json(),
+            "url": self.url,
+            "trigger": self.trigger,
+            "secret": self.secret if hook_url is not None else None,
+            "hook_url": hook_url if self.kind == "incoming" else None,
+            "created_at": iso(self.created_at),
+            "last_delivery_at": iso(self.last_delivery_at),
+            "failures": self.failures,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A claimed delivery of a message to an outgoing webhook (webhooks.py)."""
+
+    id: str  # UUID, the X-Chat-Delivery header
+    webhook_id: int
+    room_id: int
+    bot_id: int
+    url: str
+    secret: str
+    payload: str
+    attempts: int  # made before this one
+    lease_until: int

@@ -11,6 +11,7 @@ from typing import Any
 from .engines import Row
 from .models import (
     NO_MENTIONS,
+    AccessToken,
     AdminUser,
     Audit,
     Ban,
@@ -25,7 +26,9 @@ from .models import (
     Room,
     Session,
     StreamEntry,
+    TokenOwner,
     User,
+    Webhook,
 )
 
 
@@ -207,4 +210,38 @@ def to_push_subscription(row: Row) -> PushSubscription:
         row["auth"],
         row["created_at"],
         row["last_success_at"],
+    )
+
+
+def to_access_token(row: Row) -> AccessToken:
+    return AccessToken(
+        row["id"],
+        row["user_id"],
+        row["name"],
+        row["created_at"],
+        row["expires_at"],
+        row["last_used_at"],
+    )
+
+
+def to_token_owner(row: Row) -> TokenOwner:
+    live = row["revoked_at"] is None and row["deactivated_at"] is None
+    return TokenOwner(row["id"], row["user_id"], row["expires_at"], row["last_used_at"], live)
+
+
+def to_webhook(row: Row) -> Webhook:
+    """A row of the bot's user columns plus the webhook's (`hook_*`, see db.py)."""
+    return Webhook(
+        row["hook_id"],
+        row["room_id"],
+        row["name"],
+        row["kind"],
+        to_user(row),
+        row["url"],
+        row["trigger_on"],
+        row["secret"],
+        row["hook_created_by"],
+        row["hook_created_at"],
+        row["last_delivery_at"],
+        row["failures"],
     )

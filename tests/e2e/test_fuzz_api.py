@@ -66,6 +66,12 @@ DATA_DEPENDENT_FIELDS = {
     SEND: {"reply_to", "attachments"},
     # Where the endpoint's host resolves, and whether the keys are a point on P-256.
     ("POST", "/api/v1/push/subscriptions"): {"endpoint", "keys"},
+    # An outgoing hook's url must resolve to public addresses (DNS decides), and
+    # url/trigger belong to outgoing hooks only, url required there (documented;
+    # not expressible for generators without a oneOf body).
+    ("POST", "/api/v1/rooms/{room_id}/webhooks"): {"url", "trigger"},
+    # `text` or `body`: one of the two (documented).
+    ("POST", "/api/v1/hooks/{secret}"): {"body"},
 }
 
 
