@@ -79,13 +79,7 @@ export function showUnreadCount(count) {
   const name = serverName();
   const title = count > 0 ? `(${count > 99 ? '99+' : count}) ${name}` : name;
   if (document.title !== title) document.title = title;
-  let icon = document.querySelector('link[rel=icon]');
-  if (!icon) {
-    icon = document.createElement('link');
-    icon.rel = 'icon';
-    icon.type = 'image/svg+xml';
-    document.head.append(icon);
-  }
+  const icon = document.querySelector('link[rel=icon]'); // in index.html
   const href = faviconUrl(count);
   if (icon.getAttribute('href') !== href) icon.setAttribute('href', href);
 }
@@ -124,6 +118,9 @@ export class Notifications {
     this.rooms = rooms;
     this.openRoom = openRoom;
     this.onChange = onChange;
+    // Per room, the number of the latest request for its settings: only that
+    // one's answer is kept (answers and `notify` frames can cross).
+    this.settingsRequests = new Map();
     this.push = new PushSetup();
     this.counting = false;
     this.onVisibility = () => this.roomsChanged();
@@ -163,10 +160,29 @@ export class Notifications {
     });
   }
 
-  // A `notify` frame: the user changed a room's settings elsewhere.
-  onNotify({ room_id: roomId, level, muted_until: mutedUntil }) {
+  // Saves a room's settings ({level, muted_until}); the room list shows them.
+  saveSettings(roomId, settings) {
+    return this.#settingsFrom(roomId, () => api.put(`/rooms/${roomId}/notify`, settings));
+  }
+
+  // A `notify` frame: the settings changed, here or in another tab. A frame
+  // can arrive after the answer to a later change made here, so the room's
+  // current settings are read afresh rather than taken from it.
+  onNotify({ room_id: roomId }) {
+    if (!this.rooms.get(roomId)) return;
+    this.#settingsFrom(roomId, async () => (await api.get(`/rooms/${roomId}`)).notify)
+      .catch(() => {}); // the next change or room listing brings them
+  }
+
+  async #settingsFrom(roomId, request) {
+    const ticket = (this.settingsRequests.get(roomId) ?? 0) + 1;
+    this.settingsRequests.set(roomId, ticket);
+    const settings = await request();
     const room = this.rooms.get(roomId);
-    if (room) this.rooms.upsert({ ...room, notify: { level, muted_until: mutedUntil } });
+    if (room && settings && this.settingsRequests.get(roomId) === ticket) {
+      this.rooms.upsert({ ...room, notify: settings });
+    }
+    return settings;
   }
 
   // A message that just arrived (isNew: not seen before). Announced by the

@@ -3,7 +3,6 @@
 // `Mentions`, `Nothing` and `Mute` (for 1 hour, 8 hours, 1 day or until
 // unmuted). A choice is saved at once (PUT /rooms/{id}/notify); changes made
 // in another tab arrive as `notify` frames and show here live.
-import * as api from './api.js';
 import { h, openDialog, showError } from './dom.js';
 import { isMuted, notifySettings } from './notifications.js';
 
@@ -145,9 +144,7 @@ export class NotifyControl {
     this.saving = true;
     showError(this.error, null);
     try {
-      const settings = await api.put(`/rooms/${roomId}/notify`, body);
-      const latest = this.#room(roomId);
-      if (latest) this.getContext().list.upsert({ ...latest, notify: settings });
+      await this.getContext().notifications.saveSettings(roomId, body);
     } catch (failure) {
       showError(this.error, failure);
     } finally {

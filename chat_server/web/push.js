@@ -11,6 +11,10 @@ const WORKER_URL = '/sw.js';
 const DISMISSED_KEY = 'chat.notifications.dismissed';
 // {id, endpoint} of the subscription this browser registered with the server.
 const SUBSCRIPTION_KEY = 'chat.push.subscription';
+// A browser whose push service cannot be reached may never answer subscribe().
+const SUBSCRIBE_TIMEOUT_MS = 20_000;
+// How long signing out waits for a subscription still being made.
+const SIGN_OUT_WAIT_MS = 3_000;
 
 function pushSupported() {
   return window.isSecureContext && 'Notification' in window && 'serviceWorker' in navigator && 'PushManager' in window;
@@ -35,6 +39,15 @@ function sameBytes(buffer, bytes) {
   if (!buffer) return false;
   const given = new Uint8Array(buffer);
   return given.length === bytes.length && given.every((byte, i) => byte === bytes[i]);
+}
+
+// The promise's result, or a rejection once ms have passed.
+function within(promise, ms, what) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 function savedSubscription() {
@@ -82,7 +95,9 @@ export class PushSetup {
   // Signing out: the server forgets the subscription too (while the session
   // can still say so).
   async signOut() {
-    await this.subscribing?.catch(() => {}); // or it would register after the DELETE
+    this.stopped = true; // a subscription still being made is not registered
+    // A subscription made meanwhile is to be unsubscribed too.
+    if (this.subscribing) await within(this.subscribing, SIGN_OUT_WAIT_MS, 'subscribe').catch(() => {});
     const saved = savedSubscription();
     await this.#unsubscribe().catch(() => {});
     if (saved?.id) await api.del(`/push/subscriptions/${saved.id}`).catch(() => {});
@@ -139,16 +154,17 @@ export class PushSetup {
   // Registers the worker, subscribes with the server's key (a subscription
   // made for another key is replaced) and tells the server.
   async #register() {
-    const registration = await navigator.serviceWorker.register(WORKER_URL, { scope: '/' });
+    await navigator.serviceWorker.register(WORKER_URL, { scope: '/' });
+    const registration = await navigator.serviceWorker.ready; // subscribing needs it active
     let subscription = await registration.pushManager.getSubscription();
     if (subscription && !sameBytes(subscription.options?.applicationServerKey, this.serverKey)) {
       await subscription.unsubscribe();
       subscription = null;
     }
-    subscription ??= await registration.pushManager.subscribe({
+    subscription ??= await within(registration.pushManager.subscribe({
       userVisibleOnly: true,
       applicationServerKey: this.serverKey,
-    });
+    }), SUBSCRIBE_TIMEOUT_MS, 'the push service');
     if (this.stopped) return;
     const { endpoint, keys } = subscription.toJSON();
     const saved = await api.post('/push/subscriptions', { endpoint, keys: { p256dh: keys.p256dh, auth: keys.auth } });

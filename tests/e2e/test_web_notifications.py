@@ -205,7 +205,17 @@ def contexts(browser: Browser, site: Site) -> Iterator[Callable[..., BrowserCont
 
 
 def _page(context: BrowserContext, label: str) -> WebUser:
-    return WebUser(context.new_page(), label)
+    """A tab; a notification the app fails to show counts as one of its problems."""
+    tab = WebUser(context.new_page(), label)
+    tab.page.on(
+        "console",
+        lambda message: (
+            tab.problems.append(message.text)
+            if message.text.startswith("Notification failed")
+            else None
+        ),
+    )
+    return tab
 
 
 def _worker_registration_id(cdp: CDPSession, page: Page) -> str:
@@ -223,7 +233,7 @@ def _worker_registration_id(cdp: CDPSession, page: Page) -> str:
 
 def _notifications(page: Page, count: int) -> list[dict[str, Any]]:
     """The worker registration's notifications, once there are `count`."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while len(shown := page.evaluate(WORKER_NOTIFICATIONS)) < count:
         assert time.monotonic() < deadline, f"notifications: {shown}"
         page.wait_for_timeout(50)
