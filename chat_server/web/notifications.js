@@ -118,8 +118,8 @@ export class Notifications {
     this.rooms = rooms;
     this.openRoom = openRoom;
     this.onChange = onChange;
-    // Per room, the number of the latest request for its settings: only that
-    // one's answer is kept (answers and `notify` frames can cross).
+    // Per room, the last of its settings requests: they run one after the
+    // other, so that each answer is at least as new as the one before.
     this.settingsRequests = new Map();
     this.push = new PushSetup();
     this.counting = false;
@@ -167,22 +167,27 @@ export class Notifications {
 
   // A `notify` frame: the settings changed, here or in another tab. A frame
   // can arrive after the answer to a later change made here, so the room's
-  // current settings are read afresh rather than taken from it.
+  // current settings are read afresh (after any change in flight) rather than
+  // taken from it.
   onNotify({ room_id: roomId }) {
     if (!this.rooms.get(roomId)) return;
     this.#settingsFrom(roomId, async () => (await api.get(`/rooms/${roomId}`)).notify)
       .catch(() => {}); // the next change or room listing brings them
   }
 
-  async #settingsFrom(roomId, request) {
-    const ticket = (this.settingsRequests.get(roomId) ?? 0) + 1;
-    this.settingsRequests.set(roomId, ticket);
-    const settings = await request();
-    const room = this.rooms.get(roomId);
-    if (room && settings && this.settingsRequests.get(roomId) === ticket) {
-      this.rooms.upsert({ ...room, notify: settings });
-    }
-    return settings;
+  #settingsFrom(roomId, request) {
+    const previous = this.settingsRequests.get(roomId) ?? Promise.resolve();
+    const answer = previous.catch(() => {}).then(request).then((settings) => {
+      const room = this.rooms.get(roomId);
+      if (room && settings) this.rooms.upsert({ ...room, notify: settings });
+      return settings;
+    });
+    this.settingsRequests.set(roomId, answer);
+    const forget = () => {
+      if (this.settingsRequests.get(roomId) === answer) this.settingsRequests.delete(roomId);
+    };
+    answer.then(forget, forget);
+    return answer;
   }
 
   // A message that just arrived (isNew: not seen before). Announced by the

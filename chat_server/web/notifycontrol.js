@@ -39,7 +39,8 @@ export class NotifyControl {
     this.button = button;
     this.getContext = getContext;
     this.roomId = null; // of the open dialog
-    this.saving = false;
+    this.saving = 0; // choices on their way to the server
+    this.level = null; // the level last shown or chosen in the dialog
     this.expiry = null; // timer that repaints when a mute ends
     this.#build();
     button.addEventListener('click', () => this.open());
@@ -115,7 +116,7 @@ export class NotifyControl {
     clearTimeout(this.expiry);
     const left = muted ? Date.parse(settings.muted_until) - Date.now() : 0;
     if (left > 0 && left < MAX_TIMER_MS) this.expiry = setTimeout(() => this.refresh(), left + 100);
-    if (this.dialog.open && !this.saving && this.roomId !== null) {
+    if (this.dialog.open && this.saving === 0 && this.roomId !== null) {
       const shown = this.#room(this.roomId);
       if (shown) this.#paintDialog(notifySettings(shown));
     }
@@ -123,32 +124,36 @@ export class NotifyControl {
 
   #paintDialog(settings) {
     const muted = isMuted(settings);
+    this.level = settings.level;
     this.radios.get(muted ? 'mute' : settings.level).checked = true;
     this.note.textContent = muted ? mutedText(settings) : '';
   }
 
   // The dialog's choice, as the PUT body: a level clears any mute; `Mute`
-  // keeps the level and sets muted_until.
-  #choice(current) {
+  // keeps the level (the one last chosen, even if still being saved) and sets
+  // muted_until.
+  #choice() {
     const picked = [...this.radios].find(([, radio]) => radio.checked)?.[0];
-    if (picked !== 'mute') return { level: picked, muted_until: null };
+    if (picked !== 'mute') {
+      this.level = picked;
+      return { level: picked, muted_until: null };
+    }
     const { ms } = MUTE_CHOICES.find(({ value }) => value === this.muteFor.value);
-    return { level: current.level, muted_until: ms === null ? FOREVER : new Date(Date.now() + ms).toISOString() };
+    return { level: this.level, muted_until: ms === null ? FOREVER : new Date(Date.now() + ms).toISOString() };
   }
 
   async #save() {
     const roomId = this.roomId;
-    const room = this.#room(roomId);
-    if (!room) return;
-    const body = this.#choice(notifySettings(room));
-    this.saving = true;
+    if (!this.#room(roomId)) return;
+    const body = this.#choice();
+    this.saving++;
     showError(this.error, null);
     try {
       await this.getContext().notifications.saveSettings(roomId, body);
     } catch (failure) {
       showError(this.error, failure);
     } finally {
-      this.saving = false;
+      this.saving--;
       this.refresh();
     }
   }

@@ -37,7 +37,14 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
-from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, expect
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    CDPSession,
+    ConsoleMessage,
+    Page,
+    expect,
+)
 
 from ..helpers import PASSWORD, Account
 from ..helpers.browser import WebUser, chromium, rest
@@ -48,6 +55,7 @@ from ..helpers.ws import connect, next_of
 pytestmark = pytest.mark.e2e
 
 SHOTS = Path("/tmp/shots")
+CONSOLE: list[str] = []  # the pages' console, for failure messages
 T = TypeVar("T")
 
 # PushManager as a browser with a push service would behave, for the one
@@ -207,14 +215,13 @@ def contexts(browser: Browser, site: Site) -> Iterator[Callable[..., BrowserCont
 def _page(context: BrowserContext, label: str) -> WebUser:
     """A tab; a notification the app fails to show counts as one of its problems."""
     tab = WebUser(context.new_page(), label)
-    tab.page.on(
-        "console",
-        lambda message: (
+
+    def heard(message: ConsoleMessage) -> None:
+        CONSOLE.append(f"{label}: {message.type}: {message.text}")
+        if message.text.startswith("Notification failed"):
             tab.problems.append(message.text)
-            if message.text.startswith("Notification failed")
-            else None
-        ),
-    )
+
+    tab.page.on("console", heard)
     return tab
 
 
@@ -235,7 +242,7 @@ def _notifications(page: Page, count: int) -> list[dict[str, Any]]:
     """The worker registration's notifications, once there are `count`."""
     deadline = time.monotonic() + 20
     while len(shown := page.evaluate(WORKER_NOTIFICATIONS)) < count:
-        assert time.monotonic() < deadline, f"notifications: {shown}"
+        assert time.monotonic() < deadline, f"notifications: {shown}; console: {CONSOLE}"
         page.wait_for_timeout(50)
     return shown
 
@@ -402,10 +409,12 @@ def test_notifications_control_sets_the_level_and_follows_other_tabs(
     dialog = first.dialog("Notifications")
     expect(dialog.get_by_role("radio", name="Mentions", exact=True)).to_be_checked()
     dialog.get_by_role("radio", name="All", exact=True).check()
+    expect(button).to_have_text("Notifications: All")
     expect(other).to_have_text("Notifications: All")
     assert notify() == {"level": "all", "muted_until": None}
 
     dialog.get_by_role("radio", name="Nothing", exact=True).check()
+    expect(button).to_have_text("Notifications: Nothing")
     expect(other).to_have_text("Notifications: Nothing")
     assert notify() == {"level": "none", "muted_until": None}
 
@@ -413,6 +422,7 @@ def test_notifications_control_sets_the_level_and_follows_other_tabs(
     before = datetime.now(UTC)
     dialog.get_by_role("combobox", name="Mute for").select_option(label="8 hours")
     expect(dialog.get_by_role("radio", name="Mute", exact=True)).to_be_checked()
+    expect(button).to_have_text("Notifications: Muted")
     expect(other).to_have_text("Notifications: Muted")
     expect(dialog.get_by_text(re.compile(r"^Muted until "))).to_be_visible()
     settings = notify()
