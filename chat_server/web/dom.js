@@ -106,9 +106,9 @@ export async function copyField(input, note) {
   }
 }
 
-// Shows a form's failure in element (a role=alert): the message, then each
-// field the server named (details.fields) under its label's text. Those
-// fields are marked aria-invalid and the first one takes focus; a null
+// Shows a form's failure in element (a role=alert): each field the server
+// named (details.fields) as "<its label>: <reason>", else the message. The
+// named fields are marked aria-invalid and the first one takes focus; a null
 // failure clears it all.
 export function showFormError(form, element, failure) {
   for (const field of form.querySelectorAll('[aria-invalid]')) field.removeAttribute('aria-invalid');
@@ -116,17 +116,16 @@ export function showFormError(form, element, failure) {
     element.textContent = '';
     return;
   }
-  const lines = [failure.message || String(failure)];
+  const lines = [];
   let first = null;
   for (const [name, reason] of Object.entries(failure.details?.fields ?? {})) {
     const field = form.elements.namedItem(name);
-    const label = field?.labels?.[0]?.textContent ?? name;
-    lines.push(`${label}: ${reason}`);
+    lines.push(`${field?.labels?.[0]?.textContent ?? name}: ${reason}`);
     if (field) {
       field.setAttribute('aria-invalid', 'true');
       first ??= field;
     }
   }
-  element.textContent = lines.join('\n');
+  element.textContent = lines.length ? lines.join('\n') : failure.message || String(failure);
   first?.focus();
 }

@@ -56,12 +56,19 @@ export function removeItem(item, fallback) {
   (neighbour?.querySelector('button') ?? fallback).focus();
 }
 
-// A create form: its fields, an alert for failures naming the field, the
-// submit button; submit(data) runs the request (failures are shown).
-export function createForm(className, fields, submitLabel, submit) {
+// A create form: a group named `legend` (with an optional hint) holding its
+// fields in a row that ends with the submit button, and an alert for
+// failures that names the field; submit(data) sends it.
+export function createForm({ legend, hint = null, fields, submitLabel, submit }) {
   const error = h('p', { class: 'error', role: 'alert', id: fieldId('form-error') });
   const button = h('button', { type: 'submit' }, submitLabel);
-  const form = h('form', { class: `settings-form ${className}` }, fields, error, h('div', { class: 'buttons' }, button));
+  const hintId = hint ? fieldId('form-hint') : null;
+  const form = h('form', { class: 'create-form' },
+    h('fieldset', { 'aria-describedby': hintId },
+      h('legend', {}, legend),
+      hint ? h('p', { id: hintId, class: 'hint' }, hint) : null,
+      h('div', { class: 'field-row' }, fields, button),
+      error));
   for (const field of form.querySelectorAll('input, select, textarea')) {
     field.setAttribute('aria-errormessage', error.id);
   }
@@ -80,16 +87,11 @@ export function createForm(className, fields, submitLabel, submit) {
   return form;
 }
 
-// A labelled field of a create form, with an optional hint it is described by.
-export function labelled(label, control, hint = null) {
+// A labelled control of a create form's row; `grow` lets it take the
+// row's spare width.
+export function labelled(label, control, { grow = false } = {}) {
   control.id ||= fieldId(control.name);
-  const hintId = hint ? fieldId(`${control.name}-hint`) : null;
-  if (hintId) control.setAttribute('aria-describedby', hintId);
-  return [
-    h('label', { for: control.id }, label),
-    control,
-    hint ? h('p', { id: hintId, class: 'hint' }, hint) : null,
-  ];
+  return h('span', { class: grow ? 'grow' : null }, h('label', { for: control.id }, label), control);
 }
 
 function section(title, ...children) {
@@ -102,13 +104,17 @@ class TokenSection {
   constructor() {
     this.list = h('ul', { class: 'admin-list', 'aria-label': 'Your tokens' });
     this.error = h('p', { class: 'error', role: 'alert' });
-    this.result = secretBox('New token', { warning: SHOWN_ONCE });
-    this.form = createForm('token-form', [
-      ...labelled('Token name', h('input', { name: 'name', required: true, maxlength: 64, autocomplete: 'off' }),
-        'What it is for, e.g. “deploy script”.'),
-      ...labelled('Expires', h('select', { name: 'expires_in' },
-        TOKEN_LIFETIMES.map(([label, seconds]) => h('option', { value: seconds, selected: seconds === DEFAULT_TOKEN_LIFETIME }, label)))),
-    ], 'Create token', (data) => this.#create(data));
+    this.result = secretBox('Your new token', { warning: SHOWN_ONCE });
+    this.form = createForm({
+      legend: 'New token',
+      fields: [
+        labelled('Token name', h('input', { name: 'name', required: true, maxlength: 64, autocomplete: 'off', placeholder: 'e.g. deploy script' }), { grow: true }),
+        labelled('Expires', h('select', { name: 'expires_in' },
+          TOKEN_LIFETIMES.map(([label, seconds]) => h('option', { value: seconds, selected: seconds === DEFAULT_TOKEN_LIFETIME }, label)))),
+      ],
+      submitLabel: 'Create token',
+      submit: (data) => this.#create(data),
+    });
     this.element = section('Access tokens',
       h('p', { class: 'hint' }, 'Scripts and apps use a token to act as you: send it as “Authorization: Bearer <token>”.'),
       this.error, this.list, this.form, this.result.element);
@@ -178,13 +184,18 @@ class BotSection {
     this.error = h('p', { class: 'error', role: 'alert' });
     this.more = h('button', { type: 'button', hidden: true, onclick: () => this.#loadPage() }, 'More bots');
     this.result = secretBox('Bot token', { warning: SHOWN_ONCE });
-    this.form = createForm('bot-form', [
-      ...labelled('Bot username', h('input', {
-        name: 'username', required: true, maxlength: 32, autocapitalize: 'none', spellcheck: 'false', autocomplete: 'off',
-      })),
-      ...labelled('Bot name', h('input', { name: 'display_name', maxlength: 64, autocomplete: 'off' }),
-        'Shown beside its messages; its username if left empty.'),
-    ], 'Create bot', (data) => this.#create(data));
+    this.form = createForm({
+      legend: 'New bot',
+      hint: 'Its name is shown beside its messages (its username if left empty).',
+      fields: [
+        labelled('Bot username', h('input', {
+          name: 'username', required: true, maxlength: 32, autocapitalize: 'none', spellcheck: 'false', autocomplete: 'off',
+        }), { grow: true }),
+        labelled('Bot name', h('input', { name: 'display_name', maxlength: 64, autocomplete: 'off' }), { grow: true }),
+      ],
+      submitLabel: 'Create bot',
+      submit: (data) => this.#create(data),
+    });
     this.cursor = null;
     this.element = section('Bots',
       h('p', { class: 'hint' }, 'A bot is an account of its own that posts through the API with its token. Add it to a room like a person.'),

@@ -46,20 +46,27 @@ export class WebhookSection {
     this.outgoingResult = secretBox('Signing secret', {
       warning: 'Each delivery is signed with it: X-Chat-Signature is sha256= and the HMAC-SHA256 of the body.',
     });
-    this.incomingForm = createForm('webhook-form', h('fieldset', {},
-      h('legend', {}, 'New incoming webhook'),
-      h('p', { class: 'hint' }, 'A URL that scripts and services post messages to.'),
-      ...labelled('Webhook name', h('input', { name: 'name', required: true, maxlength: 64, autocomplete: 'off' }),
-        'Its messages show under this name.')),
-    'Create incoming webhook', (data) => this.#create(data, 'incoming'));
-    this.outgoingForm = createForm('webhook-form', h('fieldset', {},
-      h('legend', {}, 'New outgoing webhook'),
-      h('p', { class: 'hint' }, 'Messages in this room are sent to your URL; a reply with “text” is posted back.'),
-      ...labelled('Webhook name', h('input', { name: 'name', required: true, maxlength: 64, autocomplete: 'off' })),
-      ...labelled('URL', h('input', { name: 'url', type: 'url', required: true, maxlength: 2048, autocomplete: 'off', spellcheck: 'false' })),
-      ...labelled('Trigger', h('select', { name: 'trigger' },
-        Object.entries(TRIGGERS).map(([value, label]) => h('option', { value }, label))))),
-    'Create outgoing webhook', (data) => this.#create(data, 'outgoing'));
+    this.incomingForm = createForm({
+      legend: 'New incoming webhook',
+      hint: 'A URL that scripts and services post messages to; they show under its name.',
+      fields: [labelled('Webhook name', h('input', { name: 'name', required: true, maxlength: 64, autocomplete: 'off' }), { grow: true })],
+      submitLabel: 'Create incoming webhook',
+      submit: (data) => this.#create(data, 'incoming'),
+    });
+    this.outgoingForm = createForm({
+      legend: 'New outgoing webhook',
+      hint: 'Messages in this room are sent to your URL; a JSON reply with “text” is posted back.',
+      fields: [
+        labelled('Webhook name', h('input', { name: 'name', required: true, maxlength: 64, autocomplete: 'off' })),
+        labelled('URL', h('input', {
+          name: 'url', type: 'url', required: true, maxlength: 2048, autocomplete: 'off', spellcheck: 'false', placeholder: 'https://',
+        }), { grow: true }),
+        labelled('Trigger', h('select', { name: 'trigger' },
+          Object.entries(TRIGGERS).map(([value, label]) => h('option', { value }, label)))),
+      ],
+      submitLabel: 'Create outgoing webhook',
+      submit: (data) => this.#create(data, 'outgoing'),
+    });
     const headingId = fieldId('webhooks-heading');
     this.element = h('section', { class: 'integration-section', 'aria-labelledby': headingId },
       h('h3', { id: headingId }, 'Webhooks'),
