@@ -231,6 +231,22 @@ def test_bot_created_used_and_deleted(site: Site, people: Callable[[str, str], W
     expect(username).to_have_attribute("aria-invalid", "true")
     expect(username).to_be_focused()
     ben.shot(SHOTS / "integ-bot-created.png")
+    ben.page.keyboard.press("Escape")
+
+    # Added to a room by its username, the bot posts there with its token.
+    room = _unique("builds")
+    ben.create_room(room)
+    ben.page.get_by_role("button", name="Room settings").click()
+    settings = ben.dialog("Room settings")
+    settings.get_by_role("textbox", name="Username").fill(bot_name)
+    settings.get_by_role("button", name="Invite", exact=True).click()
+    expect(settings.get_by_text("Build Bot was added to the room.")).to_be_visible()
+    members = settings.get_by_role("list", name="Members").get_by_role("listitem")
+    expect(members.filter(has_text=f"@{bot_name}")).to_contain_text("bot")
+    ben.page.keyboard.press("Escape")
+    room_id = next(r["id"] for r in site.call("GET", "/rooms", bot_token)["items"])
+    site.call("POST", f"/rooms/{room_id}/messages", bot_token, {"body": "nightly build is green"})
+    expect(ben.articles("nightly build is green")).to_contain_text("Build Bot")
 
     # Signed in with the bot's token, the page offers neither tokens nor bots.
     as_bot = people("bot", site.url)
@@ -246,7 +262,9 @@ def test_bot_created_used_and_deleted(site: Site, people: Callable[[str, str], W
     expect(bot_profile.get_by_role("textbox", name="Display name")).to_have_value("Build Bot")
     expect(bot_profile.get_by_role("region")).to_have_count(0)
 
+    ben.page.get_by_role("button", name="Profile").click()
     entry.get_by_role("button", name="Delete").click()
+    expect(ben.page.get_by_text("Delete the bot Build Bot?")).to_be_visible()
     ben.confirm()
     expect(bots.get_by_text("No bots yet.")).to_be_visible()
     assert site.me_status(bot_token) == 401
