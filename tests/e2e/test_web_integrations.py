@@ -1,11 +1,12 @@
 """Browser tests of the web client's bots and integrations (issue 17).
 
-A real `python run.py` (open registration, CHAT_OUTBOUND_PRIVATE=true so an
-outgoing webhook may call a receiver on 127.0.0.1 that the test runs) and
-Debian's chromium: personal access tokens and bots on the Profile dialog, and
-incoming and outgoing webhooks in Room settings, each checked by using what
-the page handed over. Controls are found by role and accessible name (API.md
-"Built-in web client"). Screenshots go to /tmp/shots/integ-*.png.
+A real `python run.py` on SQLite and on PostgreSQL (open registration,
+CHAT_OUTBOUND_PRIVATE=true so an outgoing webhook may call a receiver on
+127.0.0.1 that the test runs) and Debian's chromium: personal access tokens
+and bots on the Profile dialog, and incoming and outgoing webhooks in Room
+settings, each checked by using what the page handed over. Controls are
+found by role and accessible name (API.md "Built-in web client").
+Screenshots go to /tmp/shots/integ-*.png.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from playwright.sync_api import Browser, Locator, expect
 
 from ..helpers import PASSWORD
 from ..helpers.browser import WebUser, chromium, new_user, rest
-from ..helpers.servers import ServerProcess
+from ..helpers.servers import ServerProcess, engine_env
 
 pytestmark = pytest.mark.e2e
 
@@ -120,15 +121,17 @@ def browser() -> Iterator[Browser]:
         yield browser
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    workdir = tmp_path_factory.mktemp("web-integrations")
-    env = {"CHAT_DATA_DIR": str(workdir / "data"), "CHAT_OUTBOUND_PRIVATE": "true"}
-    server = ServerProcess(env, workdir).start()
-    try:
-        yield Site(server)
-    finally:
-        server.stop()
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    workdir = tmp_path_factory.mktemp(f"web-integrations-{request.param}")
+    with engine_env(request.param, request, workdir / "data") as env:
+        server = ServerProcess(env | {"CHAT_OUTBOUND_PRIVATE": "true"}, workdir).start()
+        try:
+            yield Site(server)
+        finally:
+            server.stop()
 
 
 @pytest.fixture
