@@ -56,6 +56,11 @@ export function removeItem(item, fallback) {
   (neighbour?.querySelector('button') ?? fallback).focus();
 }
 
+// Says `text` (e.g. "No bots yet.") in a list left without items.
+export function noteIfEmpty(list, text) {
+  if (!list.children.length) list.append(h('li', { class: 'hint' }, text));
+}
+
 // A create form: a group named `legend` (with an optional hint) holding its
 // fields in a row that ends with the submit button, and an alert for
 // failures that names the field; submit(data) sends it.
@@ -125,7 +130,7 @@ class TokenSection {
     try {
       const { items } = await api.get('/auth/tokens');
       this.list.replaceChildren(...items.map((token) => this.#render(token)));
-      if (!items.length) this.list.append(h('li', { class: 'hint' }, 'No tokens yet.'));
+      noteIfEmpty(this.list, 'No tokens yet.');
     } catch (failure) {
       showError(this.error, failure);
     }
@@ -171,7 +176,7 @@ class TokenSection {
     try {
       await api.del(`/auth/tokens/${token.id}`);
       removeItem(item, this.form.elements.namedItem('name'));
-      if (!this.list.children.length) this.list.append(h('li', { class: 'hint' }, 'No tokens yet.'));
+      noteIfEmpty(this.list, 'No tokens yet.');
     } catch (failure) {
       showError(this.error, failure);
     }
@@ -215,7 +220,7 @@ class BotSection {
       this.cursor = page.next_cursor;
       this.more.hidden = !this.cursor;
       this.list.append(...page.items.map((bot) => this.#render(bot)));
-      if (!this.list.children.length) this.list.append(h('li', { class: 'hint' }, 'No bots yet.'));
+      noteIfEmpty(this.list, 'No bots yet.');
     } catch (failure) {
       showError(this.error, failure);
     }
@@ -253,7 +258,7 @@ class BotSection {
     try {
       await api.del(`/bots/${bot.id}`);
       removeItem(item, this.form.elements.namedItem('username'));
-      if (!this.list.children.length) this.list.append(h('li', { class: 'hint' }, 'No bots yet.'));
+      noteIfEmpty(this.list, 'No bots yet.');
     } catch (failure) {
       showError(this.error, failure);
     }

@@ -5,7 +5,7 @@
 // and a curl example) and an outgoing one.
 import * as api from './api.js';
 import { confirmAction, copyField, fieldId, h, showError } from './dom.js';
-import { createForm, labelled, removeItem, secretBox } from './integrations.js';
+import { createForm, labelled, noteIfEmpty, removeItem, secretBox } from './integrations.js';
 import { formatDate } from './invites.js';
 
 const TRIGGERS = { all: 'All messages', mention: 'When mentioned' };
@@ -55,7 +55,7 @@ export class WebhookSection {
     });
     this.outgoingForm = createForm({
       legend: 'New outgoing webhook',
-      hint: 'Messages in this room are sent to your URL; a JSON reply with “text” is posted back.',
+      hint: 'The room’s new messages (all, or those that mention it) are POSTed to your URL; a JSON reply with “text” is posted back.',
       fields: [
         labelled('Webhook name', h('input', { name: 'name', required: true, maxlength: 64, autocomplete: 'off' })),
         labelled('URL', h('input', {
@@ -80,7 +80,7 @@ export class WebhookSection {
     try {
       const { items } = await api.get(`/rooms/${this.roomId}/webhooks`);
       this.list.replaceChildren(...items.map((hook) => this.#render(hook)));
-      if (!items.length) this.list.append(h('li', { class: 'hint' }, 'No webhooks yet.'));
+      noteIfEmpty(this.list, 'No webhooks yet.');
     } catch (failure) {
       showError(this.error, failure);
     }
@@ -137,7 +137,7 @@ export class WebhookSection {
     try {
       await api.del(`/rooms/${this.roomId}/webhooks/${hook.id}`);
       removeItem(item, this.incomingForm.elements.namedItem('name'));
-      if (!this.list.children.length) this.list.append(h('li', { class: 'hint' }, 'No webhooks yet.'));
+      noteIfEmpty(this.list, 'No webhooks yet.');
     } catch (failure) {
       showError(this.error, failure);
     }
