@@ -15,7 +15,7 @@ from . import keys
 from .auth import PASSWORD_RULE, USERNAME, USERNAME_RULE, create_account, require_admin
 from .db import ACCOUNT_STATES, Deactivation, LastAdmin
 from .errors import Conflict, NotFound
-from .models import AdminUser
+from .models import User
 from .paging import decode_cursor, page, page_limit
 from .rooms import announce_leave
 from .validation import Validator, path_id, read_json
@@ -32,12 +32,13 @@ def _flag(v: Validator, name: str) -> bool | None:
     return None
 
 
-def _announce(app: web.Application, account: AdminUser, ended: Deactivation) -> None:
-    """After a committed deactivation: close the account's sockets everywhere and
-    tell each room it was removed from."""
+def announce_deactivation(app: web.Application, user: User, ended: Deactivation) -> None:
+    """After a committed deactivation: close the account's sockets everywhere (its
+    sessions' and personal tokens') and tell each room it was removed from."""
     app[keys.HUB].close_sessions(ended.session_ids)
+    app[keys.HUB].close_tokens(ended.token_ids)
     for room_id, pos in ended.left_rooms:
-        announce_leave(app, room_id, account.user, pos, "deactivated")
+        announce_leave(app, room_id, user, pos, "deactivated")
 
 
 async def list_users(request: web.Request) -> web.Response:
@@ -93,7 +94,7 @@ async def patch_user(request: web.Request) -> web.Response:
     if changed is None:
         raise NotFound("no such user")
     account, ended = changed
-    _announce(request.app, account, ended)
+    announce_deactivation(request.app, account.user, ended)
     return web.json_response(account.to_json())
 
 
@@ -108,7 +109,7 @@ async def erase_user(request: web.Request) -> web.Response:
     if erased is None:
         raise NotFound("no such user")
     account, ended, _ = erased
-    _announce(request.app, account, ended)
+    announce_deactivation(request.app, account.user, ended)
     request.app[keys.JOBS].wake()
     return web.json_response(account.to_json(), status=202)
 

@@ -16,20 +16,27 @@ from . import (
     admin,
     auth,
     conversation,
+    integrations,
     jobs,
     keys,
     media,
     messages,
     moderation,
+    notify,
     observability,
     outbound,
+    push,
+    pusher,
     registration,
     rooms,
+    tokens,
     users,
+    vapid,
+    webhooks,
 )
 from .config import Config
 from .db import Database
-from .errors import Unauthorized, Unavailable
+from .errors import NotFound, Unauthorized, Unavailable
 from .observability import Metrics
 from .ratelimit import make_limiter
 from .realtime import ws
@@ -63,11 +70,14 @@ def create_app(config: Config | None = None) -> web.Application:
     app[keys.TOKENS] = auth.TokenService(
         auth.load_secret_key(config), config.access_ttl, config.refresh_ttl
     )
+    app[keys.VAPID] = vapid.Vapid(vapid.load_private_key(config), config.resolved_public_url)
     relay = Relay(config.redis_url, app[keys.METRICS]) if config.redis_url else None
     app[keys.RELAY] = relay
     shared = relay.redis if relay else None  # limits are per cluster when Redis is configured
     app[keys.AUTH_LIMITER] = make_limiter(config.auth_rate, shared, "auth")
     app[keys.MESSAGE_LIMITER] = make_limiter(config.message_rate, shared, "messages")
+    # An incoming hook posts at most as fast as a user may (and per client IP too).
+    app[keys.HOOK_LIMITER] = make_limiter(config.message_rate, shared, "hooks")
     app.cleanup_ctx.append(_password_hasher)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(registration.setup_token)
@@ -75,6 +85,8 @@ def create_app(config: Config | None = None) -> web.Application:
     app.cleanup_ctx.append(media.media_store)
     app.cleanup_ctx.append(jobs.job_worker)
     app.cleanup_ctx.append(outbound.outbound_client)
+    app.cleanup_ctx.append(pusher.push_service)
+    app.cleanup_ctx.append(webhooks.webhook_worker)
     app.on_shutdown.append(_close_websockets)
     _add_routes(app)
     return app
@@ -127,6 +139,9 @@ def _add_routes(app: web.Application) -> None:
             web.get(f"{api}/auth/sessions", auth.list_sessions),
             web.delete(f"{api}/auth/sessions/{{session_id}}", auth.delete_session),
             web.post(f"{api}/auth/password", auth.change_password),
+            web.post(f"{api}/auth/tokens", tokens.create_token),
+            web.get(f"{api}/auth/tokens", tokens.list_tokens),
+            web.delete(f"{api}/auth/tokens/{{token_id}}", tokens.revoke_token),
             web.get(f"{api}/server", registration.server_info),
             web.post(f"{api}/invites", registration.create_invite),
             web.get(f"{api}/invites", registration.list_invites),
@@ -143,6 +158,7 @@ def _add_routes(app: web.Application) -> None:
             web.get(f"{api}/rooms/{{room_id:[0-9]+}}", rooms.get_room),
             web.patch(f"{api}/rooms/{{room_id:[0-9]+}}", rooms.patch_room),
             web.delete(f"{api}/rooms/{{room_id:[0-9]+}}", moderation.delete_room),
+            web.put(f"{api}/rooms/{{room_id}}/notify", notify.put_notify),
             web.post(f"{api}/rooms/{{room_id}}/join", rooms.join_room),
             web.post(f"{api}/rooms/{{room_id}}/leave", rooms.leave_room),
             web.get(f"{api}/rooms/{{room_id}}/events", rooms.room_events),
@@ -153,6 +169,15 @@ def _add_routes(app: web.Application) -> None:
             web.get(f"{api}/rooms/{{room_id}}/bans", moderation.list_bans),
             web.delete(f"{api}/rooms/{{room_id}}/bans/{{user_id}}", moderation.unban_user),
             web.post(f"{api}/dm", rooms.open_dm),
+            web.post(f"{api}/bots", integrations.create_bot),
+            web.get(f"{api}/bots", integrations.list_bots),
+            web.delete(f"{api}/bots/{{bot_id}}", integrations.delete_bot),
+            web.post(f"{api}/rooms/{{room_id}}/webhooks", integrations.create_webhook),
+            web.get(f"{api}/rooms/{{room_id}}/webhooks", integrations.list_webhooks),
+            web.delete(
+                f"{api}/rooms/{{room_id}}/webhooks/{{webhook_id}}", integrations.delete_webhook
+            ),
+            web.post(f"{api}/hooks/{{secret}}", integrations.incoming_hook),
             web.post(f"{api}/rooms/{{room_id}}/messages", messages.send_message),
             web.get(f"{api}/rooms/{{room_id}}/messages", messages.history),
             web.patch(f"{api}/rooms/{{room_id}}/messages/{{message_id}}", messages.edit_message),
@@ -169,6 +194,9 @@ def _add_routes(app: web.Application) -> None:
             web.post(f"{api}/rooms/{{room_id}}/pins", conversation.pin_message),
             web.get(f"{api}/rooms/{{room_id}}/pins", conversation.list_pins),
             web.delete(f"{api}/rooms/{{room_id}}/pins/{{message_id}}", conversation.unpin_message),
+            web.get(f"{api}/push/subscriptions", push.list_subscriptions),
+            web.post(f"{api}/push/subscriptions", push.create_subscription),
+            web.delete(f"{api}/push/subscriptions/{{subscription_id}}", push.delete_subscription),
             web.get(f"{api}/search", messages.search),
             web.post(f"{api}/media", media.upload),
             web.get(f"{api}/media/{{media_id}}", media.download),
@@ -274,6 +302,10 @@ async def asyncapi_document(request: web.Request) -> web.Response:
 
 
 async def web_client(request: web.Request) -> web.FileResponse:
+    """The built-in web client, at the site root only: its pages load /web/ and
+    /api/v1 from the root, so an app mounted under a prefix serves the API alone."""
+    if request.path != "/":
+        raise NotFound("the built-in web client is served only at the site root")
     return web.FileResponse(
         WEB_DIR / "index.html",
         headers={"Content-Security-Policy": WEB_CSP, "X-Content-Type-Options": "nosniff"},

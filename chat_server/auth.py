@@ -119,10 +119,13 @@ class PasswordHasher:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the user and the session their token belongs to."""
+    """Who is calling: the user, and the session (a login) or the personal access
+    token (tokens.py) their credential belongs to: exactly one of the two."""
 
     user_id: int
-    session_id: int
+    session_id: int | None
+    token_id: int | None = None
+    expires_at: int | None = None  # a personal token's end (epoch ms), if it has one
 
 
 class TokenService:
@@ -195,16 +198,41 @@ class TokenService:
         return claims
 
 
+# Personal access tokens (tokens.py) start so; anything else is a JWT access token.
+PERSONAL_TOKEN_PREFIX = "chat_pat_"
+
+
+def token_digest(token: str) -> str:
+    """What is stored of a personal token, and what it is looked up by. Its 256
+    random bits need no slow hash: a SHA-256 of them cannot be reversed."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 async def authenticate_token(app: web.Application, token: str) -> Principal:
-    """The principal of a valid access token whose session is still live."""
+    """The principal of a valid access token whose session is still live, or of
+    a live personal access token (not revoked or expired, its owner active)."""
+    if token.startswith(PERSONAL_TOKEN_PREFIX):
+        return await _authenticate_personal(app, token)
     claims = app[keys.TOKENS].decode(token, "access", app[keys.DB].installation_id)
-    principal = Principal(int(claims["sub"]), claims["sid"])
-    session = await app[keys.DB].get_session(principal.session_id)
-    if session is None or session.revoked or session.user_id != principal.user_id:
+    user_id, session_id = int(claims["sub"]), claims["sid"]
+    session = await app[keys.DB].get_session(session_id)
+    if session is None or session.revoked or session.user_id != user_id:
         raise Unauthorized("session revoked")
     if session.last_used_at < now_ms() - SESSION_TOUCH_INTERVAL_MS:
         await app[keys.DB].touch_session(session.id, now_ms() - SESSION_TOUCH_INTERVAL_MS)
-    return principal
+    return Principal(user_id, session_id)
+
+
+async def _authenticate_personal(app: web.Application, token: str) -> Principal:
+    db = app[keys.DB]
+    found = await db.token_owner(token_digest(token))
+    now = now_ms()
+    expired = found is not None and found.expires_at is not None and found.expires_at <= now
+    if found is None or not found.live or expired:
+        raise Unauthorized("invalid, expired or revoked token")
+    if found.last_used_at is None or found.last_used_at < now - SESSION_TOUCH_INTERVAL_MS:
+        await db.touch_access_token(found.id, now - SESSION_TOUCH_INTERVAL_MS)
+    return Principal(found.user_id, None, found.id, found.expires_at)
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -225,6 +253,18 @@ async def require_auth(request: web.Request) -> Principal:
     principal = await authenticate_token(request.app, token)
     request[keys.USER_ID] = principal.user_id  # for the access log
     return principal
+
+
+async def require_session(request: web.Request) -> tuple[int, int]:
+    """(user id, session id) of a caller signed in with a login's access token.
+
+    Sessions, logout, password changes and personal tokens are managed from
+    a login only: a personal access token cannot end sessions or make tokens
+    that would outlive its own revocation (403)."""
+    me = await require_auth(request)
+    if me.session_id is None:
+        raise Forbidden("this needs a login's access token, not a personal access token")
+    return me.user_id, me.session_id
 
 
 async def require_admin(request: web.Request) -> Actor:
@@ -335,8 +375,8 @@ async def login(request: web.Request) -> web.Response:
     username = username.lower()
     await check_auth_rate(request, username)
     found = await request.app[keys.DB].get_credentials(username)
-    if found is not None and found[0].deactivated:  # refused as an unknown user is, as slowly
-        found = None
+    if found is not None and (found[0].deactivated or found[0].is_bot):
+        found = None  # refused as an unknown user is, as slowly (bots have no password)
     ok = await request.app[keys.HASHER].verify(password, found[1] if found else None)
     if not ok or found is None:
         request.app[keys.METRICS].login_failures.inc()
@@ -368,38 +408,38 @@ async def refresh(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    me = await require_auth(request)
-    await request.app[keys.DB].revoke_session(me.user_id, me.session_id)
-    request.app[keys.HUB].close_sessions([me.session_id])
+    user_id, current = await require_session(request)
+    await request.app[keys.DB].revoke_session(user_id, current)
+    request.app[keys.HUB].close_sessions([current])
     return web.Response(status=204)
 
 
 async def list_sessions(request: web.Request) -> web.Response:
-    me = await require_auth(request)
-    sessions = await request.app[keys.DB].list_sessions(me.user_id)
-    return web.json_response({"items": [s.to_json(me.session_id) for s in sessions]})
+    user_id, current = await require_session(request)
+    sessions = await request.app[keys.DB].list_sessions(user_id)
+    return web.json_response({"items": [s.to_json(current) for s in sessions]})
 
 
 async def delete_session(request: web.Request) -> web.Response:
-    me = await require_auth(request)
+    user_id, _ = await require_session(request)
     session_id = path_id(request, "session_id")
-    if not await request.app[keys.DB].revoke_session(me.user_id, session_id):
+    if not await request.app[keys.DB].revoke_session(user_id, session_id):
         raise NotFound("no such session")
     request.app[keys.HUB].close_sessions([session_id])
     return web.Response(status=204)
 
 
 async def change_password(request: web.Request) -> web.Response:
-    me = await require_auth(request)
+    user_id, current = await require_session(request)
     v = Validator(await read_json(request))
     old = v.string("old_password", required=True, min_len=1, max_len=1024)
     new = v.string("new_password", required=True, min_len=8, max_len=1024, reason=PASSWORD_RULE)
     v.check()
     db, hasher = request.app[keys.DB], request.app[keys.HASHER]
-    old_hash = await db.get_password_hash(me.user_id)
+    old_hash = await db.get_password_hash(user_id)
     if old_hash is None or not await hasher.verify(old, old_hash):
         raise Unauthorized("wrong password")
-    revoked = await db.set_password(me.user_id, old_hash, await hasher.hash(new), me.session_id)
+    revoked = await db.set_password(user_id, old_hash, await hasher.hash(new), current)
     if revoked is None:  # another change won the race; `old` is no longer the password
         raise Unauthorized("wrong password")
     request.app[keys.HUB].close_sessions(revoked)

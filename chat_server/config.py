@@ -158,6 +158,14 @@ def _secret(value: Any) -> str:
     return value
 
 
+def _vapid_key(value: Any) -> str:
+    # The shape only: vapid.py parses the key (and names this setting if it cannot).
+    text = value.strip() if isinstance(value, str) else ""
+    if not (text.startswith("-----BEGIN") or re.fullmatch(r"[A-Za-z0-9_-]{43}=?", text)):
+        raise ValueError("expected a PEM private key or 32 bytes in base64url")
+    return text
+
+
 def _token(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[!-~]{16,}", value):
         raise ValueError("must be at least 16 printable ASCII characters without spaces")
@@ -272,11 +280,19 @@ class Config:
         _boolean,
         "`true` lets push and webhooks reach private and loopback addresses",
     )
+    vapid_private_key: str | None = setting(
+        None,
+        _vapid_key,
+        "Web Push (VAPID) P-256 private key, PEM or base64url; several machines share one",
+        unset="generated once into the data dir (mode 0600)",
+        secret=True,
+    )
 
     # Not environment settings: knobs for embedders and tests.
     ws_outbox_limit: int = 1024  # frames queued per WebSocket before it is closed with 1013
     ready_hold: float = 2.0  # seconds live events wait for a resuming WebSocket's replay
     auth_timeout: float = 10.0  # seconds a WebSocket may take to send its `auth` frame
+    webhook_backoff: float = 1.0  # seconds before an outgoing webhook's first retry (then x2)
 
     def __post_init__(self) -> None:
         for spec in SETTINGS:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,25 +28,31 @@ from .mentions import NOTHING_WRITTEN, ROOM_MENTION_MAX_MEMBERS, Written
 from .migrations import migrate
 from .models import (
     NO_MENTIONS,
+    AccessToken,
     Actor,
     AdminUser,
     Audit,
     Ban,
+    Delivery,
     Invite,
     Job,
     Media,
     Member,
     Mentions,
     Message,
+    PushSubscription,
     Reaction,
     Report,
     Room,
     Session,
     StreamEntry,
+    TokenOwner,
     User,
+    Webhook,
     now_ms,
 )
 from .rows import (
+    to_access_token,
     to_admin_user,
     to_audit,
     to_ban,
@@ -55,11 +62,14 @@ from .rows import (
     to_member,
     to_mentions,
     to_message,
+    to_push_subscription,
     to_report,
     to_room,
     to_session,
     to_stream_entry,
+    to_token_owner,
     to_user,
+    to_webhook,
 )
 
 # --- columns: each list written once; `*_FIELDS` bare (RETURNING), `*_COLUMNS` qualified
@@ -80,6 +90,7 @@ ROOM_COLUMNS = (
     "r.id, r.kind, r.name, r.topic, r.created_by, r.created_at, r.last_seq, r.last_pos,"
     " (SELECT count(*) FROM members mc WHERE mc.room_id = r.id) AS member_count,"
     " me.role AS my_role, COALESCE(me.last_read_seq, 0) AS my_last_read_seq,"
+    " me.notify_level AS my_notify_level, me.muted_until AS my_muted_until,"
     # The viewer's mentions after their read marker: by name (index mentions_unread)
     # or by @room (index messages_room_mentions), a message naming both counted once;
     # nothing to count for a non-member or a room read to its end.
@@ -98,6 +109,10 @@ MESSAGE_FIELDS = (
     " pinned_pos, thread_id, reply_count, last_reply_at, mentioned_ids, mentions_room"
 )
 MESSAGE_COLUMNS = _qualified("m", MESSAGE_FIELDS)
+PUSH_FIELDS = "id, user_id, endpoint, p256dh, auth, created_at, last_success_at"
+PUSH_COLUMNS = _qualified("ps", PUSH_FIELDS)
+# Subscriptions a user keeps (browsers, devices); registering one more drops the oldest.
+MAX_PUSH_SUBSCRIPTIONS = 10
 # What a deletion sets: a tombstone keeps id, seq and pos, and loses its body,
 # mentions and pin (and, in `_drop_dependents`, attachments and reactions).
 TOMBSTONE = (
@@ -106,6 +121,7 @@ TOMBSTONE = (
 STREAM_FIELDS = "room_id, pos, type, message_id, user_id, actor_id, detail, reaction_count"
 AUDIT_FIELDS = "id, at, actor_id, action, target_type, target_id, ip, details"
 JOB_FIELDS = "id, kind, target_id, actor_id, done_count, lease_until"
+TOKEN_FIELDS = "id, user_id, name, created_at, expires_at, last_used_at"
 INVITE_FIELDS = "id, code, created_by, max_uses, uses, expires_at, revoked_at, created_at"
 # An invite's row as `_invite_refusal` reads it (append `WHERE ...`).
 INVITE_STATE = "id, max_uses, uses, expires_at, revoked_at FROM invites"
@@ -172,6 +188,16 @@ class Deactivation:
 
     session_ids: list[int] = field(default_factory=list)
     left_rooms: list[tuple[int, int]] = field(default_factory=list)  # (room_id, member.left pos)
+    token_ids: list[int] = field(default_factory=list)  # personal access tokens revoked
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """A subscription a new message is pushed to, with what the push says of its room."""
+
+    subscription: PushSubscription
+    room_kind: str
+    room_name: str
 
 
 @dataclass(frozen=True)
@@ -256,6 +282,18 @@ class _MembersChanged(Exception):
 
 class Refused(Exception):
     """A moderation action the actor's role does not allow (checked under its locks)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookFields:
+    """A new webhook's settings (integrations.py checks them)."""
+
+    name: str
+    kind: str
+    url: str | None
+    trigger: str | None
+    secret: str
+    secret_sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -953,12 +991,12 @@ class Database:
 
     # --- messages ----------------------------------------------------------------------
 
-    async def _attach(self, rows: list[Row]) -> list[Message]:
+    async def _attach(self, rows: list[Row], conn: Conn | None = None) -> list[Message]:
         """Messages from rows, with their attachments loaded in one query."""
         if not rows:
             return []
         ids = [r["id"] for r in rows]
-        media_rows = await self.engine.fetch(
+        media_rows = await (conn or self.engine).fetch(
             f"SELECT a.message_id, {MEDIA_COLUMNS} FROM message_attachments a"
             " JOIN media md ON md.id = a.media_id"
             f" WHERE a.message_id {self.engine.in_ids('$1')} ORDER BY a.message_id, a.position",
@@ -1399,13 +1437,22 @@ RETURNING {MESSAGE_FIELDS}
         return changed, ended
 
     async def _deactivate(self, tx: Conn, actor: Actor, user_id: int) -> Deactivation:
-        """Marks the (locked) account deactivated, revokes its sessions and removes
-        it from every room as `member.left` (`deactivated`): its member rows are
-        locked first, then the rooms' rows in id order (as every change locks them)."""
+        """Marks the (locked) account deactivated, revokes its sessions and personal
+        access tokens and removes it from every room as `member.left`
+        (`deactivated`): its member rows are locked first, then the rooms' rows
+        in id order (as every change locks them)."""
         now = now_ms()
         await tx.execute("UPDATE users SET deactivated_at = $2 WHERE id = $1", user_id, now)
         sessions = await tx.fetch(
             "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
+            " RETURNING id",
+            user_id,
+            now,
+        )
+        # Nothing is pushed to a deactivated account's browsers any more.
+        await tx.execute("DELETE FROM push_subscriptions WHERE user_id = $1", user_id)
+        tokens = await tx.fetch(
+            "UPDATE access_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
             " RETURNING id",
             user_id,
             now,
@@ -1427,7 +1474,7 @@ RETURNING {MESSAGE_FIELDS}
                 detail="deactivated",
             )
             left.append((room["room_id"], pos))
-        return Deactivation([s["id"] for s in sessions], left)
+        return Deactivation([s["id"] for s in sessions], left, [t["id"] for t in tokens])
 
     async def erase_account(
         self, actor: Actor, user_id: int
@@ -2294,6 +2341,580 @@ RETURNING {MESSAGE_FIELDS}
             "SELECT id FROM users WHERE is_admin AND deactivated_at IS NULL ORDER BY id"
         )
         return [r["id"] for r in rows]
+
+    # --- notifications ----------------------------------------------------------------
+
+    async def set_notify(
+        self, room_id: int, user_id: int, level: str, muted_until: int | None
+    ) -> Room:
+        """Sets the member's level and mute for the room (a member's own setting, not
+        the room's shared state: no room event). NotMember for a non-member."""
+        async with self.engine.transaction() as tx:
+            updated = await tx.fetchval(
+                "UPDATE members SET notify_level = $3, muted_until = $4"
+                " WHERE room_id = $1 AND user_id = $2 RETURNING user_id",
+                room_id,
+                user_id,
+                level,
+                muted_until,
+            )
+            if updated is None:
+                raise NotMember()
+            return await self._room_in(tx, room_id, user_id)
+
+    async def push_targets(
+        self, room_id: int, sender_id: int, mentions: Mentions, now: int, limit: int
+    ) -> list[PushTarget]:
+        """The subscriptions of the members (not the sender) a new message notifies:
+        level `all`, or `mentions` and mentioned, and not muted at `now`."""
+        level = "COALESCE(mb.notify_level, CASE WHEN r.kind = 'dm' THEN 'all' ELSE 'mentions' END)"
+        rows = await self.engine.fetch(
+            f"SELECT {PUSH_COLUMNS}, r.kind AS room_kind, r.name AS room_name"
+            " FROM members mb JOIN rooms r ON r.id = mb.room_id"
+            " JOIN push_subscriptions ps ON ps.user_id = mb.user_id"
+            " WHERE mb.room_id = $1 AND mb.user_id <> $2"
+            " AND (mb.muted_until IS NULL OR mb.muted_until <= $3)"
+            f" AND ({level} = 'all' OR ({level} = 'mentions'"
+            f"   AND ($4 OR mb.user_id {self.engine.in_ids('$5')})))"
+            " ORDER BY ps.id LIMIT $6",
+            room_id,
+            sender_id,
+            now,
+            mentions.room,
+            self.engine.ids_param(mentions.user_ids),
+            limit,
+        )
+        return [PushTarget(to_push_subscription(r), r["room_kind"], r["room_name"]) for r in rows]
+
+    async def add_push_subscription(
+        self, user_id: int, endpoint: str, p256dh: str, auth: str
+    ) -> tuple[PushSubscription, bool]:
+        """Registers the endpoint for the user (True: new to them). An endpoint is one
+        row: someone else's moves to this user; the user's oldest beyond
+        MAX_PUSH_SUBSCRIPTIONS go."""
+        for _ in range(2):  # a concurrent first registration of the endpoint: once more
+            try:
+                async with self.engine.transaction() as tx:
+                    return await self._upsert_push_subscription(tx, user_id, endpoint, p256dh, auth)
+            except UniqueViolation:
+                continue
+        raise RuntimeError("push subscription upsert raced twice")
+
+    async def _upsert_push_subscription(
+        self, tx: Conn, user_id: int, endpoint: str, p256dh: str, auth: str
+    ) -> tuple[PushSubscription, bool]:
+        existing = await tx.fetchrow(
+            "SELECT id, user_id FROM push_subscriptions WHERE endpoint = $1 FOR UPDATE",
+            endpoint,
+        )
+        if existing is None:
+            row = await tx.fetchrow(
+                "INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth, created_at)"
+                f" VALUES ($1, $2, $3, $4, $5) RETURNING {PUSH_FIELDS}",
+                user_id,
+                endpoint,
+                p256dh,
+                auth,
+                now_ms(),
+            )
+        else:
+            row = await tx.fetchrow(
+                "UPDATE push_subscriptions SET user_id = $2, p256dh = $3, auth = $4"
+                f" WHERE id = $1 RETURNING {PUSH_FIELDS}",
+                existing["id"],
+                user_id,
+                p256dh,
+                auth,
+            )
+        assert row is not None
+        await tx.execute(
+            "DELETE FROM push_subscriptions WHERE user_id = $1 AND id NOT IN"
+            " (SELECT id FROM push_subscriptions WHERE user_id = $1 ORDER BY id DESC LIMIT $2)",
+            user_id,
+            MAX_PUSH_SUBSCRIPTIONS,
+        )
+        created = existing is None or existing["user_id"] != user_id
+        return to_push_subscription(row), created
+
+    async def any_push_subscription(self) -> bool:
+        return bool(await self.engine.fetchval("SELECT EXISTS (SELECT 1 FROM push_subscriptions)"))
+
+    async def push_subscriptions(self, user_id: int) -> list[PushSubscription]:
+        rows = await self.engine.fetch(
+            f"SELECT {PUSH_FIELDS} FROM push_subscriptions WHERE user_id = $1 ORDER BY id",
+            user_id,
+        )
+        return [to_push_subscription(r) for r in rows]
+
+    async def delete_push_subscription(self, subscription_id: int, user_id: int) -> bool:
+        """Deletes one of the user's subscriptions; False if they have no such one."""
+        row = await self.engine.write(
+            "DELETE FROM push_subscriptions WHERE id = $1 AND user_id = $2 RETURNING id",
+            subscription_id,
+            user_id,
+        )
+        return row is not None
+
+    async def drop_push_subscription(self, subscription_id: int) -> bool:
+        """Deletes a subscription its push service called gone (404 or 410)."""
+        row = await self.engine.write(
+            "DELETE FROM push_subscriptions WHERE id = $1 RETURNING id", subscription_id
+        )
+        return row is not None
+
+    async def push_succeeded(self, subscription_id: int, at: int) -> None:
+        await self.engine.write(
+            "UPDATE push_subscriptions SET last_success_at = $2 WHERE id = $1",
+            subscription_id,
+            at,
+        )
+
+    # --- integrations -------------------------------------------------------------------
+    #
+    # Personal access tokens, bot accounts and webhooks (tokens.py, integrations.py,
+    # webhooks.py). A bot is a users row with is_bot and its owner; a webhook has
+    # a bot of its own. Lock order as everywhere: users rows, member rows, room row.
+
+    async def create_access_token(
+        self, user_id: int, name: str, token_sha256: str, expires_at: int | None, limit: int
+    ) -> AccessToken | None:
+        """A new token of an active account that has fewer than `limit` live ones.
+
+        None: the account is deactivated (or a bot asks through this path) or
+        at its limit. The check is the insert's own condition, under the
+        user's row lock (`FOR SHARE` waits for a deactivation in progress)."""
+        row = await self.engine.write(
+            "INSERT INTO access_tokens (user_id, name, token_sha256, created_at, expires_at)"
+            " SELECT id, $2, $3, $4, $5 FROM users WHERE id = $1 AND deactivated_at IS NULL"
+            " AND (SELECT count(*) FROM access_tokens t WHERE t.user_id = $1"
+            f" AND t.revoked_at IS NULL) < $6 FOR SHARE RETURNING {TOKEN_FIELDS}",
+            user_id,
+            name,
+            token_sha256,
+            now_ms(),
+            expires_at,
+            limit,
+        )
+        return None if row is None else to_access_token(row)
+
+    async def access_tokens(self, user_id: int) -> list[AccessToken]:
+        """The user's tokens that are not revoked (expired ones too, until revoked)."""
+        rows = await self.engine.fetch(
+            f"SELECT {TOKEN_FIELDS} FROM access_tokens"
+            " WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id",
+            user_id,
+        )
+        return [to_access_token(r) for r in rows]
+
+    async def revoke_access_token(self, user_id: int, token_id: int) -> bool:
+        row = await self.engine.write(
+            "UPDATE access_tokens SET revoked_at = $3"
+            " WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id",
+            token_id,
+            user_id,
+            now_ms(),
+        )
+        return row is not None
+
+    async def token_owner(self, token_sha256: str) -> TokenOwner | None:
+        """The token with this hash and whether it is live (one indexed lookup)."""
+        row = await self.engine.fetchrow(
+            "SELECT t.id, t.user_id, t.expires_at, t.last_used_at, t.revoked_at, u.deactivated_at"
+            " FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_sha256 = $1",
+            token_sha256,
+        )
+        return None if row is None else to_token_owner(row)
+
+    async def touch_access_token(self, token_id: int, stale_before: int) -> None:
+        """Record use, at most once per staleness window (not a write per request)."""
+        await self.engine.write(
+            "UPDATE access_tokens SET last_used_at = $2"
+            " WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3) RETURNING id",
+            token_id,
+            now_ms(),
+            stale_before,
+        )
+
+    async def dead_tokens_among(self, token_ids: Sequence[int]) -> list[int]:
+        """Which of these tokens no longer authenticate (revoked or expired)."""
+        rows = await self.engine.fetch(
+            "SELECT id FROM access_tokens WHERE (revoked_at IS NOT NULL OR expires_at <= $2)"
+            f" AND id {self.engine.in_ids('$1')}",
+            self.engine.ids_param(token_ids),
+            now_ms(),
+        )
+        return [r["id"] for r in rows]
+
+    async def _insert_bot(self, tx: Conn, owner_id: int, username: str, display_name: str) -> User:
+        """A bot account owned by `owner_id`, with no usable password (raises
+        UniqueViolation when the username is taken)."""
+        row = await tx.fetchrow(
+            "INSERT INTO users (username, display_name, password_hash, created_at, is_bot,"
+            f" bot_owner_id) VALUES ($1, $2, '!', $3, TRUE, $4) RETURNING {USER_FIELDS}",
+            username,
+            display_name,
+            now_ms(),
+            owner_id,
+        )
+        return to_user(row)
+
+    async def _bot_owner(self, tx: Conn, owner_id: int) -> None:
+        """Locks the would-be owner's row; NotAllowed if it is a bot or deactivated."""
+        owner = await tx.fetchrow(
+            "SELECT is_bot, deactivated_at FROM users WHERE id = $1 FOR UPDATE", owner_id
+        )
+        if owner is None or owner["is_bot"] or owner["deactivated_at"] is not None:
+            raise NotAllowed()
+
+    async def create_bot(
+        self, owner_id: int, username: str, display_name: str, token_sha256: str, limit: int
+    ) -> User:
+        """A bot owned by `owner_id` with its first token (named after it). Raises
+        NotAllowed (the owner is a bot, or deactivated), LimitReached (the owner
+        has `limit` active bots besides its webhooks'), UniqueViolation (name taken)."""
+        async with self.engine.transaction() as tx:
+            await self._bot_owner(tx, owner_id)
+            count = await tx.fetchval(
+                "SELECT count(*) FROM users u WHERE u.bot_owner_id = $1 AND u.is_bot"
+                " AND u.deactivated_at IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.bot_id = u.id)",
+                owner_id,
+            )
+            if count >= limit:
+                raise LimitReached()
+            bot = await self._insert_bot(tx, owner_id, username, display_name)
+            await tx.execute(
+                "INSERT INTO access_tokens (user_id, name, token_sha256, created_at)"
+                " VALUES ($1, $2, $3, $4)",
+                bot.id,
+                username,
+                token_sha256,
+                now_ms(),
+            )
+        return bot
+
+    async def named_bot(self, username: str, display_name: str) -> User:
+        """The account named `username`, made an ownerless bot if there is none yet
+        (whoever makes it first: the unique name decides)."""
+        async with self.engine.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO users (username, display_name, password_hash, created_at, is_bot)"
+                " VALUES ($1, $2, '!', $3, TRUE) ON CONFLICT (username) DO NOTHING",
+                username,
+                display_name,
+                now_ms(),
+            )
+            row = await tx.fetchrow(
+                f"SELECT {USER_FIELDS} FROM users WHERE username = $1", username
+            )
+        return to_user(row)
+
+    async def bots(self, owner_id: int, after_id: int, limit: int) -> list[User]:
+        """Active bots in id order: those `owner_id` owns, or every one (0)."""
+        rows = await self.engine.fetch(
+            f"SELECT {USER_COLUMNS} FROM users u WHERE u.is_bot AND u.deactivated_at IS NULL"
+            " AND ($1 = 0 OR u.bot_owner_id = $1) AND u.id > $2"
+            " ORDER BY u.id LIMIT $3",
+            owner_id,
+            after_id,
+            limit,
+        )
+        return [to_user(r) for r in rows]
+
+    async def delete_bot(
+        self, actor: Actor, bot_id: int, *, as_admin: bool
+    ) -> tuple[User, Deactivation] | None:
+        """Deactivates a bot its owner (or an admin) deletes, with its webhook if it has
+        one, audited as `bot.delete`. None: no such active bot of theirs."""
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                f"SELECT {USER_FIELDS}, bot_owner_id FROM users WHERE id = $1 FOR UPDATE", bot_id
+            )
+            if (
+                row is None
+                or not row["is_bot"]
+                or row["deactivated_at"] is not None
+                or not (as_admin or row["bot_owner_id"] == actor.user_id)
+            ):
+                return None
+            ended = await self._deactivate(tx, actor, bot_id)
+            await tx.execute(
+                "UPDATE webhooks SET deleted_at = $2 WHERE bot_id = $1 AND deleted_at IS NULL",
+                bot_id,
+                now_ms(),
+            )
+            await self._audit(tx, actor, "bot.delete", "user", bot_id)
+            bot = await tx.fetchrow(f"SELECT {USER_FIELDS} FROM users WHERE id = $1", bot_id)
+        return to_user(bot), ended
+
+    # A webhook with its bot (user columns) and its own columns as `to_webhook` reads them.
+    _WEBHOOKS_SELECT = (
+        f"SELECT {USER_COLUMNS}, w.id AS hook_id, w.room_id, w.name, w.kind, w.url, w.trigger_on,"
+        " w.secret, w.created_by AS hook_created_by, w.created_at AS hook_created_at,"
+        " w.last_delivery_at, w.failures FROM webhooks w JOIN users u ON u.id = w.bot_id"
+    )
+
+    async def create_webhook(
+        self,
+        actor: Actor,
+        room_id: int,
+        fields: WebhookFields,
+        bot_username: str,
+        limit: int,
+    ) -> tuple[Webhook, int]:
+        """A webhook and its bot (owned by the creator), added to the room as a
+        member; returns it and the pos of the bot's `member.joined`.
+
+        Raises NotAllowed (the creator is a bot, or does not manage the room),
+        LimitReached (the room has `limit` webhooks), RoomGone, UniqueViolation."""
+        async with self.engine.transaction() as tx:
+            await self._bot_owner(tx, actor.user_id)
+            if await self._moderator_role(tx, room_id, actor.user_id) not in MANAGERS:
+                raise NotAllowed()
+            count = await tx.fetchval(
+                "SELECT count(*) FROM webhooks WHERE room_id = $1 AND deleted_at IS NULL", room_id
+            )
+            if count >= limit:
+                raise LimitReached()
+            bot = await self._insert_bot(tx, actor.user_id, bot_username, fields.name)
+            pos = await self._join(tx, room_id, bot.id, "member", actor.user_id)
+            hook_id = await tx.fetchval(
+                "INSERT INTO webhooks (room_id, bot_id, created_by, name, kind, url, trigger_on,"
+                " secret, secret_sha256, scanned_pos, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                room_id,
+                bot.id,
+                actor.user_id,
+                fields.name,
+                fields.kind,
+                fields.url,
+                fields.trigger,
+                fields.secret,
+                fields.secret_sha256,
+                pos,  # an outgoing hook hears messages posted after it was made
+                now_ms(),
+            )
+            row = await tx.fetchrow(f"{self._WEBHOOKS_SELECT} WHERE w.id = $1", hook_id)
+        return to_webhook(row), pos
+
+    async def room_webhooks(self, room_id: int) -> list[Webhook]:
+        rows = await self.engine.fetch(
+            f"{self._WEBHOOKS_SELECT} WHERE w.room_id = $1 AND w.deleted_at IS NULL ORDER BY w.id",
+            room_id,
+        )
+        return [to_webhook(r) for r in rows]
+
+    async def webhook_by_secret(self, secret_sha256: str) -> Webhook | None:
+        row = await self.engine.fetchrow(
+            f"{self._WEBHOOKS_SELECT} WHERE w.secret_sha256 = $1 AND w.deleted_at IS NULL",
+            secret_sha256,
+        )
+        return None if row is None else to_webhook(row)
+
+    async def delete_webhook(
+        self, actor: Actor, room_id: int, webhook_id: int
+    ) -> tuple[User, Deactivation] | None:
+        """Deletes the webhook and deactivates its bot. None: no such webhook in the
+        room; raises NotAllowed when the actor does not manage the room."""
+        bot_id = await self.engine.fetchval(
+            "SELECT bot_id FROM webhooks WHERE id = $1 AND room_id = $2 AND deleted_at IS NULL",
+            webhook_id,
+            room_id,
+        )
+        if bot_id is None:
+            return None
+        async with self.engine.transaction() as tx:
+            bot = await tx.fetchrow(
+                f"SELECT {USER_FIELDS} FROM users WHERE id = $1 FOR UPDATE", bot_id
+            )
+            if await self._moderator_role(tx, room_id, actor.user_id) not in MANAGERS:
+                raise NotAllowed()
+            deleted = await tx.fetchval(
+                "UPDATE webhooks SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL"
+                " RETURNING id",
+                webhook_id,
+                now_ms(),
+            )
+            if deleted is None or bot is None:  # deleted meanwhile
+                return None
+            ended = Deactivation()
+            if bot["deactivated_at"] is None:
+                ended = await self._deactivate(tx, actor, bot_id)
+        return to_user(bot), ended
+
+    # Outgoing deliveries (webhooks.py): each outgoing hook turns its room's new
+    # messages into delivery rows (`scan_webhook`), which workers claim by lease.
+
+    async def outgoing_webhook_rooms(self) -> set[int]:
+        rows = await self.engine.fetch(
+            "SELECT DISTINCT room_id FROM webhooks WHERE kind = 'outgoing' AND deleted_at IS NULL"
+        )
+        return {r["room_id"] for r in rows}
+
+    async def webhooks_behind(self) -> list[int]:
+        """Outgoing hooks whose room has events they have not scanned yet."""
+        rows = await self.engine.fetch(
+            "SELECT w.id FROM webhooks w JOIN rooms r ON r.id = w.room_id"
+            " WHERE w.kind = 'outgoing' AND w.deleted_at IS NULL AND r.last_pos > w.scanned_pos"
+            " ORDER BY w.id"
+        )
+        return [r["id"] for r in rows]
+
+    async def scan_webhook(
+        self, webhook_id: int, limit: int, render: Callable[[str, Message], str]
+    ) -> int | None:
+        """Writes a delivery row (payload `render(delivery_id, message)`) for each
+        qualifying message of the hook's room after its `scanned_pos`, up to
+        `limit` messages, and moves `scanned_pos` on, in one transaction under the
+        hook's row lock: each message is turned into a delivery once, by one node.
+
+        Qualifying: not deleted, not by the hook's bot, and for trigger `mention`
+        mentioning the bot. The room's `last_pos` is read before its messages:
+        a message with a pos up to it has committed with it. Returns the number
+        of deliveries written; None when another node is scanning the hook."""
+        skip = " SKIP LOCKED" if self.engine.name == "postgres" else ""
+        async with self.engine.transaction() as tx:
+            hook = await tx.fetchrow(
+                "SELECT room_id, bot_id, trigger_on, scanned_pos FROM webhooks"
+                f" WHERE id = $1 AND deleted_at IS NULL FOR UPDATE{skip}",
+                webhook_id,
+            )
+            if hook is None:
+                return None
+            last_pos = await tx.fetchval(
+                "SELECT last_pos FROM rooms WHERE id = $1", hook["room_id"]
+            )
+            rows = await tx.fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.room_id = $1"
+                " AND m.pos > $2 AND m.pos <= $3 ORDER BY m.pos LIMIT $4",
+                hook["room_id"],
+                hook["scanned_pos"],
+                last_pos,
+                limit,
+            )
+            scanned = last_pos if len(rows) < limit else rows[-1]["pos"]
+            bot_id = hook["bot_id"]
+            written = 0
+            for message in await self._attach(rows, tx):
+                if (
+                    message.deleted
+                    or message.sender_id == bot_id
+                    or (hook["trigger_on"] == "mention" and bot_id not in message.mentions.user_ids)
+                ):
+                    continue
+                delivery_id = str(uuid.uuid4())
+                await tx.execute(
+                    "INSERT INTO webhook_deliveries (id, webhook_id, message_id, payload,"
+                    " next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $5)"
+                    " ON CONFLICT (webhook_id, message_id) DO NOTHING",
+                    delivery_id,
+                    webhook_id,
+                    message.id,
+                    render(delivery_id, message),
+                    now_ms(),
+                )
+                written += 1
+            await tx.execute(
+                "UPDATE webhooks SET scanned_pos = $2 WHERE id = $1", webhook_id, scanned
+            )
+        return written
+
+    async def next_delivery_due(self) -> int | None:
+        """When the next pending delivery nobody holds is due (epoch ms), if any."""
+        due: int | None = await self.engine.fetchval(
+            "SELECT min(next_attempt_at) FROM webhook_deliveries"
+            " WHERE state = 'pending' AND lease_until < $1",
+            now_ms(),
+        )
+        return due
+
+    async def claim_delivery(self, now: int, lease_ms: int) -> Delivery | None:
+        """Takes the lease of a due pending delivery until `now + lease_ms` (PostgreSQL
+        skips one another node is claiming: exactly one node holds each)."""
+        skip = " SKIP LOCKED" if self.engine.name == "postgres" else ""
+        async with self.engine.transaction() as tx:
+            row = await tx.fetchrow(
+                "UPDATE webhook_deliveries SET lease_until = $2 WHERE id = (SELECT id"
+                " FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1"
+                f" AND lease_until < $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE{skip})"
+                " RETURNING id, webhook_id, payload, attempts, lease_until",
+                now,
+                now + lease_ms,
+            )
+            if row is None:
+                return None
+            hook = await tx.fetchrow(
+                "SELECT room_id, bot_id, url, secret, deleted_at FROM webhooks WHERE id = $1",
+                row["webhook_id"],
+            )
+            if hook is None or hook["deleted_at"] is not None:  # the hook went, and its deliveries
+                await tx.execute(
+                    "UPDATE webhook_deliveries SET state = 'failed', last_error = 'deleted'"
+                    " WHERE webhook_id = $1 AND state = 'pending'",
+                    row["webhook_id"],
+                )
+                return None
+        return Delivery(  # the hook's row exists: deliveries cascade with it
+            row["id"],
+            row["webhook_id"],
+            hook["room_id"],
+            hook["bot_id"],
+            hook["url"],
+            hook["secret"],
+            row["payload"],
+            row["attempts"],
+            row["lease_until"],
+        )
+
+    async def release_delivery(self, delivery: Delivery) -> None:
+        """Gives up the lease of an attempt cut short (a shutdown): the delivery is
+        due again at once, for any node (receivers dedupe by X-Chat-Delivery)."""
+        await self.engine.write(
+            "UPDATE webhook_deliveries SET lease_until = 0"
+            " WHERE id = $1 AND lease_until = $2 RETURNING id",
+            delivery.id,
+            delivery.lease_until,
+        )
+
+    async def record_attempt(
+        self, delivery: Delivery, error: str | None, retry_at: int | None
+    ) -> bool:
+        """Counts an attempt of a delivery whose lease this node holds: done
+        (`error` None), to retry at `retry_at`, or failed for good (neither).
+        The webhook's `last_delivery_at` and `failures` (failed attempts since
+        its last success) follow. False: the lease was lost, nothing changed."""
+        now = now_ms()
+        state = "done" if error is None else ("pending" if retry_at is not None else "failed")
+        async with self.engine.transaction() as tx:
+            updated = await tx.fetchval(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, state = $3,"
+                " next_attempt_at = $4, last_error = $5, lease_until = 0"
+                " WHERE id = $1 AND lease_until = $2 AND state = 'pending' RETURNING id",
+                delivery.id,
+                delivery.lease_until,
+                state,
+                retry_at or now,
+                error,
+            )
+            if updated is None:
+                return False
+            await tx.execute(
+                "UPDATE webhooks SET last_delivery_at = $2,"
+                " failures = CASE WHEN $3 THEN 0 ELSE failures + 1 END WHERE id = $1",
+                delivery.webhook_id,
+                now,
+                error is None,
+            )
+        return True
+
+    async def delivery_states(self, webhook_id: int) -> list[tuple[str, int]]:
+        """(state, attempts) of the hook's deliveries, oldest first (for operators and tests)."""
+        rows = await self.engine.fetch(
+            "SELECT state, attempts FROM webhook_deliveries WHERE webhook_id = $1"
+            " ORDER BY created_at, id",
+            webhook_id,
+        )
+        return [(r["state"], r["attempts"]) for r in rows]
 
     # --- audit ----------------------------------------------------------------------------
 

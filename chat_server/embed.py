@@ -7,7 +7,9 @@
 
     app.on_startup.append(on_startup)   # runs after the app's own resources are up
 
-Both functions need a started app (inside `on_startup` or a request).
+`ensure_bot(app, name)` gives the bot account to post as (made the first
+time, found by name afterwards) and `join_room(app, user_id, room_id)` has it
+join a public room. All need a started app (inside `on_startup` or a request).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from typing import Any
 from aiohttp import web
 
 from . import keys
+from .auth import USERNAME, USERNAME_RULE
+from .errors import Conflict, InvalidRequest
 from .messages import parse_send
 from .messages import post_message as _post
+from .rooms import join
 
 
 def subscribe(
@@ -57,3 +62,30 @@ async def post_message(
         fields["reply_to"] = reply_to
     result = await _post(app, user_id, parse_send(fields, room_id))
     return result.message.to_json()
+
+
+async def ensure_bot(
+    app: web.Application, username: str, *, display_name: str | None = None
+) -> dict[str, Any]:
+    """The bot account named `username` (a User object), made on first use.
+
+    Raises `ApiError`: InvalidRequest for a name that is not a valid
+    username, Conflict when the name belongs to a person or to a deleted bot.
+    """
+    if USERNAME.fullmatch(username) is None:
+        raise InvalidRequest.fields({"username": USERNAME_RULE})
+    username = username.lower()
+    bot = await app[keys.DB].named_bot(username, display_name or username)
+    if not bot.is_bot:
+        raise Conflict(f"{username} is a person's account, not a bot")
+    if bot.deactivated:
+        raise Conflict(f"the bot {username} was deleted")
+    return bot.to_json()
+
+
+async def join_room(app: web.Application, user_id: int, room_id: int) -> dict[str, Any]:
+    """`user_id` joins a public room (or one it is in already); returns the Room.
+
+    Raises NotFound for a private room it is not in, Forbidden when banned.
+    """
+    return (await join(app, room_id, user_id)).to_json()

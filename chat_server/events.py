@@ -213,6 +213,13 @@ def report_new(report: dict[str, Any], admin_ids: tuple[int, ...]) -> Event:
     return Event.of({"type": "report.new", "report": report}, user_ids=admin_ids)
 
 
+def notify(user_id: int, room_id: int, settings: dict[str, Any]) -> Event:
+    """To the user's connections (on every process): their notification `settings`
+    for the room ({level, muted_until}) changed. Changes come over REST, from no
+    connection of theirs, so every one of them hears it."""
+    return Event.of({"type": "notify", "room_id": room_id, **settings}, user_ids=(user_id,))
+
+
 # --- frames for one connection (text) -------------------------------------------------
 
 

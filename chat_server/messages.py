@@ -113,6 +113,8 @@ async def post_message(
         app[keys.METRICS].messages_persisted.inc()
         event = events.message_event("message.new", message, message.pos, (as_json, posted.encoded))
         app[keys.HUB].publish(event)
+        app[keys.PUSHER].message_posted(message)  # queued: pushes never delay a send
+        app[keys.WEBHOOKS].message_posted(message.room_id)  # outgoing hooks, if any
     return posted
 
 

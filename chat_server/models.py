@@ -129,6 +129,15 @@ class Session:
         }
 
 
+# A member's notification levels for a room (API.md "Notifications").
+NOTIFY_LEVELS = ("all", "mentions", "none")
+
+
+def default_notify_level(kind: str) -> str:
+    """Every message of a DM notifies; in other rooms, only mentions do."""
+    return "all" if kind == "dm" else "mentions"
+
+
 @dataclass(frozen=True, slots=True)
 class Room:
     id: int
@@ -143,8 +152,14 @@ class Room:
     my_role: str | None
     my_last_read_seq: int
     unread_mentions: int = 0  # messages after the read marker that mention the viewer
+    notify_level: str | None = None  # the viewer's, as set (None: the kind's default)
+    muted_until: int | None = None  # the viewer's mute
 
     def to_json(self) -> dict[str, Any]:
+        notify = None
+        if self.my_role is not None:
+            level = self.notify_level or default_notify_level(self.kind)
+            notify = {"level": level, "muted_until": iso(self.muted_until)}
         return {
             "id": self.id,
             "kind": self.kind,
@@ -159,6 +174,7 @@ class Room:
             "my_last_read_seq": self.my_last_read_seq,
             "unread_count": max(0, self.last_seq - self.my_last_read_seq),
             "unread_mentions": self.unread_mentions,
+            "notify": notify,
         }
 
 
@@ -365,3 +381,109 @@ class Report:
             "created_at": iso(self.created_at),
             "resolved_by": self.resolved_by,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class PushSubscription:
+    """A browser's Web Push subscription: where to push and the keys to encrypt for."""
+
+    id: int
+    user_id: int
+    endpoint: str
+    p256dh: str  # the browser's P-256 public key, base64url
+    auth: str  # its 16-byte authentication secret, base64url
+    created_at: int
+    last_success_at: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """What its owner sees: the push service's origin, never the endpoint's secret path."""
+        scheme, _, rest = self.endpoint.partition("://")
+        return {
+            "id": self.id,
+            "endpoint_origin": f"{scheme}://{rest.split('/', 1)[0]}",
+            "created_at": iso(self.created_at),
+            "last_success_at": iso(self.last_success_at),
+        }
+
+
+# --- integrations ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """A personal access token as its owner lists it (the token itself is shown once)."""
+
+    id: int
+    user_id: int
+    name: str
+    created_at: int
+    expires_at: int | None
+    last_used_at: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "last_used_at": iso(self.last_used_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOwner:
+    """What authenticating a personal access token needs to know about it."""
+
+    id: int
+    user_id: int
+    expires_at: int | None
+    last_used_at: int | None
+    live: bool  # not revoked, and its owner not deactivated
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    id: int
+    room_id: int
+    name: str
+    kind: str  # "incoming" | "outgoing"
+    bot: User
+    url: str | None
+    trigger: str | None
+    secret: str
+    created_by: int | None
+    created_at: int
+    last_delivery_at: int | None
+    failures: int
+
+    def to_json(self, hook_url: str | None) -> dict[str, Any]:
+        """`hook_url` None: seen by someone who may not know the secret."""
+        return {
+            "id": self.id,
+            "room_id": self.room_id,
+            "name": self.name,
+            "kind": self.kind,
+            "bot": self.bot.to_json(),
+            "url": self.url,
+            "trigger": self.trigger,
+            "secret": self.secret if hook_url is not None else None,
+            "hook_url": hook_url if self.kind == "incoming" else None,
+            "created_at": iso(self.created_at),
+            "last_delivery_at": iso(self.last_delivery_at),
+            "failures": self.failures,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A claimed delivery of a message to an outgoing webhook (webhooks.py)."""
+
+    id: str  # UUID, the X-Chat-Delivery header
+    webhook_id: int
+    room_id: int
+    bot_id: int
+    url: str
+    secret: str
+    payload: str
+    attempts: int  # made before this one
+    lease_until: int

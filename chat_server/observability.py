@@ -156,6 +156,27 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.push_messages = Counter(
+            "chat_push_messages", "New messages whose pushes were decided", registry=r
+        )
+        self.pushes_sent = Counter(
+            "chat_pushes_sent", "Web Pushes a push service accepted", registry=r
+        )
+        self.push_failures = Counter(
+            "chat_push_failures",
+            "Web Push attempts that failed, by cause (timeout, connect, tls, too_large, http,"
+            " status_429, status_5xx, rejected, refused, queue_full)",
+            ["cause"],
+            registry=r,
+        )
+        self.push_subscriptions_removed = Counter(
+            "chat_push_subscriptions_removed",
+            "Push subscriptions removed because their push service answered 404 or 410",
+            registry=r,
+        )
+        self.push_queue_depth = Gauge(
+            "chat_push_queue_depth", "Messages and pushes waiting in the push queue", registry=r
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -194,7 +194,7 @@ async def server_info(request: web.Request) -> web.Response:
             "registration": config.registration,
             "setup_required": not await request.app[keys.DB].admin_exists(),
             "max_upload_mb": config.max_upload_mb,
-            "vapid_public_key": None,
+            "vapid_public_key": request.app[keys.VAPID].public_key,
         }
     )
 

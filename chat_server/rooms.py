@@ -155,23 +155,29 @@ async def patch_room(request: web.Request) -> web.Response:
     return web.json_response(updated.to_json())
 
 
-async def join_room(request: web.Request) -> web.Response:
-    me = await require_auth(request)
-    room = await visible_room(request.app, path_id(request, "room_id"), me.user_id)
+async def join(app: web.Application, room_id: int, user_id: int) -> Room:
+    """The user joins a public room (or one they are in already): the room as they see it."""
+    room = await visible_room(app, room_id, user_id)
     if room.my_role is not None:
-        return web.json_response(room.to_json())
-    db = request.app[keys.DB]
+        return room
+    db = app[keys.DB]
     try:
-        pos = await db.add_member(room.id, me.user_id, "member", None)
+        pos = await db.add_member(room.id, user_id, "member", None)
     except (Banned, RoomGone) as error:
         raise refused_join(error) from None
-    user = await db.get_user(me.user_id)
+    user = await db.get_user(user_id)
     if pos is not None and user is not None:  # None: joined concurrently, announced there
-        announce_join(request.app, room.id, user, "member", pos, None)
-    joined = await db.get_room(room.id, me.user_id)
+        announce_join(app, room.id, user, "member", pos, None)
+    joined = await db.get_room(room.id, user_id)
     if joined is None:
         raise NotFound("no such room")
-    return web.json_response(joined.to_json())
+    return joined
+
+
+async def join_room(request: web.Request) -> web.Response:
+    me = await require_auth(request)
+    room = await join(request.app, path_id(request, "room_id"), me.user_id)
+    return web.json_response(room.to_json())
 
 
 async def leave_room(request: web.Request) -> web.Response:

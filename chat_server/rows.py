@@ -11,6 +11,7 @@ from typing import Any
 from .engines import Row
 from .models import (
     NO_MENTIONS,
+    AccessToken,
     AdminUser,
     Audit,
     Ban,
@@ -20,11 +21,14 @@ from .models import (
     Member,
     Mentions,
     Message,
+    PushSubscription,
     Report,
     Room,
     Session,
     StreamEntry,
+    TokenOwner,
     User,
+    Webhook,
 )
 
 
@@ -81,6 +85,8 @@ def to_room(row: Row) -> Room:
         row["my_role"],
         row["my_last_read_seq"],
         row["unread_mentions"],
+        row["my_notify_level"],
+        row["my_muted_until"],
     )
 
 
@@ -192,4 +198,50 @@ def to_report(row: Row, message: Message) -> Report:
         row["room_kind"],
         row["reported_at"],
         row["resolved_by"],
+    )
+
+
+def to_push_subscription(row: Row) -> PushSubscription:
+    return PushSubscription(
+        row["id"],
+        row["user_id"],
+        row["endpoint"],
+        row["p256dh"],
+        row["auth"],
+        row["created_at"],
+        row["last_success_at"],
+    )
+
+
+def to_access_token(row: Row) -> AccessToken:
+    return AccessToken(
+        row["id"],
+        row["user_id"],
+        row["name"],
+        row["created_at"],
+        row["expires_at"],
+        row["last_used_at"],
+    )
+
+
+def to_token_owner(row: Row) -> TokenOwner:
+    live = row["revoked_at"] is None and row["deactivated_at"] is None
+    return TokenOwner(row["id"], row["user_id"], row["expires_at"], row["last_used_at"], live)
+
+
+def to_webhook(row: Row) -> Webhook:
+    """A row of the bot's user columns plus the webhook's (`hook_*`, see db.py)."""
+    return Webhook(
+        row["hook_id"],
+        row["room_id"],
+        row["name"],
+        row["kind"],
+        to_user(row),
+        row["url"],
+        row["trigger_on"],
+        row["secret"],
+        row["hook_created_by"],
+        row["hook_created_at"],
+        row["last_delivery_at"],
+        row["failures"],
     )

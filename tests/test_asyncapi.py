@@ -104,7 +104,7 @@ GOOD_SERVER_FRAMES = [
     {"type": "member.role", "room_id": 3, "pos": 14, "user": USER_2, "role": "admin"},
     {"type": "room.updated", "room_id": 3, "pos": 15, "room": ROOM_2},
     {"type": "room.added", "room": ROOM_2},
-    {"type": "room.removed", "room": ROOM | {"my_role": None}},
+    {"type": "room.removed", "room": ROOM | {"my_role": None, "notify": None}},
     {"type": "typing", "room_id": 3, "user_id": 2},
     {"type": "read", "room_id": 3, "user_id": 2, "seq": 2},
     {"type": "presence", "user_id": 2, "status": "offline"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -69,15 +70,18 @@ async def test_server_info_in_each_mode(start, mode):
     client = await start(mode, server_name="Team chat", max_upload_mb=7)
     response = await client.get("/api/v1/server")
     assert response.status == 200
-    assert await response.json() == {
+    info = await response.json()
+    assert info == {
         "name": "Team chat",
         "version": "0.1.0",
         "feature_level": 2,
         "registration": mode,
         "setup_required": True,
         "max_upload_mb": 7,
-        "vapid_public_key": None,
+        "vapid_public_key": info["vapid_public_key"],
     }
+    # The server's P-256 public key, base64url as browsers' applicationServerKey takes it.
+    assert re.fullmatch(r"B[A-Za-z0-9_-]{86}", info["vapid_public_key"])
 
 
 async def test_signup_needs_an_invite_unless_open(start):

@@ -126,6 +126,7 @@ class Connection:
         "request",
         "session_id",
         "state",
+        "token_id",
         "unflushed",
         "user_id",
         "writer",
@@ -137,7 +138,8 @@ class Connection:
         ws: web.WebSocketResponse,
         request: web.Request,
         user_id: int,
-        session_id: int,
+        session_id: int | None,
+        token_id: int | None,
         db: Database,
         outbox_limit: int,
         metrics: Metrics,
@@ -146,7 +148,8 @@ class Connection:
         self.ws = ws
         self.request = request
         self.user_id = user_id
-        self.session_id = session_id
+        self.session_id = session_id  # the login it authenticated with, or
+        self.token_id = token_id  # the personal access token
         self.db = db
         self.metrics = metrics
         self.outbox_limit = outbox_limit

@@ -24,7 +24,16 @@ from ..db import Database
 from ..events import Event, text_frame
 from .connection import Connection, Ordered
 from .presence import Presence
-from .relay import Alive, Heartbeat, Joined, PresenceChanged, Published, RelayMessage, Revoked
+from .relay import (
+    Alive,
+    Heartbeat,
+    Joined,
+    PresenceChanged,
+    Published,
+    RelayMessage,
+    Revoked,
+    RevokedTokens,
+)
 
 if TYPE_CHECKING:
     from ..observability import Metrics
@@ -65,14 +74,29 @@ class Hub:
     # --- connections ---------------------------------------------------------------
 
     def connect(
-        self, ws: web.WebSocketResponse, request: web.Request, user_id: int, session_id: int
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        user_id: int,
+        session_id: int | None,
+        token_id: int | None = None,
     ) -> Connection:
         """Index a new connection before its rooms' positions are read, so nothing slips by.
 
-        It writes nothing until `ready` has been sent (`Connection.mark_ready`).
+        It authenticated with a login's session or a personal access token
+        (`token_id`). It writes nothing until `ready` has been sent
+        (`Connection.mark_ready`).
         """
         conn = Connection(
-            ws, request, user_id, session_id, self.db, self.outbox_limit, self.metrics, self.by_room
+            ws,
+            request,
+            user_id,
+            session_id,
+            token_id,
+            self.db,
+            self.outbox_limit,
+            self.metrics,
+            self.by_room,
         )
         self.by_user.setdefault(user_id, []).append(conn)
         self.metrics.websockets_open.inc()
@@ -128,9 +152,13 @@ class Hub:
             joins = await self.db.joins_since(list(self.by_user), joins_since_ms)
             for user_id, room_id, joined_pos in sorted(joins, key=lambda join: join[1:]):
                 self._joined_local(user_id, room_id, joined_pos)
-        sessions = {c.session_id for conns in self.by_user.values() for c in conns}
+        conns = [c for conns in self.by_user.values() for c in conns]
+        sessions = {c.session_id for c in conns if c.session_id is not None}
         if sessions:
             self._close_local(await self.db.revoked_among(list(sessions)))
+        tokens = {c.token_id for c in conns if c.token_id is not None}
+        if tokens:
+            self._close_local_tokens(await self.db.dead_tokens_among(list(tokens)))
 
     # --- membership and revocation -----------------------------------------------------
 
@@ -169,6 +197,19 @@ class Hub:
             for conn in list(conns):
                 if conn.session_id in revoked:
                     conn.abort(CLOSE_REVOKED, "session revoked")
+
+    def close_tokens(self, token_ids: list[int]) -> None:
+        """Close the open connections of revoked personal access tokens, on every process."""
+        self._close_local_tokens(token_ids)
+        if token_ids:
+            self._relay(RevokedTokens(list(token_ids)))
+
+    def _close_local_tokens(self, token_ids: list[int]) -> None:
+        revoked = set(token_ids)
+        for conns in list(self.by_user.values()):
+            for conn in list(conns):
+                if conn.token_id in revoked:
+                    conn.abort(CLOSE_REVOKED, "token revoked")
 
     # --- events --------------------------------------------------------------------
 
@@ -225,6 +266,8 @@ class Hub:
                 pass  # another process's; the relay listens for its own
             case Revoked(session_ids):
                 self._close_local(session_ids)
+            case RevokedTokens(token_ids):
+                self._close_local_tokens(token_ids)
             case PresenceChanged(user_id, status, rooms):
                 if self.presence.remote_change(node, user_id, status, rooms):
                     self._announce_presence(user_id, status, rooms)

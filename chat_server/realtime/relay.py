@@ -85,8 +85,18 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class Revoked:
+    """Sessions ended (logout, password change, deactivation): close their sockets."""
+
     kind: ClassVar[str] = "revoked"
     session_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedTokens:
+    """Personal access tokens revoked (or their owner deactivated): close their sockets."""
+
+    kind: ClassVar[str] = "revoked_tokens"
+    token_ids: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +117,10 @@ class Alive:
     users: dict[str, list[int]]
 
 
-RelayMessage = Published | Joined | Heartbeat | Revoked | PresenceChanged | Alive
-_KINDS: dict[str, type[Joined | Heartbeat | Revoked | PresenceChanged | Alive]] = {
-    cls.kind: cls for cls in (Joined, Heartbeat, Revoked, PresenceChanged, Alive)
+RelayMessage = Published | Joined | Heartbeat | Revoked | RevokedTokens | PresenceChanged | Alive
+_Plain = Joined | Heartbeat | Revoked | RevokedTokens | PresenceChanged | Alive
+_KINDS: dict[str, type[_Plain]] = {
+    cls.kind: cls for cls in (Joined, Heartbeat, Revoked, RevokedTokens, PresenceChanged, Alive)
 }
 
 

@@ -31,6 +31,7 @@ from ..errors import (
 )
 from ..events import text_frame
 from ..messages import Posted, mark_read, parse_send, post_message
+from ..models import now_ms
 from ..rooms import member_room
 from ..validation import (
     MAX_INT,
@@ -40,6 +41,7 @@ from ..validation import (
     parse_json_object,
 )
 from .connection import Connection
+from .hub import CLOSE_REVOKED
 
 log = logging.getLogger("chat_server.ws")
 
@@ -216,9 +218,16 @@ class SocketSession:
         self.strikes = 0
 
     async def run(self, resume_rooms: dict[int, int] | None) -> None:
+        me = self.me
         conn = self.conn = self.hub.connect(
-            self.ws, self.request, self.me.user_id, self.me.session_id
+            self.ws, self.request, me.user_id, me.session_id, me.token_id
         )
+        expiry = None
+        if me.expires_at is not None:  # a personal token's socket closes when it expires
+            expiry = asyncio.get_running_loop().call_later(
+                max(0.0, (me.expires_at - now_ms()) / 1000),
+                lambda: conn.abort(CLOSE_REVOKED, "token expired"),
+            )
         try:
             if not await self._send_ready(conn):
                 return
@@ -249,6 +258,8 @@ class SocketSession:
             finally:
                 release_timer.cancel()
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self.hub.disconnect(conn)
 
     async def _send_ready(self, conn: Connection) -> bool:

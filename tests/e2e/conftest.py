@@ -29,12 +29,18 @@ async def session():
 
 
 @pytest.fixture
-async def cluster(tmp_path, cluster_db, session) -> AsyncIterator[Cluster]:
+def cluster_env() -> dict[str, str]:
+    """Extra environment of the cluster's nodes (a test module may override it)."""
+    return {}
+
+
+@pytest.fixture
+async def cluster(tmp_path, cluster_db, session, cluster_env) -> AsyncIterator[Cluster]:
     redis = RedisProcess(tmp_path).start()
     servers: list[ServerProcess] = []
     cluster = None
     try:
-        servers = start_nodes(tmp_path, cluster_db, redis.url)
+        servers = start_nodes(tmp_path, cluster_db, redis.url, **cluster_env)
         cluster = Cluster(redis, servers, Node(session, servers[0]), Node(session, servers[1]))
         yield cluster
     finally:

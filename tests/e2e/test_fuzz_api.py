@@ -58,11 +58,20 @@ SEND = ("POST", "/api/v1/rooms/{room_id}/messages")
 # 400s that schema-valid input can still get, because only the server's data can
 # tell: a cursor this endpoint did not issue, and ids that must name something of
 # the caller's (an image it uploaded, another user, a message of the same room,
-# media it uploaded). Each is documented on its operation.
+# media it uploaded), and a push subscription's endpoint and keys. Each is documented
+# on its operation.
 DATA_DEPENDENT_FIELDS = {
     ("PATCH", "/api/v1/users/me"): {"avatar_media_id"},
     ("POST", "/api/v1/dm"): {"user_id"},
     SEND: {"reply_to", "attachments"},
+    # Where the endpoint's host resolves, and whether the keys are a point on P-256.
+    ("POST", "/api/v1/push/subscriptions"): {"endpoint", "keys"},
+    # An outgoing hook's url must resolve to public addresses (DNS decides), and
+    # url/trigger belong to outgoing hooks only, url required there (documented;
+    # not expressible for generators without a oneOf body).
+    ("POST", "/api/v1/rooms/{room_id}/webhooks"): {"url", "trigger"},
+    # `text` or `body`: one of the two (documented).
+    ("POST", "/api/v1/hooks/{secret}"): {"body"},
 }
 
 
