@@ -182,13 +182,19 @@ class LastAdmin(Exception):
     """A change that would leave the server without an active admin."""
 
 
+class BotAdmin(Exception):
+    """A promotion of a bot: its tokens would carry admin powers past its owner."""
+
+
 @dataclass(frozen=True)
 class Deactivation:
     """What a deactivation ended: to close and announce after commit."""
 
     session_ids: list[int] = field(default_factory=list)
-    left_rooms: list[tuple[int, int]] = field(default_factory=list)  # (room_id, member.left pos)
+    # (room_id, user_id, member.left pos): the account's and its bots' memberships
+    left_rooms: list[tuple[int, int, int]] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)  # personal access tokens revoked
+    bot_ids: list[int] = field(default_factory=list)  # its bots, deactivated with it
 
 
 @dataclass(frozen=True)
@@ -1389,24 +1395,24 @@ RETURNING {MESSAGE_FIELDS}
         return None if row is None else to_admin_user(row)
 
     async def _locked_account(self, tx: Conn, user_id: int, removes_admin: bool) -> Row | None:
-        """The account's row, locked; None if there is none.
+        """The account's row, locked with its bots' rows; None if there is none.
 
         A change that may take away an admin (a demotion, deactivation or
-        erasure) first locks every active admin's row, in id order, so two such
-        changes run one after the other and the second sees the first's
-        outcome; it raises LastAdmin when the account is the only active admin.
-        SQLite's one writer serializes them as well.
+        erasure) also locks every active admin's row, so two such changes run
+        one after the other and the second sees the first's outcome; it raises
+        LastAdmin when the account is the only active admin. All in one
+        statement, in id order, as a ban locks its users' rows: no deadlock
+        with one. SQLite's one writer serializes them as well.
         """
-        admins: list[Row] = []
-        if removes_admin:
-            admins = await tx.fetch(
-                "SELECT id FROM users WHERE is_admin AND deactivated_at IS NULL"
-                " ORDER BY id FOR UPDATE"
-            )
-        row = await tx.fetchrow(
-            f"SELECT {USER_FIELDS} FROM users WHERE id = $1 FOR UPDATE", user_id
+        rows = await tx.fetch(
+            f"SELECT {USER_FIELDS} FROM users WHERE id = $1 OR bot_owner_id = $1"
+            " OR ($2 AND is_admin AND deactivated_at IS NULL) ORDER BY id FOR UPDATE",
+            user_id,
+            removes_admin,
         )
-        if row is not None and [admin["id"] for admin in admins] == [user_id]:
+        row = next((r for r in rows if r["id"] == user_id), None)
+        admins = [r["id"] for r in rows if r["is_admin"] and r["deactivated_at"] is None]
+        if row is not None and removes_admin and admins == [user_id]:
             raise LastAdmin()
         return row
 
@@ -1421,13 +1427,19 @@ RETURNING {MESSAGE_FIELDS}
             account = await self._locked_account(tx, user_id, removes_admin)
             if account is None:
                 return None
+            if is_admin and account["is_bot"]:
+                raise BotAdmin()
             if is_admin is not None and bool(account["is_admin"]) != is_admin:
                 await tx.execute("UPDATE users SET is_admin = $2 WHERE id = $1", user_id, is_admin)
                 action = "user.promote" if is_admin else "user.demote"
                 await self._audit(tx, actor, action, "user", user_id)
             if deactivated and account["deactivated_at"] is None:
                 ended = await self._deactivate(tx, actor, user_id)
-                details = {"sessions": len(ended.session_ids), "rooms": len(ended.left_rooms)}
+                details = {
+                    "sessions": len(ended.session_ids),
+                    "rooms": len(ended.left_rooms),
+                    "bots": len(ended.bot_ids),
+                }
                 await self._audit(tx, actor, "user.deactivate", "user", user_id, details)
             elif deactivated is False and account["deactivated_at"] is not None:
                 await tx.execute("UPDATE users SET deactivated_at = NULL WHERE id = $1", user_id)
@@ -1437,44 +1449,55 @@ RETURNING {MESSAGE_FIELDS}
         return changed, ended
 
     async def _deactivate(self, tx: Conn, actor: Actor, user_id: int) -> Deactivation:
-        """Marks the (locked) account deactivated, revokes its sessions and personal
-        access tokens and removes it from every room as `member.left`
-        (`deactivated`): its member rows are locked first, then the rooms' rows
-        in id order (as every change locks them)."""
+        """Deactivates the (locked) account and the bots it owns: their sessions,
+        personal tokens and push subscriptions end, and they leave every room as
+        `member.left` (`deactivated`) — member rows locked first, then each room
+        row in id order (as every change locks them). A deactivated owner's bots
+        (and so its webhooks) stop with it: its tokens to them must not outlive it."""
         now = now_ms()
-        await tx.execute("UPDATE users SET deactivated_at = $2 WHERE id = $1", user_id, now)
-        sessions = await tx.fetch(
-            "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
-            " RETURNING id",
+        bots = await tx.fetch(
+            "SELECT id FROM users WHERE bot_owner_id = $1 AND deactivated_at IS NULL ORDER BY id",
             user_id,
+        )
+        bot_ids = [r["id"] for r in bots]
+        accounts = self.engine.ids_param([user_id, *bot_ids])
+        among = self.engine.in_ids("$1")
+        await tx.execute(f"UPDATE users SET deactivated_at = $2 WHERE id {among}", accounts, now)
+        sessions = await tx.fetch(
+            f"UPDATE sessions SET revoked_at = $2 WHERE user_id {among} AND revoked_at IS NULL"
+            " RETURNING id",
+            accounts,
             now,
         )
         # Nothing is pushed to a deactivated account's browsers any more.
-        await tx.execute("DELETE FROM push_subscriptions WHERE user_id = $1", user_id)
+        await tx.execute(f"DELETE FROM push_subscriptions WHERE user_id {among}", accounts)
         tokens = await tx.fetch(
-            "UPDATE access_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
-            " RETURNING id",
-            user_id,
+            f"UPDATE access_tokens SET revoked_at = $2 WHERE user_id {among}"
+            " AND revoked_at IS NULL RETURNING id",
+            accounts,
             now,
         )
-        rooms = await tx.fetch(
-            "SELECT room_id FROM members WHERE user_id = $1 ORDER BY room_id FOR UPDATE", user_id
+        memberships = await tx.fetch(
+            f"SELECT room_id, user_id FROM members WHERE user_id {among}"
+            " ORDER BY room_id, user_id FOR UPDATE",
+            accounts,
         )
         left = []
-        for room in rooms:
+        for member in memberships:
+            room_id, member_id = member["room_id"], member["user_id"]
             await tx.execute(
-                "DELETE FROM members WHERE room_id = $1 AND user_id = $2", room["room_id"], user_id
+                "DELETE FROM members WHERE room_id = $1 AND user_id = $2", room_id, member_id
             )
             pos = await self._append_event(
                 tx,
-                room["room_id"],
+                room_id,
                 "member.left",
-                user_id=user_id,
+                user_id=member_id,
                 actor_id=actor.user_id,
                 detail="deactivated",
             )
-            left.append((room["room_id"], pos))
-        return Deactivation([s["id"] for s in sessions], left, [t["id"] for t in tokens])
+            left.append((room_id, member_id, pos))
+        return Deactivation([s["id"] for s in sessions], left, [t["id"] for t in tokens], bot_ids)
 
     async def erase_account(
         self, actor: Actor, user_id: int
@@ -1549,7 +1572,8 @@ RETURNING {MESSAGE_FIELDS}
             rows = await tx.fetch(
                 f"UPDATE messages SET {TOMBSTONE}, edited_at = $3"
                 " WHERE id IN (SELECT id FROM messages WHERE sender_id = $1 AND NOT deleted"
-                f" ORDER BY room_id, id LIMIT $2) RETURNING {MESSAGE_FIELDS}",
+                " ORDER BY room_id, id LIMIT $2) AND NOT deleted"  # again, once locked
+                f" RETURNING {MESSAGE_FIELDS}",
                 job.target_id,
                 limit,
                 now,

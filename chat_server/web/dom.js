@@ -84,3 +84,48 @@ export function randomId() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
 }
+
+let fieldCount = 0;
+// A fresh element id starting with `name`, for labels and descriptions.
+export function fieldId(name) {
+  fieldCount += 1;
+  return `${name}-${fieldCount}`;
+}
+
+// Puts a field's value on the clipboard and says "Copied." in note (an
+// aria-live element); falls back to selecting the field and the old copy
+// command where the Clipboard API is missing or refused (plain http).
+export async function copyField(input, note) {
+  try {
+    await navigator.clipboard.writeText(input.value);
+    note.textContent = 'Copied.';
+  } catch {
+    input.focus();
+    input.select();
+    note.textContent = document.execCommand('copy') ? 'Copied.' : 'Select the text and copy it.';
+  }
+}
+
+// Shows a form's failure in element (a role=alert): each field the server
+// named (details.fields) as "<its label>: <reason>", else the message. The
+// named fields are marked aria-invalid and the first one takes focus; a null
+// failure clears it all.
+export function showFormError(form, element, failure) {
+  for (const field of form.querySelectorAll('[aria-invalid]')) field.removeAttribute('aria-invalid');
+  if (!failure) {
+    element.textContent = '';
+    return;
+  }
+  const lines = [];
+  let first = null;
+  for (const [name, reason] of Object.entries(failure.details?.fields ?? {})) {
+    const field = form.elements.namedItem(name);
+    lines.push(`${field?.labels?.[0]?.textContent ?? name}: ${reason}`);
+    if (field) {
+      field.setAttribute('aria-invalid', 'true');
+      first ??= field;
+    }
+  }
+  element.textContent = lines.length ? lines.join('\n') : failure.message || String(failure);
+  first?.focus();
+}

@@ -2,7 +2,7 @@
 // new invite's link with a "Copy" button, and the list of invites with
 // "Revoke". Used by the "Invite people" dialog and the Admin "Invites" tab.
 import * as api from './api.js';
-import { h, openDialog, showError } from './dom.js';
+import { copyField, fieldId, h, openDialog, showError } from './dom.js';
 
 const LIFETIMES = [
   ['1 hour', 3600],
@@ -11,25 +11,6 @@ const LIFETIMES = [
   ['30 days', 2_592_000],
 ];
 const DEFAULT_LIFETIME = 604_800;
-
-let fieldCount = 0;
-function fieldId(name) {
-  fieldCount += 1;
-  return `${name}-${fieldCount}`;
-}
-
-// Puts text on the clipboard; falls back to selecting the field and the old
-// copy command where the Clipboard API is missing or refused.
-async function copyField(input, note) {
-  try {
-    await navigator.clipboard.writeText(input.value);
-    note.textContent = 'Copied.';
-  } catch {
-    input.focus();
-    input.select();
-    note.textContent = document.execCommand('copy') ? 'Copied.' : 'Select the link and copy it.';
-  }
-}
 
 export function formatDate(iso) {
   return new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });

@@ -1,6 +1,8 @@
-// The profile dialog: display name and avatar.
+// The profile dialog: display name and avatar; the user's access tokens and
+// bots (integrations.js).
 import * as api from './api.js';
 import { $, openDialog, submitDialogForm } from './dom.js';
+import { showIntegrations } from './integrations.js';
 import { paintAvatar } from './media.js';
 import { cachedUser, rememberUser } from './users.js';
 
@@ -22,8 +24,12 @@ export function setupProfile(getMe) {
     form.elements.display_name.value = me.display_name;
     preview.dataset.avatar = me.id; // repainted when the profile changes
     paintAvatar(preview, me);
+    const integrations = $('#profile-integrations');
+    showIntegrations(integrations, me);
+    dialog.classList.toggle('wide', !me.is_bot);
     await openDialog(dialog);
     dropLocalPreview();
+    integrations.replaceChildren(); // a token shown once is gone with the dialog
   });
 
   form.elements.avatar.addEventListener('change', () => {

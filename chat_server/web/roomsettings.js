@@ -1,10 +1,12 @@
 // The "Room settings" dialog of the open room: its members, "Leave" for
 // everyone; for the room's owner and admins (and server admins) name and
 // topic, "Invite" by username, "Kick", "Ban" and the ban list; for the owner
-// (and server admins) "Delete room". Member lists follow live events.
+// (and server admins) "Delete room"; for the room's own owner and admins its
+// "Webhooks" (webhooks.js). Member lists follow live events.
 import * as api from './api.js';
 import { confirmAction, h, openDialog, showError } from './dom.js';
 import { rememberUser } from './users.js';
+import { WebhookSection } from './webhooks.js';
 
 const MEMBER_EVENTS = new Set(['member.joined', 'member.left', 'member.role']);
 
@@ -43,6 +45,8 @@ export class RoomSettings {
     const isDm = room.kind === 'dm';
     this.manager = !isDm && (session.me.is_admin || ['owner', 'admin'].includes(room.my_role));
     const owner = !isDm && (session.me.is_admin || room.my_role === 'owner');
+    // Webhooks are the room's owner and admins' own, not server admins'.
+    const webhooks = !isDm && ['owner', 'admin'].includes(room.my_role) ? new WebhookSection(room.id) : null;
     this.error = h('p', { class: 'error', role: 'alert' });
     this.members = h('ul', { class: 'admin-list', 'aria-label': 'Members' });
     this.bans = h('ul', { class: 'admin-list', 'aria-label': 'Banned' });
@@ -56,12 +60,14 @@ export class RoomSettings {
       this.members,
       this.manager ? this.#inviteForm(room) : null,
       this.manager ? h('div', {}, h('h3', {}, 'Banned'), this.bans) : null,
+      webhooks?.element,
       h('div', { class: 'buttons' },
         owner ? h('button', { type: 'button', class: 'danger', onclick: () => this.#deleteRoom(room, title) }, 'Delete room') : null,
         h('button', { type: 'button', onclick: () => this.#leave(room, title) }, 'Leave'),
         h('button', { type: 'button', onclick: () => this.dialog.close() }, 'Close')));
     openDialog(this.dialog);
     this.#loadMembers();
+    webhooks?.reload();
   }
 
   // Runs an action of the dialog, showing a failure in it.
@@ -100,7 +106,8 @@ export class RoomSettings {
       h('div', { class: 'admin-item-text' },
         h('span', { id: nameId },
           h('strong', {}, userName(user)), ` @${user.username}`,
-          role === 'member' ? null : h('span', { class: 'tag' }, role))),
+          role === 'member' ? null : h('span', { class: 'tag' }, role),
+          user.is_bot ? h('span', { class: 'tag' }, 'bot') : null)),
       moderate ? h('div', { class: 'admin-item-actions' },
         h('button', {
           type: 'button',

@@ -147,3 +147,14 @@ class WebUser:
 
     def assert_no_problems(self) -> None:
         assert self.problems == [], f"{self.label}: {self.problems}"
+
+
+def new_user(browser: Browser, base_url: str, label: str) -> WebUser:
+    """A page in a browser context of its own (own localStorage) at a desktop
+    size, allowed to use the clipboard."""
+    context = browser.new_context(
+        base_url=base_url,
+        viewport={"width": 1100, "height": 760},
+        permissions=["clipboard-read", "clipboard-write"],
+    )
+    return WebUser(context.new_page(), label)
