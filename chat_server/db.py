@@ -241,13 +241,12 @@ class ReplyNotFound(Exception):
 
 
 class AccountDeactivated(Exception):
-    """A new room's first member (its owner, or one of a DM's two) was deactivated
-    meanwhile: the room is not created."""
+    """A join, add or new room's member whose account is deactivated (meanwhile)
+    or does not exist: the join, and a room being created with it, roll back."""
 
 
 class _AlreadyMember(Exception):
-    """Rolls back a join that lost a race with the same join (or with the
-    account's deactivation)."""
+    """Rolls back a join that lost a race with the same join."""
 
 
 # reactions and pins
@@ -629,7 +628,7 @@ class Database:
                 owner_id,
                 now,
             )
-            await self._first_join(tx, room_id, owner_id, "owner")
+            await self._join(tx, room_id, owner_id, "owner", None)
             return await self._room_in(tx, room_id, owner_id)
 
     async def _room_in(self, conn: Conn, room_id: int, viewer_id: int) -> Room:
@@ -714,7 +713,7 @@ class Database:
                         dm_key,
                     )
                     for member in (low, high):
-                        await self._first_join(tx, room_id, member, "member")
+                        await self._join(tx, room_id, member, "member", None)
                     return await self._room_in(tx, room_id, user_id), True
             except UniqueViolation:  # created concurrently by the other user
                 existing = await self.engine.fetchval(
@@ -859,7 +858,8 @@ class Database:
 
         None if they already were one (their role is unchanged), also when the
         same join commits concurrently: the unique key decides, never a 500.
-        Raises Banned when the user is banned from the room, RoomGone when
+        Raises AccountDeactivated when the account is deactivated (or does not
+        exist), Banned when the user is banned from the room, RoomGone when
         the room was deleted.
         """
         try:
@@ -867,14 +867,6 @@ class Database:
                 return await self._join(tx, room_id, user_id, role, actor_id)
         except _AlreadyMember:
             return None
-
-    async def _first_join(self, tx: Conn, room_id: int, user_id: int, role: str) -> None:
-        """A member of a room this transaction creates: no one else can have
-        joined it, so a refused join means the account was deactivated."""
-        try:
-            await self._join(tx, room_id, user_id, role, None)
-        except _AlreadyMember:
-            raise AccountDeactivated() from None
 
     async def _join(
         self, tx: Conn, room_id: int, user_id: int, role: str, actor_id: int | None
@@ -884,7 +876,8 @@ class Database:
         (FOR SHARE: a ban's FOR NO KEY UPDATE and a deactivation's UPDATE wait
         for it and make it wait), so the insert's fresh snapshot reads any ban
         or deactivation committed before it, and one committed after it finds,
-        and removes, the new member."""
+        and removes, the new member. Raises AccountDeactivated, Banned or
+        _AlreadyMember for an insert refused for that reason."""
         await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", user_id)
         inserted = await tx.fetchval(
             "INSERT INTO members (room_id, user_id, role, joined_at)"
@@ -897,6 +890,10 @@ class Database:
             now_ms(),
         )
         if inserted is None:
+            if not await tx.fetchval(
+                "SELECT 1 FROM users WHERE id = $1 AND deactivated_at IS NULL", user_id
+            ):
+                raise AccountDeactivated()
             if await self._is_banned(tx, room_id, user_id):
                 raise Banned()
             raise _AlreadyMember()

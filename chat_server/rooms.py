@@ -163,6 +163,8 @@ async def join(app: web.Application, room_id: int, user_id: int) -> Room:
     db = app[keys.DB]
     try:
         pos = await db.add_member(room.id, user_id, "member", None)
+    except AccountDeactivated:  # deactivated since the request was authenticated
+        raise Unauthorized("session revoked") from None
     except (Banned, RoomGone) as error:
         raise refused_join(error) from None
     user = await db.get_user(user_id)
@@ -227,6 +229,8 @@ async def add_member(request: web.Request) -> web.Response:
         raise NotFound("no such user")
     try:
         pos = await db.add_member(room.id, user.id, role, me.user_id)
+    except AccountDeactivated:  # since the lookup above
+        raise NotFound("no such user") from None
     except (Banned, RoomGone) as error:
         raise refused_join(error) from None
     if pos is None:
