@@ -280,7 +280,8 @@ class _MembersChanged(Exception):
 
 
 class Refused(Exception):
-    """A moderation action the actor's role does not allow (checked under its locks)."""
+    """A moderation action the actor's role does not allow (checked under its locks);
+    the message, when given, says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -861,12 +862,34 @@ class Database:
         Raises AccountDeactivated when the account is deactivated (or does not
         exist), Banned when the user is banned from the room, RoomGone when
         the room was deleted.
+
+        An add by `actor_id` (None: the user joins) is checked in the same
+        transaction (invariant 9): raises Refused, naming why, unless the actor
+        manages the room, and owns it to add an admin. A server admin adds as
+        their own role allows (they moderate rooms, they do not fill them).
         """
         try:
             async with self.engine.transaction() as tx:
+                if actor_id is not None:
+                    await self._may_add(tx, room_id, actor_id, user_id, role)
                 return await self._join(tx, room_id, user_id, role, actor_id)
         except _AlreadyMember:
             return None
+
+    async def _may_add(
+        self, tx: Conn, room_id: int, actor_id: int, user_id: int, role: str
+    ) -> None:
+        """Raises Refused unless the actor may add `user_id` as `role`. The users'
+        rows are locked first, in id order (a ban or deactivation of either waits,
+        or is waited for), then the actor's member row (a kick of them waits)."""
+        await tx.fetch(
+            "SELECT id FROM users WHERE id IN ($1, $2) ORDER BY id FOR SHARE", actor_id, user_id
+        )
+        actor_role = await self._locked_role(tx, room_id, actor_id)
+        if actor_role not in MANAGERS:
+            raise Refused("only the room's owner or an admin may add members")
+        if role == "admin" and actor_role != "owner":
+            raise Refused("only the owner may make admins")
 
     async def _join(
         self, tx: Conn, room_id: int, user_id: int, role: str, actor_id: int | None
@@ -923,11 +946,35 @@ class Database:
             return await self._leave(tx, room_id, user_id, reason, actor_id)
 
     async def kick_member(self, room_id: int, user_id: int, actor: Actor) -> int | None:
-        """`remove_member` by a moderator (`member.left`, `kicked`), audited as `member.kick`."""
+        """`remove_member` by a moderator (`member.left`, `kicked`), audited as
+        `member.kick`; returns its pos, None when the user is not a member.
+
+        Checked in the same transaction (invariant 9): the actor's users row is
+        locked first (a demotion, deactivation or ban of them waits, or is waited
+        for), then both member rows in user id order, the actor's shared, the
+        target's for the removal. Raises Refused, naming why, unless the actor
+        manages the room (a server admin as its owner) and outranks the user
+        (or removes themself).
+        """
         async with self.engine.transaction() as tx:
+            await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", actor.user_id)
+            roles: dict[int, str | None] = {}
+            for member_id in sorted({actor.user_id, user_id}):
+                lock = "FOR UPDATE" if member_id == user_id else "FOR KEY SHARE"
+                roles[member_id] = await tx.fetchval(
+                    f"SELECT role FROM members WHERE room_id = $1 AND user_id = $2 {lock}",
+                    room_id,
+                    member_id,
+                )
+            role = await self._as_moderator(tx, actor.user_id, roles[actor.user_id])
+            if role not in MANAGERS:
+                raise Refused("only the room's owner or an admin may remove members")
+            if roles[user_id] is None:
+                return None
+            if user_id != actor.user_id and not outranks(role, roles[user_id]):
+                raise Refused("cannot remove a member of equal or higher role")
             pos = await self._leave(tx, room_id, user_id, "kicked", actor.user_id)
-            if pos is not None:
-                await self._audit(tx, actor, "member.kick", "user", user_id, {"room_id": room_id})
+            await self._audit(tx, actor, "member.kick", "user", user_id, {"room_id": room_id})
             return pos
 
     async def _leave(
