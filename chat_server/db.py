@@ -124,7 +124,10 @@ JOB_FIELDS = "id, kind, target_id, actor_id, done_count, lease_until"
 TOKEN_FIELDS = "id, user_id, name, created_at, expires_at, last_used_at"
 INVITE_FIELDS = "id, code, created_by, max_uses, uses, expires_at, revoked_at, created_at"
 # An invite's row as `_invite_refusal` reads it (append `WHERE ...`).
-INVITE_STATE = "id, max_uses, uses, expires_at, revoked_at FROM invites"
+INVITE_STATE = (
+    "id, created_by, max_uses, uses, expires_at, revoked_at, (SELECT deactivated_at"
+    " FROM users WHERE users.id = invites.created_by) AS creator_deactivated_at FROM invites"
+)
 # Any active server admin (the setup token works while there is none).
 ACTIVE_ADMIN = "SELECT 1 FROM users WHERE is_admin AND deactivated_at IS NULL"
 # Larger than any seq or pos: the upper bound of "newest first" queries.
@@ -223,12 +226,21 @@ class RoomNotManaged(Exception):
         self.visible = visible
 
 
+def _may_invite(kind: str, role: str | None, is_admin: bool) -> bool:
+    """Whether a user with `role` in a room of `kind` (and server admin or not) may
+    invite people into it: its managers may, a server admin into a public room
+    only (they moderate private rooms without reading them), nobody into a DM."""
+    return kind != "dm" and (role in MANAGERS or (is_admin and kind == "public"))
+
+
 def _invite_refusal(invite: Row | None) -> str | None:
     """Why the invite (an INVITE_STATE row) cannot be used now; None if it can."""
     if invite is None:
         return "unknown invite"
     if invite["revoked_at"] is not None:
         return "this invite was revoked"
+    if invite["creator_deactivated_at"] is not None:
+        return "this invite is no longer valid: its creator's account was deactivated"
     if invite["expires_at"] <= now_ms():
         return "this invite has expired"
     if invite["uses"] >= invite["max_uses"]:
@@ -1673,21 +1685,38 @@ RETURNING {MESSAGE_FIELDS}
         self, username: str, display_name: str, password_hash: str, code: str
     ) -> tuple[User, list[tuple[int, int]]]:
         """An account through an invite, with the (room_id, pos) of each `member.joined`
-        in the invite's rooms (deleted rooms and rooms that ban the user skipped).
+        in the invite's rooms: those its creator may still invite to (see
+        `_may_invite`), not deleted and not banning the user; the others are skipped.
 
         The invite row is locked, checked and its use counted in the insert's
-        transaction: two signups racing for its last use make one account.
+        transaction: two signups racing for its last use make one account. The
+        creator's users row is locked before it (a deactivation or demotion of
+        theirs waits, or is seen), their member rows before the rooms' rows (a
+        kick of them waits, or is seen), as every change locks them.
         Raises SignupRefused (naming why) or UniqueViolation; either creates nothing.
         """
         async with self.engine.transaction() as tx:
+            creator = await tx.fetchrow(
+                "SELECT id, is_admin FROM users WHERE id ="
+                " (SELECT created_by FROM invites WHERE code = $1) FOR SHARE",
+                code,
+            )
             invite = await tx.fetchrow(f"SELECT {INVITE_STATE} WHERE code = $1 FOR UPDATE", code)
             refusal = _invite_refusal(invite)
-            if refusal is not None or invite is None:
+            if refusal is not None or invite is None or creator is None:
                 raise SignupRefused(refusal or "unknown invite")
             user = await self._insert_user(tx, username, display_name, password_hash, False)
             await tx.execute("UPDATE invites SET uses = uses + 1 WHERE id = $1", invite["id"])
+            creator_roles = await tx.fetch(
+                "SELECT room_id, role FROM members WHERE user_id = $1 AND room_id IN"
+                " (SELECT room_id FROM invite_rooms WHERE invite_id = $2)"
+                " ORDER BY room_id FOR KEY SHARE",
+                creator["id"],
+                invite["id"],
+            )
+            roles = {r["room_id"]: r["role"] for r in creator_roles}
             rooms = await tx.fetch(
-                "SELECT r.id FROM invite_rooms ir JOIN rooms r ON r.id = ir.room_id"
+                "SELECT r.id, r.kind FROM invite_rooms ir JOIN rooms r ON r.id = ir.room_id"
                 " WHERE ir.invite_id = $1 AND r.deleted_at IS NULL AND NOT EXISTS"
                 " (SELECT 1 FROM bans b WHERE b.room_id = r.id AND b.user_id = $2)"
                 " ORDER BY r.id FOR UPDATE",
@@ -1695,7 +1724,9 @@ RETURNING {MESSAGE_FIELDS}
                 user.id,
             )
             joined = [
-                (r["id"], await self._join(tx, r["id"], user.id, "member", None)) for r in rooms
+                (r["id"], await self._join(tx, r["id"], user.id, "member", None))
+                for r in rooms
+                if _may_invite(r["kind"], roles.get(r["id"]), bool(creator["is_admin"]))
             ]
         return user, joined
 
@@ -1716,7 +1747,7 @@ RETURNING {MESSAGE_FIELDS}
     async def create_invite(
         self, actor: Actor, code: str, max_uses: int, expires_at: int, room_ids: Sequence[int]
     ) -> Invite:
-        """An invite by `actor`, to rooms they manage (a server admin: any room but a DM),
+        """An invite by `actor`, to rooms they may invite to (see `_may_invite`),
         checked under their member rows' locks; audited as `invite.create`.
         Raises RoomNotManaged for the first room they may not invite to."""
         room_ids = sorted(room_ids)
@@ -1729,10 +1760,9 @@ RETURNING {MESSAGE_FIELDS}
                 )
                 if room is None:
                     raise RoomNotManaged(room_id, visible=False)
-                if room["kind"] == "dm" or not (is_admin or role in MANAGERS):
-                    raise RoomNotManaged(
-                        room_id, visible=room["kind"] == "public" or role is not None
-                    )
+                if not _may_invite(room["kind"], role, is_admin):
+                    visible = is_admin or room["kind"] == "public" or role is not None
+                    raise RoomNotManaged(room_id, visible=visible)
             row = await tx.fetchrow(
                 "INSERT INTO invites (code, created_by, max_uses, expires_at, created_at)"
                 f" VALUES ($1, $2, $3, $4, $5) RETURNING {INVITE_FIELDS}",
