@@ -2665,11 +2665,13 @@ RETURNING {MESSAGE_FIELDS}
         """A webhook and its bot (owned by the creator), added to the room as a
         member; returns it and the pos of the bot's `member.joined`.
 
-        Raises NotAllowed (the creator is a bot, or does not manage the room),
-        LimitReached (the room has `limit` webhooks), RoomGone, UniqueViolation."""
+        Raises NotAllowed (the creator is a bot, or is not the room's owner or
+        admin: a server admin's moderation does not extend to reading the room
+        through a hook), LimitReached (the room has `limit` webhooks), RoomGone,
+        UniqueViolation."""
         async with self.engine.transaction() as tx:
             await self._bot_owner(tx, actor.user_id)
-            if await self._moderator_role(tx, room_id, actor.user_id) not in MANAGERS:
+            if await self._locked_role(tx, room_id, actor.user_id) not in MANAGERS:
                 raise NotAllowed()
             count = await tx.fetchval(
                 "SELECT count(*) FROM webhooks WHERE room_id = $1 AND deleted_at IS NULL", room_id

@@ -18,6 +18,7 @@ from chat_server import create_app, keys
 
 from .helpers import create_room, error_of, join, make_config, messages_path, send, signup
 from .helpers.integrations import make_webhook, webhooks_path
+from .helpers.moderation import make_admin
 from .helpers.ws import connect, next_of
 
 
@@ -118,6 +119,24 @@ async def test_webhooks_are_managed_by_the_room_managers(client, alice, bob):
     assert (await (await client.get(webhooks_path(room), headers=alice.headers)).json())[
         "items"
     ] == []
+
+
+async def test_a_server_admin_outside_the_room_cannot_add_or_see_its_webhooks(client, alice, bob):
+    """A hook reads the room: an admin moderates rooms without reading private ones."""
+    await make_admin(client, bob)
+    private = await create_room(client, alice, kind="private")
+    public = await create_room(client, alice, kind="public")
+    hook = await make_webhook(client, alice, private)
+    outgoing = {"name": "spy", "kind": "outgoing", "url": "https://example.com/hook"}
+    for room, status in ((private, 404), (public, 403)):
+        made = await client.post(webhooks_path(room), json=outgoing, headers=bob.headers)
+        await error_of(made, status)
+        await error_of(await client.get(webhooks_path(room), headers=bob.headers), status)
+    listed = await (await client.get(webhooks_path(private), headers=alice.headers)).json()
+    assert [h["id"] for h in listed["items"]] == [hook["id"]]
+    # Deleting stays moderation: the admin may remove a hook from any room.
+    deleted = await client.delete(f"{webhooks_path(private)}/{hook['id']}", headers=bob.headers)
+    assert deleted.status == 204
 
 
 async def test_outgoing_url_must_be_public_without_outbound_private(client, alice):
