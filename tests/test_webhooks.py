@@ -139,6 +139,22 @@ async def test_a_server_admin_outside_the_room_cannot_add_or_see_its_webhooks(cl
     assert deleted.status == 204
 
 
+async def test_only_managers_see_an_outgoing_hooks_url(aiohttp_client, tmp_path, database_url):
+    client = await aiohttp_client(create_app(_hook_config(tmp_path, database_url)))
+    alice, bob = await signup(client, "alice"), await signup(client, "bob")
+    room = await create_room(client, alice)
+    await join(client, bob, room)
+    url = "http://127.0.0.1:9/hook?token=receiver-credential"
+    hook = await make_webhook(client, alice, room, kind="outgoing", url=url)
+    assert hook["url"] == url
+    seen_by_owner = await (await client.get(webhooks_path(room), headers=alice.headers)).json()
+    assert seen_by_owner["items"][0]["url"] == url
+    seen_by_member = await (await client.get(webhooks_path(room), headers=bob.headers)).json()
+    [seen] = seen_by_member["items"]
+    assert seen["url"] is None and seen["secret"] is None and seen["hook_url"] is None
+    assert seen["kind"] == "outgoing" and seen["trigger"] == "all"
+
+
 async def test_outgoing_url_must_be_public_without_outbound_private(client, alice):
     room = await create_room(client, alice)
     for url in ("http://127.0.0.1:9/hook", "ftp://example.com/x", "http://10.1.2.3/"):
