@@ -2480,22 +2480,32 @@ RETURNING {MESSAGE_FIELDS}
     ) -> AccessToken | None:
         """A new token of an active account that has fewer than `limit` live ones.
 
-        None: the account is deactivated (or a bot asks through this path) or
-        at its limit. The check is the insert's own condition, under the
-        user's row lock (`FOR SHARE` waits for a deactivation in progress)."""
-        row = await self.engine.write(
-            "INSERT INTO access_tokens (user_id, name, token_sha256, created_at, expires_at)"
-            " SELECT id, $2, $3, $4, $5 FROM users WHERE id = $1 AND deactivated_at IS NULL"
-            " AND (SELECT count(*) FROM access_tokens t WHERE t.user_id = $1"
-            f" AND t.revoked_at IS NULL) < $6 FOR SHARE RETURNING {TOKEN_FIELDS}",
-            user_id,
-            name,
-            token_sha256,
-            now_ms(),
-            expires_at,
-            limit,
-        )
-        return None if row is None else to_access_token(row)
+        None: the account is deactivated or at its limit. The owner's row is
+        locked FOR UPDATE before counting (as `_bot_owner` does), so two
+        concurrent creates count one after the other: `FOR SHARE` would let
+        both count the same tokens and both insert."""
+        async with self.engine.transaction() as tx:
+            owner = await tx.fetchrow(
+                "SELECT deactivated_at FROM users WHERE id = $1 FOR UPDATE", user_id
+            )
+            if owner is None or owner["deactivated_at"] is not None:
+                return None
+            live = await tx.fetchval(
+                "SELECT count(*) FROM access_tokens WHERE user_id = $1 AND revoked_at IS NULL",
+                user_id,
+            )
+            if live >= limit:
+                return None
+            row = await tx.fetchrow(
+                "INSERT INTO access_tokens (user_id, name, token_sha256, created_at, expires_at)"
+                f" VALUES ($1, $2, $3, $4, $5) RETURNING {TOKEN_FIELDS}",
+                user_id,
+                name,
+                token_sha256,
+                now_ms(),
+                expires_at,
+            )
+        return to_access_token(row)
 
     async def access_tokens(self, user_id: int) -> list[AccessToken]:
         """The user's tokens that are not revoked (expired ones too, until revoked)."""
