@@ -2780,10 +2780,15 @@ RETURNING {MESSAGE_FIELDS}
         `limit` messages, and moves `scanned_pos` on, in one transaction under the
         hook's row lock: each message is turned into a delivery once, by one node.
 
-        Qualifying: not deleted, not by the hook's bot, and for trigger `mention`
-        mentioning the bot. The room's `last_pos` is read before its messages:
-        a message with a pos up to it has committed with it. Returns the number
-        of deliveries written; None when another node is scanning the hook."""
+        Qualifying: posted while the hook's bot is a member (after its current
+        `joined_pos`: a hook whose bot was kicked or banned delivers nothing,
+        and one whose bot is added back resumes from then on, not the backlog),
+        not deleted, not by the hook's bot, and for trigger `mention` mentioning
+        the bot. The room's `last_pos` is read before its messages and the bot's
+        membership: a message with a pos up to it has committed with it, and a
+        removal committed after the membership is read comes after `last_pos`.
+        Returns the number of deliveries written; None when another node is
+        scanning the hook."""
         skip = " SKIP LOCKED" if self.engine.name == "postgres" else ""
         async with self.engine.transaction() as tx:
             hook = await tx.fetchrow(
@@ -2796,14 +2801,21 @@ RETURNING {MESSAGE_FIELDS}
             last_pos = await tx.fetchval(
                 "SELECT last_pos FROM rooms WHERE id = $1", hook["room_id"]
             )
-            rows = await tx.fetch(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.room_id = $1"
-                " AND m.pos > $2 AND m.pos <= $3 ORDER BY m.pos LIMIT $4",
+            bot_member = await tx.fetchrow(
+                "SELECT joined_pos FROM members WHERE room_id = $1 AND user_id = $2",
                 hook["room_id"],
-                hook["scanned_pos"],
-                last_pos,
-                limit,
+                hook["bot_id"],
             )
+            rows = []
+            if bot_member is not None:
+                rows = await tx.fetch(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.room_id = $1"
+                    " AND m.pos > $2 AND m.pos <= $3 ORDER BY m.pos LIMIT $4",
+                    hook["room_id"],
+                    max(hook["scanned_pos"], bot_member["joined_pos"]),
+                    last_pos,
+                    limit,
+                )
             scanned = last_pos if len(rows) < limit else rows[-1]["pos"]
             bot_id = hook["bot_id"]
             written = 0

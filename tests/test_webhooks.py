@@ -392,3 +392,31 @@ async def test_a_delivery_that_always_fails_is_given_up_after_five_attempts(
     assert len(found.calls) == 5
     assert len({c["headers"]["X-Chat-Delivery"] for c in found.calls}) == 1
     assert await _bot_messages(client, alice, room, hook["bot"]["id"]) == []
+
+
+async def test_a_hook_whose_bot_was_removed_stops_and_resumes_without_the_backlog(
+    aiohttp_client, tmp_path, database_url, receiver
+):
+    found, url = receiver
+    client = await aiohttp_client(create_app(_hook_config(tmp_path, database_url)))
+    alice = await signup(client, "alice")
+    room = await create_room(client, alice, kind="private")
+    hook = await _outgoing(client, alice, room, found, url)
+    await send(client, alice, room, "before")
+    await found.wait_for(1)
+    member = f"/api/v1/rooms/{room['id']}/members"
+    kicked = await client.delete(f"{member}/{hook['bot']['id']}", headers=alice.headers)
+    assert kicked.status == 204
+    await send(client, alice, room, "while the bot is out")
+    await client.app[keys.WEBHOOKS].run_once()  # scanned while the bot is out
+    readded = await client.post(member, json={"user_id": hook["bot"]["id"]}, headers=alice.headers)
+    assert readded.status == 201, await readded.text()
+    await send(client, alice, room, "after")
+    await found.wait_for(2)
+    db = client.app[keys.DB]
+    for _ in range(100):
+        if [state for state, _ in await db.delivery_states(hook["id"])] == ["done", "done"]:
+            break
+        await asyncio.sleep(0.05)
+    assert [c["body"]["message"]["body"] for c in found.calls] == ["before", "after"]
+    assert len(await db.delivery_states(hook["id"])) == 2
