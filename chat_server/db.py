@@ -2783,10 +2783,12 @@ RETURNING {MESSAGE_FIELDS}
         Qualifying: posted while the hook's bot is a member (after its current
         `joined_pos`: a hook whose bot was kicked or banned delivers nothing,
         and one whose bot is added back resumes from then on, not the backlog),
-        not deleted, not by the hook's bot, and for trigger `mention` mentioning
-        the bot. The room's `last_pos` is read before its messages and the bot's
-        membership: a message with a pos up to it has committed with it, and a
-        removal committed after the membership is read comes after `last_pos`.
+        not deleted, not by a bot (any bot: webhooks' and owned ones, so two
+        hooks answering each other, or a hook and a bot, cannot loop), and for
+        trigger `mention` mentioning the bot. The room's `last_pos` is read
+        before its messages and the bot's membership: a message with a pos up
+        to it has committed with it, and a removal committed after the
+        membership is read comes after `last_pos`.
         Returns the number of deliveries written; None when another node is
         scanning the hook."""
         skip = " SKIP LOCKED" if self.engine.name == "postgres" else ""
@@ -2810,7 +2812,8 @@ RETURNING {MESSAGE_FIELDS}
             if bot_member is not None:
                 rows = await tx.fetch(
                     f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.room_id = $1"
-                    " AND m.pos > $2 AND m.pos <= $3 ORDER BY m.pos LIMIT $4",
+                    " AND m.pos > $2 AND m.pos <= $3 AND NOT EXISTS (SELECT 1 FROM users u"
+                    " WHERE u.id = m.sender_id AND u.is_bot) ORDER BY m.pos LIMIT $4",
                     hook["room_id"],
                     max(hook["scanned_pos"], bot_member["joined_pos"]),
                     last_pos,
@@ -2820,10 +2823,8 @@ RETURNING {MESSAGE_FIELDS}
             bot_id = hook["bot_id"]
             written = 0
             for message in await self._attach(rows, tx):
-                if (
-                    message.deleted
-                    or message.sender_id == bot_id
-                    or (hook["trigger_on"] == "mention" and bot_id not in message.mentions.user_ids)
+                if message.deleted or (
+                    hook["trigger_on"] == "mention" and bot_id not in message.mentions.user_ids
                 ):
                     continue
                 delivery_id = str(uuid.uuid4())

@@ -17,7 +17,7 @@ from aiohttp import web
 from chat_server import create_app, keys
 
 from .helpers import create_room, error_of, join, make_config, messages_path, send, signup
-from .helpers.integrations import make_webhook, webhooks_path
+from .helpers.integrations import make_bot, make_webhook, webhooks_path
 from .helpers.moderation import make_admin
 from .helpers.ws import connect, next_of
 
@@ -420,3 +420,36 @@ async def test_a_hook_whose_bot_was_removed_stops_and_resumes_without_the_backlo
         await asyncio.sleep(0.05)
     assert [c["body"]["message"]["body"] for c in found.calls] == ["before", "after"]
     assert len(await db.delivery_states(hook["id"])) == 2
+
+
+async def test_bots_messages_trigger_no_hook_so_answering_hooks_cannot_loop(
+    aiohttp_client, tmp_path, database_url, receiver
+):
+    found, url = receiver
+    client = await aiohttp_client(create_app(_hook_config(tmp_path, database_url)))
+    alice = await signup(client, "alice")
+    room = await create_room(client, alice)
+    first = await _outgoing(client, alice, room, found, url)
+    second = await _outgoing(client, alice, room, found, url)
+    found.answer = lambda n: web.json_response({"text": f"echo {n}"})
+    await send(client, alice, room, "start")
+    hook_bots = {first["bot"]["id"], second["bot"]["id"]}
+    for _ in range(200):  # both hooks answer "start"
+        history = await (await client.get(messages_path(room), headers=alice.headers)).json()
+        if {m["sender_id"] for m in history["items"]} >= hook_bots:
+            break
+        await asyncio.sleep(0.05)
+    assert {m["sender_id"] for m in history["items"]} >= hook_bots
+    own_bot = await make_bot(client, alice)
+    await join(client, own_bot, room)
+    await send(client, own_bot, room, "a bot's own message")
+    await send(client, alice, room, "end")
+    await found.wait_for(4)
+    db = client.app[keys.DB]
+    # "end" was scanned, so everything before it (the answers, the bot's message) was too.
+    for hook in (first, second):
+        assert len(await db.delivery_states(hook["id"])) == 2
+    by_hook = sorted((c["body"]["webhook_id"], c["body"]["message"]["body"]) for c in found.calls)
+    assert by_hook == sorted(
+        (hook["id"], body) for hook in (first, second) for body in ("start", "end")
+    )
