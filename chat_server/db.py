@@ -19,7 +19,7 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -2772,13 +2772,12 @@ RETURNING {MESSAGE_FIELDS}
         )
         return [r["id"] for r in rows]
 
-    async def scan_webhook(
-        self, webhook_id: int, limit: int, render: Callable[[str, Message], str]
-    ) -> int | None:
-        """Writes a delivery row (payload `render(delivery_id, message)`) for each
-        qualifying message of the hook's room after its `scanned_pos`, up to
-        `limit` messages, and moves `scanned_pos` on, in one transaction under the
-        hook's row lock: each message is turned into a delivery once, by one node.
+    async def scan_webhook(self, webhook_id: int, limit: int) -> int | None:
+        """Writes a delivery row (its id and the message's: the body is built when
+        it is tried, from the message as it is then) for each qualifying message
+        of the hook's room after its `scanned_pos`, up to `limit` messages, and
+        moves `scanned_pos` on, in one transaction under the hook's row lock:
+        each message is turned into a delivery once, by one node.
 
         Qualifying: posted while the hook's bot is a member (after its current
         `joined_pos`: a hook whose bot was kicked or banned delivers nothing,
@@ -2827,15 +2826,13 @@ RETURNING {MESSAGE_FIELDS}
                     hook["trigger_on"] == "mention" and bot_id not in message.mentions.user_ids
                 ):
                     continue
-                delivery_id = str(uuid.uuid4())
                 await tx.execute(
-                    "INSERT INTO webhook_deliveries (id, webhook_id, message_id, payload,"
-                    " next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $5)"
+                    "INSERT INTO webhook_deliveries (id, webhook_id, message_id,"
+                    " next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $4)"
                     " ON CONFLICT (webhook_id, message_id) DO NOTHING",
-                    delivery_id,
+                    str(uuid.uuid4()),
                     webhook_id,
                     message.id,
-                    render(delivery_id, message),
                     now_ms(),
                 )
                 written += 1
@@ -2855,30 +2852,44 @@ RETURNING {MESSAGE_FIELDS}
 
     async def claim_delivery(self, now: int, lease_ms: int) -> Delivery | None:
         """Takes the lease of a due pending delivery until `now + lease_ms` (PostgreSQL
-        skips one another node is claiming: exactly one node holds each)."""
+        skips one another node is claiming: exactly one node holds each), with its
+        message as it is now. One whose message was deleted since it was written
+        is marked `skipped` on the way: nothing deleted is sent with its old body."""
         skip = " SKIP LOCKED" if self.engine.name == "postgres" else ""
         async with self.engine.transaction() as tx:
-            row = await tx.fetchrow(
-                "UPDATE webhook_deliveries SET lease_until = $2 WHERE id = (SELECT id"
-                " FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1"
-                f" AND lease_until < $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE{skip})"
-                " RETURNING id, webhook_id, payload, attempts, lease_until",
-                now,
-                now + lease_ms,
-            )
-            if row is None:
-                return None
-            hook = await tx.fetchrow(
-                "SELECT room_id, bot_id, url, secret, deleted_at FROM webhooks WHERE id = $1",
-                row["webhook_id"],
-            )
-            if hook is None or hook["deleted_at"] is not None:  # the hook went, and its deliveries
-                await tx.execute(
-                    "UPDATE webhook_deliveries SET state = 'failed', last_error = 'deleted'"
-                    " WHERE webhook_id = $1 AND state = 'pending'",
+            while True:
+                row = await tx.fetchrow(
+                    "UPDATE webhook_deliveries SET lease_until = $2 WHERE id = (SELECT id"
+                    " FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1"
+                    f" AND lease_until < $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE{skip})"
+                    " RETURNING id, webhook_id, message_id, attempts, lease_until",
+                    now,
+                    now + lease_ms,
+                )
+                if row is None:
+                    return None
+                hook = await tx.fetchrow(
+                    "SELECT room_id, bot_id, url, secret, deleted_at FROM webhooks WHERE id = $1",
                     row["webhook_id"],
                 )
-                return None
+                if hook is None or hook["deleted_at"] is not None:  # the hook went, and its
+                    await tx.execute(  # deliveries with it
+                        "UPDATE webhook_deliveries SET state = 'failed', last_error = 'deleted'"
+                        " WHERE webhook_id = $1 AND state = 'pending'",
+                        row["webhook_id"],
+                    )
+                    return None
+                found = await tx.fetch(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1", row["message_id"]
+                )
+                messages = await self._attach(found, tx)
+                if messages and not messages[0].deleted:
+                    break
+                await tx.execute(
+                    "UPDATE webhook_deliveries SET state = 'skipped', lease_until = 0,"
+                    " last_error = 'message deleted' WHERE id = $1",
+                    row["id"],
+                )
         return Delivery(  # the hook's row exists: deliveries cascade with it
             row["id"],
             row["webhook_id"],
@@ -2886,7 +2897,7 @@ RETURNING {MESSAGE_FIELDS}
             hook["bot_id"],
             hook["url"],
             hook["secret"],
-            row["payload"],
+            messages[0],
             row["attempts"],
             row["lease_until"],
         )

@@ -485,6 +485,6 @@ class Delivery:
     bot_id: int
     url: str
     secret: str
-    payload: str
+    message: Message  # as it is now: the body is built from it at each attempt
     attempts: int  # made before this one
     lease_until: int

@@ -453,3 +453,50 @@ async def test_bots_messages_trigger_no_hook_so_answering_hooks_cannot_loop(
     assert by_hook == sorted(
         (hook["id"], body) for hook in (first, second) for body in ("start", "end")
     )
+
+
+async def _states_become(client, hook: dict[str, Any], expected: list[tuple[str, int]]) -> None:
+    db = client.app[keys.DB]
+    for _ in range(500):
+        if await db.delivery_states(hook["id"]) == expected:
+            return
+        await asyncio.sleep(0.02)
+    assert await db.delivery_states(hook["id"]) == expected
+
+
+async def test_a_retry_sends_the_message_as_it_is_now(
+    aiohttp_client, tmp_path, database_url, receiver
+):
+    """Deleted before its retry: never sent again. Edited: the retry carries the edit."""
+    found, url = receiver
+    config = make_config(tmp_path, database_url, outbound_private=True, webhook_backoff=1.0)
+    client = await aiohttp_client(create_app(config))
+    alice = await signup(client, "alice")
+    room = await create_room(client, alice, kind="private")
+    hook = await _outgoing(client, alice, room, found, url)
+    found.answer = lambda n: web.Response(status=500) if n in (1, 2) else web.json_response({})
+
+    leaked = await send(client, alice, room, "oops: password hunter2")
+    await found.wait_for(1)
+    await _states_become(client, hook, [("pending", 1)])
+    path = f"{messages_path(room)}/{leaked['id']}"
+    assert (await client.delete(path, headers=alice.headers)).status == 204
+    await _states_become(client, hook, [("skipped", 1)])  # the retry came due: nothing sent
+    assert len(found.calls) == 1
+
+    typo = await send(client, alice, room, "deploy to prod at 5")
+    await found.wait_for(2)
+    await _states_become(client, hook, [("skipped", 1), ("pending", 1)])
+    edited = await client.patch(
+        f"{messages_path(room)}/{typo['id']}",
+        json={"body": "deploy to staging"},
+        headers=alice.headers,
+    )
+    assert edited.status == 200
+    await found.wait_for(3)
+    first, retry = found.calls[1], found.calls[2]
+    assert first["body"]["message"]["body"] == "deploy to prod at 5"
+    assert retry["body"]["message"]["body"] == "deploy to staging"
+    assert retry["body"]["message"]["edited_at"] is not None
+    assert first["headers"]["X-Chat-Delivery"] == retry["headers"]["X-Chat-Delivery"]
+    assert first["signed"] and retry["signed"]
