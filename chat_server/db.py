@@ -2782,9 +2782,10 @@ RETURNING {MESSAGE_FIELDS}
         Qualifying: posted while the hook's bot is a member (after its current
         `joined_pos`: a hook whose bot was kicked or banned delivers nothing,
         and one whose bot is added back resumes from then on, not the backlog),
-        not deleted, not by a bot (any bot: webhooks' and owned ones, so two
-        hooks answering each other, or a hook and a bot, cannot loop), and for
-        trigger `mention` mentioning the bot. The room's `last_pos` is read
+        not deleted, not by an outgoing hook's bot (their messages are answers to
+        deliveries: so two hooks answering each other cannot loop; incoming
+        hooks' posts and other bots' messages do trigger), and for trigger
+        `mention` mentioning the bot. The room's `last_pos` is read
         before its messages and the bot's membership: a message with a pos up
         to it has committed with it, and a removal committed after the
         membership is read comes after `last_pos`.
@@ -2811,19 +2812,27 @@ RETURNING {MESSAGE_FIELDS}
             if bot_member is not None:
                 rows = await tx.fetch(
                     f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.room_id = $1"
-                    " AND m.pos > $2 AND m.pos <= $3 AND NOT EXISTS (SELECT 1 FROM users u"
-                    " WHERE u.id = m.sender_id AND u.is_bot) ORDER BY m.pos LIMIT $4",
+                    " AND m.pos > $2 AND m.pos <= $3 ORDER BY m.pos LIMIT $4",
                     hook["room_id"],
                     max(hook["scanned_pos"], bot_member["joined_pos"]),
                     last_pos,
                     limit,
                 )
             scanned = last_pos if len(rows) < limit else rows[-1]["pos"]
+            answering = {
+                r["bot_id"]
+                for r in await tx.fetch(
+                    "SELECT bot_id FROM webhooks WHERE room_id = $1 AND kind = 'outgoing'",
+                    hook["room_id"],
+                )
+            }
             bot_id = hook["bot_id"]
             written = 0
             for message in await self._attach(rows, tx):
-                if message.deleted or (
-                    hook["trigger_on"] == "mention" and bot_id not in message.mentions.user_ids
+                if (
+                    message.deleted
+                    or message.sender_id in answering
+                    or (hook["trigger_on"] == "mention" and bot_id not in message.mentions.user_ids)
                 ):
                     continue
                 await tx.execute(
