@@ -13,7 +13,7 @@ from aiohttp import web
 
 from . import keys
 from .auth import PASSWORD_RULE, USERNAME, USERNAME_RULE, create_account, require_admin
-from .db import ACCOUNT_STATES, Deactivation, LastAdmin
+from .db import ACCOUNT_STATES, BotAdmin, Deactivation, LastAdmin
 from .errors import Conflict, NotFound
 from .models import User
 from .paging import decode_cursor, page, page_limit
@@ -32,13 +32,15 @@ def _flag(v: Validator, name: str) -> bool | None:
     return None
 
 
-def announce_deactivation(app: web.Application, user: User, ended: Deactivation) -> None:
-    """After a committed deactivation: close the account's sockets everywhere (its
-    sessions' and personal tokens') and tell each room it was removed from."""
+async def announce_deactivation(app: web.Application, user: User, ended: Deactivation) -> None:
+    """After a committed deactivation: close the account's (and its bots') sockets
+    everywhere (sessions' and personal tokens') and tell each room who left it."""
     app[keys.HUB].close_sessions(ended.session_ids)
     app[keys.HUB].close_tokens(ended.token_ids)
-    for room_id, pos in ended.left_rooms:
-        announce_leave(app, room_id, user, pos, "deactivated")
+    bots = await app[keys.DB].users_by_ids(ended.bot_ids)
+    accounts = {user.id: user, **bots}
+    for room_id, member_id, pos in ended.left_rooms:
+        announce_leave(app, room_id, accounts[member_id], pos, "deactivated")
 
 
 async def list_users(request: web.Request) -> web.Response:
@@ -91,10 +93,12 @@ async def patch_user(request: web.Request) -> web.Response:
         )
     except LastAdmin:
         raise Conflict(LAST_ADMIN) from None
+    except BotAdmin:
+        raise Conflict("a bot cannot be an admin") from None
     if changed is None:
         raise NotFound("no such user")
     account, ended = changed
-    announce_deactivation(request.app, account.user, ended)
+    await announce_deactivation(request.app, account.user, ended)
     return web.json_response(account.to_json())
 
 
@@ -109,7 +113,7 @@ async def erase_user(request: web.Request) -> web.Response:
     if erased is None:
         raise NotFound("no such user")
     account, ended, _ = erased
-    announce_deactivation(request.app, account.user, ended)
+    await announce_deactivation(request.app, account.user, ended)
     request.app[keys.JOBS].wake()
     return web.json_response(account.to_json(), status=202)
 

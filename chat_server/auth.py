@@ -40,6 +40,8 @@ ALGORITHM = "HS256"
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 USERNAME_RULE = "3-32 characters of a-z 0-9 _ . -"
 PASSWORD_RULE = "8-1024 characters"
+# What a failed login says, whatever failed (unknown user, wrong password, deactivated).
+WRONG_CREDENTIALS = "wrong username or password"
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -310,7 +312,7 @@ async def _start_session(
     session = await db.create_session(user.id, password_hash, jti, user_agent)
     if session is None:  # the password changed since it was verified
         request.app[keys.METRICS].login_failures.inc()
-        raise Unauthorized("wrong username or password")
+        raise Unauthorized(WRONG_CREDENTIALS)
     tokens = request.app[keys.TOKENS].issue(db.installation_id, user.id, session.id, jti)
     return web.json_response({"user": user.to_json(), **tokens}, status=status)
 
@@ -380,7 +382,7 @@ async def login(request: web.Request) -> web.Response:
     ok = await request.app[keys.HASHER].verify(password, found[1] if found else None)
     if not ok or found is None:
         request.app[keys.METRICS].login_failures.inc()
-        raise Unauthorized("wrong username or password")
+        raise Unauthorized(WRONG_CREDENTIALS)
     return await _start_session(request, found[0], found[1], 200)
 
 
@@ -396,13 +398,13 @@ async def refresh(request: web.Request) -> web.Response:
         raise Unauthorized("invalid or expired token")
     new_jti = secrets.token_urlsafe(16)
     outcome = await db.rotate_refresh(session_id, claims["jti"], new_jti)
+    user = await db.get_user(user_id)
+    if user is None or user.deactivated:  # its sessions ended: answered as a login is
+        raise Unauthorized(WRONG_CREDENTIALS)
     if outcome != "rotated":
         if outcome == "reused":
             request.app[keys.HUB].close_sessions([session_id])
         raise Unauthorized("refresh token already used or revoked")
-    user = await db.get_user(user_id)
-    if user is None:
-        raise Unauthorized("invalid or expired token")
     tokens = request.app[keys.TOKENS].issue(db.installation_id, user_id, session_id, new_jti)
     return web.json_response({"user": user.to_json(), **tokens})
 

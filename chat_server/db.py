@@ -124,7 +124,10 @@ JOB_FIELDS = "id, kind, target_id, actor_id, done_count, lease_until"
 TOKEN_FIELDS = "id, user_id, name, created_at, expires_at, last_used_at"
 INVITE_FIELDS = "id, code, created_by, max_uses, uses, expires_at, revoked_at, created_at"
 # An invite's row as `_invite_refusal` reads it (append `WHERE ...`).
-INVITE_STATE = "id, max_uses, uses, expires_at, revoked_at FROM invites"
+INVITE_STATE = (
+    "id, created_by, max_uses, uses, expires_at, revoked_at, (SELECT deactivated_at"
+    " FROM users WHERE users.id = invites.created_by) AS creator_deactivated_at FROM invites"
+)
 # Any active server admin (the setup token works while there is none).
 ACTIVE_ADMIN = "SELECT 1 FROM users WHERE is_admin AND deactivated_at IS NULL"
 # Larger than any seq or pos: the upper bound of "newest first" queries.
@@ -182,13 +185,19 @@ class LastAdmin(Exception):
     """A change that would leave the server without an active admin."""
 
 
+class BotAdmin(Exception):
+    """A promotion of a bot: its tokens would carry admin powers past its owner."""
+
+
 @dataclass(frozen=True)
 class Deactivation:
     """What a deactivation ended: to close and announce after commit."""
 
     session_ids: list[int] = field(default_factory=list)
-    left_rooms: list[tuple[int, int]] = field(default_factory=list)  # (room_id, member.left pos)
+    # (room_id, user_id, member.left pos): the account's and its bots' memberships
+    left_rooms: list[tuple[int, int, int]] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)  # personal access tokens revoked
+    bot_ids: list[int] = field(default_factory=list)  # its bots, deactivated with it
 
 
 @dataclass(frozen=True)
@@ -223,12 +232,21 @@ class RoomNotManaged(Exception):
         self.visible = visible
 
 
+def _may_invite(kind: str, role: str | None, is_admin: bool) -> bool:
+    """Whether a user with `role` in a room of `kind` (and server admin or not) may
+    invite people into it: its managers may, a server admin into a public room
+    only (they moderate private rooms without reading them), nobody into a DM."""
+    return kind != "dm" and (role in MANAGERS or (is_admin and kind == "public"))
+
+
 def _invite_refusal(invite: Row | None) -> str | None:
     """Why the invite (an INVITE_STATE row) cannot be used now; None if it can."""
     if invite is None:
         return "unknown invite"
     if invite["revoked_at"] is not None:
         return "this invite was revoked"
+    if invite["creator_deactivated_at"] is not None:
+        return "this invite is no longer valid: its creator's account was deactivated"
     if invite["expires_at"] <= now_ms():
         return "this invite has expired"
     if invite["uses"] >= invite["max_uses"]:
@@ -241,13 +259,12 @@ class ReplyNotFound(Exception):
 
 
 class AccountDeactivated(Exception):
-    """A new room's first member (its owner, or one of a DM's two) was deactivated
-    meanwhile: the room is not created."""
+    """A join, add or new room's member whose account is deactivated (meanwhile)
+    or does not exist: the join, and a room being created with it, roll back."""
 
 
 class _AlreadyMember(Exception):
-    """Rolls back a join that lost a race with the same join (or with the
-    account's deactivation)."""
+    """Rolls back a join that lost a race with the same join."""
 
 
 # reactions and pins
@@ -281,7 +298,8 @@ class _MembersChanged(Exception):
 
 
 class Refused(Exception):
-    """A moderation action the actor's role does not allow (checked under its locks)."""
+    """A moderation action the actor's role does not allow (checked under its locks);
+    the message, when given, says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,7 +647,7 @@ class Database:
                 owner_id,
                 now,
             )
-            await self._first_join(tx, room_id, owner_id, "owner")
+            await self._join(tx, room_id, owner_id, "owner", None)
             return await self._room_in(tx, room_id, owner_id)
 
     async def _room_in(self, conn: Conn, room_id: int, viewer_id: int) -> Room:
@@ -714,7 +732,7 @@ class Database:
                         dm_key,
                     )
                     for member in (low, high):
-                        await self._first_join(tx, room_id, member, "member")
+                        await self._join(tx, room_id, member, "member", None)
                     return await self._room_in(tx, room_id, user_id), True
             except UniqueViolation:  # created concurrently by the other user
                 existing = await self.engine.fetchval(
@@ -859,22 +877,37 @@ class Database:
 
         None if they already were one (their role is unchanged), also when the
         same join commits concurrently: the unique key decides, never a 500.
-        Raises Banned when the user is banned from the room, RoomGone when
+        Raises AccountDeactivated when the account is deactivated (or does not
+        exist), Banned when the user is banned from the room, RoomGone when
         the room was deleted.
+
+        An add by `actor_id` (None: the user joins) is checked in the same
+        transaction (invariant 9): raises Refused, naming why, unless the actor
+        manages the room, and owns it to add an admin. A server admin adds as
+        their own role allows (they moderate rooms, they do not fill them).
         """
         try:
             async with self.engine.transaction() as tx:
+                if actor_id is not None:
+                    await self._may_add(tx, room_id, actor_id, user_id, role)
                 return await self._join(tx, room_id, user_id, role, actor_id)
         except _AlreadyMember:
             return None
 
-    async def _first_join(self, tx: Conn, room_id: int, user_id: int, role: str) -> None:
-        """A member of a room this transaction creates: no one else can have
-        joined it, so a refused join means the account was deactivated."""
-        try:
-            await self._join(tx, room_id, user_id, role, None)
-        except _AlreadyMember:
-            raise AccountDeactivated() from None
+    async def _may_add(
+        self, tx: Conn, room_id: int, actor_id: int, user_id: int, role: str
+    ) -> None:
+        """Raises Refused unless the actor may add `user_id` as `role`. The users'
+        rows are locked first, in id order (a ban or deactivation of either waits,
+        or is waited for), then the actor's member row (a kick of them waits)."""
+        await tx.fetch(
+            "SELECT id FROM users WHERE id IN ($1, $2) ORDER BY id FOR SHARE", actor_id, user_id
+        )
+        actor_role = await self._locked_role(tx, room_id, actor_id)
+        if actor_role not in MANAGERS:
+            raise Refused("only the room's owner or an admin may add members")
+        if role == "admin" and actor_role != "owner":
+            raise Refused("only the owner may make admins")
 
     async def _join(
         self, tx: Conn, room_id: int, user_id: int, role: str, actor_id: int | None
@@ -884,7 +917,8 @@ class Database:
         (FOR SHARE: a ban's FOR NO KEY UPDATE and a deactivation's UPDATE wait
         for it and make it wait), so the insert's fresh snapshot reads any ban
         or deactivation committed before it, and one committed after it finds,
-        and removes, the new member."""
+        and removes, the new member. Raises AccountDeactivated, Banned or
+        _AlreadyMember for an insert refused for that reason."""
         await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", user_id)
         inserted = await tx.fetchval(
             "INSERT INTO members (room_id, user_id, role, joined_at)"
@@ -897,6 +931,10 @@ class Database:
             now_ms(),
         )
         if inserted is None:
+            if not await tx.fetchval(
+                "SELECT 1 FROM users WHERE id = $1 AND deactivated_at IS NULL", user_id
+            ):
+                raise AccountDeactivated()
             if await self._is_banned(tx, room_id, user_id):
                 raise Banned()
             raise _AlreadyMember()
@@ -926,11 +964,35 @@ class Database:
             return await self._leave(tx, room_id, user_id, reason, actor_id)
 
     async def kick_member(self, room_id: int, user_id: int, actor: Actor) -> int | None:
-        """`remove_member` by a moderator (`member.left`, `kicked`), audited as `member.kick`."""
+        """`remove_member` by a moderator (`member.left`, `kicked`), audited as
+        `member.kick`; returns its pos, None when the user is not a member.
+
+        Checked in the same transaction (invariant 9): the actor's users row is
+        locked first (a demotion, deactivation or ban of them waits, or is waited
+        for), then both member rows in user id order, the actor's shared, the
+        target's for the removal. Raises Refused, naming why, unless the actor
+        manages the room (a server admin as its owner) and outranks the user
+        (or removes themself).
+        """
         async with self.engine.transaction() as tx:
+            await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", actor.user_id)
+            roles: dict[int, str | None] = {}
+            for member_id in sorted({actor.user_id, user_id}):
+                lock = "FOR UPDATE" if member_id == user_id else "FOR KEY SHARE"
+                roles[member_id] = await tx.fetchval(
+                    f"SELECT role FROM members WHERE room_id = $1 AND user_id = $2 {lock}",
+                    room_id,
+                    member_id,
+                )
+            role = await self._as_moderator(tx, actor.user_id, roles[actor.user_id])
+            if role not in MANAGERS:
+                raise Refused("only the room's owner or an admin may remove members")
+            if roles[user_id] is None:
+                return None
+            if user_id != actor.user_id and not outranks(role, roles[user_id]):
+                raise Refused("cannot remove a member of equal or higher role")
             pos = await self._leave(tx, room_id, user_id, "kicked", actor.user_id)
-            if pos is not None:
-                await self._audit(tx, actor, "member.kick", "user", user_id, {"room_id": room_id})
+            await self._audit(tx, actor, "member.kick", "user", user_id, {"room_id": room_id})
             return pos
 
     async def _leave(
@@ -1389,24 +1451,24 @@ RETURNING {MESSAGE_FIELDS}
         return None if row is None else to_admin_user(row)
 
     async def _locked_account(self, tx: Conn, user_id: int, removes_admin: bool) -> Row | None:
-        """The account's row, locked; None if there is none.
+        """The account's row, locked with its bots' rows; None if there is none.
 
         A change that may take away an admin (a demotion, deactivation or
-        erasure) first locks every active admin's row, in id order, so two such
-        changes run one after the other and the second sees the first's
-        outcome; it raises LastAdmin when the account is the only active admin.
-        SQLite's one writer serializes them as well.
+        erasure) also locks every active admin's row, so two such changes run
+        one after the other and the second sees the first's outcome; it raises
+        LastAdmin when the account is the only active admin. All in one
+        statement, in id order, as a ban locks its users' rows: no deadlock
+        with one. SQLite's one writer serializes them as well.
         """
-        admins: list[Row] = []
-        if removes_admin:
-            admins = await tx.fetch(
-                "SELECT id FROM users WHERE is_admin AND deactivated_at IS NULL"
-                " ORDER BY id FOR UPDATE"
-            )
-        row = await tx.fetchrow(
-            f"SELECT {USER_FIELDS} FROM users WHERE id = $1 FOR UPDATE", user_id
+        rows = await tx.fetch(
+            f"SELECT {USER_FIELDS} FROM users WHERE id = $1 OR bot_owner_id = $1"
+            " OR ($2 AND is_admin AND deactivated_at IS NULL) ORDER BY id FOR UPDATE",
+            user_id,
+            removes_admin,
         )
-        if row is not None and [admin["id"] for admin in admins] == [user_id]:
+        row = next((r for r in rows if r["id"] == user_id), None)
+        admins = [r["id"] for r in rows if r["is_admin"] and r["deactivated_at"] is None]
+        if row is not None and removes_admin and admins == [user_id]:
             raise LastAdmin()
         return row
 
@@ -1421,13 +1483,19 @@ RETURNING {MESSAGE_FIELDS}
             account = await self._locked_account(tx, user_id, removes_admin)
             if account is None:
                 return None
+            if is_admin and account["is_bot"]:
+                raise BotAdmin()
             if is_admin is not None and bool(account["is_admin"]) != is_admin:
                 await tx.execute("UPDATE users SET is_admin = $2 WHERE id = $1", user_id, is_admin)
                 action = "user.promote" if is_admin else "user.demote"
                 await self._audit(tx, actor, action, "user", user_id)
             if deactivated and account["deactivated_at"] is None:
                 ended = await self._deactivate(tx, actor, user_id)
-                details = {"sessions": len(ended.session_ids), "rooms": len(ended.left_rooms)}
+                details = {
+                    "sessions": len(ended.session_ids),
+                    "rooms": len(ended.left_rooms),
+                    "bots": len(ended.bot_ids),
+                }
                 await self._audit(tx, actor, "user.deactivate", "user", user_id, details)
             elif deactivated is False and account["deactivated_at"] is not None:
                 await tx.execute("UPDATE users SET deactivated_at = NULL WHERE id = $1", user_id)
@@ -1437,44 +1505,55 @@ RETURNING {MESSAGE_FIELDS}
         return changed, ended
 
     async def _deactivate(self, tx: Conn, actor: Actor, user_id: int) -> Deactivation:
-        """Marks the (locked) account deactivated, revokes its sessions and personal
-        access tokens and removes it from every room as `member.left`
-        (`deactivated`): its member rows are locked first, then the rooms' rows
-        in id order (as every change locks them)."""
+        """Deactivates the (locked) account and the bots it owns: their sessions,
+        personal tokens and push subscriptions end, and they leave every room as
+        `member.left` (`deactivated`) — member rows locked first, then each room
+        row in id order (as every change locks them). A deactivated owner's bots
+        (and so its webhooks) stop with it: its tokens to them must not outlive it."""
         now = now_ms()
-        await tx.execute("UPDATE users SET deactivated_at = $2 WHERE id = $1", user_id, now)
-        sessions = await tx.fetch(
-            "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
-            " RETURNING id",
+        bots = await tx.fetch(
+            "SELECT id FROM users WHERE bot_owner_id = $1 AND deactivated_at IS NULL ORDER BY id",
             user_id,
+        )
+        bot_ids = [r["id"] for r in bots]
+        accounts = self.engine.ids_param([user_id, *bot_ids])
+        among = self.engine.in_ids("$1")
+        await tx.execute(f"UPDATE users SET deactivated_at = $2 WHERE id {among}", accounts, now)
+        sessions = await tx.fetch(
+            f"UPDATE sessions SET revoked_at = $2 WHERE user_id {among} AND revoked_at IS NULL"
+            " RETURNING id",
+            accounts,
             now,
         )
         # Nothing is pushed to a deactivated account's browsers any more.
-        await tx.execute("DELETE FROM push_subscriptions WHERE user_id = $1", user_id)
+        await tx.execute(f"DELETE FROM push_subscriptions WHERE user_id {among}", accounts)
         tokens = await tx.fetch(
-            "UPDATE access_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
-            " RETURNING id",
-            user_id,
+            f"UPDATE access_tokens SET revoked_at = $2 WHERE user_id {among}"
+            " AND revoked_at IS NULL RETURNING id",
+            accounts,
             now,
         )
-        rooms = await tx.fetch(
-            "SELECT room_id FROM members WHERE user_id = $1 ORDER BY room_id FOR UPDATE", user_id
+        memberships = await tx.fetch(
+            f"SELECT room_id, user_id FROM members WHERE user_id {among}"
+            " ORDER BY room_id, user_id FOR UPDATE",
+            accounts,
         )
         left = []
-        for room in rooms:
+        for member in memberships:
+            room_id, member_id = member["room_id"], member["user_id"]
             await tx.execute(
-                "DELETE FROM members WHERE room_id = $1 AND user_id = $2", room["room_id"], user_id
+                "DELETE FROM members WHERE room_id = $1 AND user_id = $2", room_id, member_id
             )
             pos = await self._append_event(
                 tx,
-                room["room_id"],
+                room_id,
                 "member.left",
-                user_id=user_id,
+                user_id=member_id,
                 actor_id=actor.user_id,
                 detail="deactivated",
             )
-            left.append((room["room_id"], pos))
-        return Deactivation([s["id"] for s in sessions], left, [t["id"] for t in tokens])
+            left.append((room_id, member_id, pos))
+        return Deactivation([s["id"] for s in sessions], left, [t["id"] for t in tokens], bot_ids)
 
     async def erase_account(
         self, actor: Actor, user_id: int
@@ -1549,7 +1628,8 @@ RETURNING {MESSAGE_FIELDS}
             rows = await tx.fetch(
                 f"UPDATE messages SET {TOMBSTONE}, edited_at = $3"
                 " WHERE id IN (SELECT id FROM messages WHERE sender_id = $1 AND NOT deleted"
-                f" ORDER BY room_id, id LIMIT $2) RETURNING {MESSAGE_FIELDS}",
+                " ORDER BY room_id, id LIMIT $2) AND NOT deleted"  # again, once locked
+                f" RETURNING {MESSAGE_FIELDS}",
                 job.target_id,
                 limit,
                 now,
@@ -1629,21 +1709,38 @@ RETURNING {MESSAGE_FIELDS}
         self, username: str, display_name: str, password_hash: str, code: str
     ) -> tuple[User, list[tuple[int, int]]]:
         """An account through an invite, with the (room_id, pos) of each `member.joined`
-        in the invite's rooms (deleted rooms and rooms that ban the user skipped).
+        in the invite's rooms: those its creator may still invite to (see
+        `_may_invite`), not deleted and not banning the user; the others are skipped.
 
         The invite row is locked, checked and its use counted in the insert's
-        transaction: two signups racing for its last use make one account.
+        transaction: two signups racing for its last use make one account. The
+        creator's users row is locked before it (a deactivation or demotion of
+        theirs waits, or is seen), their member rows before the rooms' rows (a
+        kick of them waits, or is seen), as every change locks them.
         Raises SignupRefused (naming why) or UniqueViolation; either creates nothing.
         """
         async with self.engine.transaction() as tx:
+            creator = await tx.fetchrow(
+                "SELECT id, is_admin FROM users WHERE id ="
+                " (SELECT created_by FROM invites WHERE code = $1) FOR SHARE",
+                code,
+            )
             invite = await tx.fetchrow(f"SELECT {INVITE_STATE} WHERE code = $1 FOR UPDATE", code)
             refusal = _invite_refusal(invite)
-            if refusal is not None or invite is None:
+            if refusal is not None or invite is None or creator is None:
                 raise SignupRefused(refusal or "unknown invite")
             user = await self._insert_user(tx, username, display_name, password_hash, False)
             await tx.execute("UPDATE invites SET uses = uses + 1 WHERE id = $1", invite["id"])
+            creator_roles = await tx.fetch(
+                "SELECT room_id, role FROM members WHERE user_id = $1 AND room_id IN"
+                " (SELECT room_id FROM invite_rooms WHERE invite_id = $2)"
+                " ORDER BY room_id FOR KEY SHARE",
+                creator["id"],
+                invite["id"],
+            )
+            roles = {r["room_id"]: r["role"] for r in creator_roles}
             rooms = await tx.fetch(
-                "SELECT r.id FROM invite_rooms ir JOIN rooms r ON r.id = ir.room_id"
+                "SELECT r.id, r.kind FROM invite_rooms ir JOIN rooms r ON r.id = ir.room_id"
                 " WHERE ir.invite_id = $1 AND r.deleted_at IS NULL AND NOT EXISTS"
                 " (SELECT 1 FROM bans b WHERE b.room_id = r.id AND b.user_id = $2)"
                 " ORDER BY r.id FOR UPDATE",
@@ -1651,7 +1748,9 @@ RETURNING {MESSAGE_FIELDS}
                 user.id,
             )
             joined = [
-                (r["id"], await self._join(tx, r["id"], user.id, "member", None)) for r in rooms
+                (r["id"], await self._join(tx, r["id"], user.id, "member", None))
+                for r in rooms
+                if _may_invite(r["kind"], roles.get(r["id"]), bool(creator["is_admin"]))
             ]
         return user, joined
 
@@ -1672,7 +1771,7 @@ RETURNING {MESSAGE_FIELDS}
     async def create_invite(
         self, actor: Actor, code: str, max_uses: int, expires_at: int, room_ids: Sequence[int]
     ) -> Invite:
-        """An invite by `actor`, to rooms they manage (a server admin: any room but a DM),
+        """An invite by `actor`, to rooms they may invite to (see `_may_invite`),
         checked under their member rows' locks; audited as `invite.create`.
         Raises RoomNotManaged for the first room they may not invite to."""
         room_ids = sorted(room_ids)
@@ -1685,10 +1784,9 @@ RETURNING {MESSAGE_FIELDS}
                 )
                 if room is None:
                     raise RoomNotManaged(room_id, visible=False)
-                if room["kind"] == "dm" or not (is_admin or role in MANAGERS):
-                    raise RoomNotManaged(
-                        room_id, visible=room["kind"] == "public" or role is not None
-                    )
+                if not _may_invite(room["kind"], role, is_admin):
+                    visible = is_admin or room["kind"] == "public" or role is not None
+                    raise RoomNotManaged(room_id, visible=visible)
             row = await tx.fetchrow(
                 "INSERT INTO invites (code, created_by, max_uses, expires_at, created_at)"
                 f" VALUES ($1, $2, $3, $4, $5) RETURNING {INVITE_FIELDS}",

@@ -102,7 +102,7 @@ async def delete_bot(request: web.Request) -> web.Response:
     deleted = await db.delete_bot(actor, bot_id, as_admin=user is not None and user.is_admin)
     if deleted is None:
         raise NotFound("no such bot")
-    announce_deactivation(request.app, *deleted)
+    await announce_deactivation(request.app, *deleted)
     return web.Response(status=204)
 
 
@@ -193,7 +193,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
         raise Forbidden("only the room's owner and admins manage its webhooks") from None
     if deleted is None:
         raise NotFound("no such webhook")
-    announce_deactivation(request.app, *deleted)
+    await announce_deactivation(request.app, *deleted)
     return web.Response(status=204)
 
 

@@ -156,7 +156,7 @@ class Outbound:
         try:
             async with asyncio.timeout(self.timeout):
                 await self._resolve(target)
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError, UnicodeError):  # UnicodeError: a label too long, empty
             raise OutboundRefused(f"{target.host} does not resolve") from None
 
     async def post(
@@ -173,7 +173,7 @@ class Outbound:
                 async with asyncio.timeout(self.timeout):
                     try:
                         pinned = await self._resolve(target)
-                    except OSError as exc:
+                    except (OSError, UnicodeError) as exc:
                         raise OutboundError("connect", f"{target.host} does not resolve") from exc
                     token = _PINNED.set((target.raw_host or "", pinned))
                     try:

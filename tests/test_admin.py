@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import pytest
 from aiohttp import WSMsgType
@@ -213,10 +214,10 @@ async def test_deactivation_ends_sessions_memberships_and_logins(client, alice, 
     # the access token, the refresh token and the password stop working
     assert (await client.get("/api/v1/users/me", headers=bob.headers)).status == 401
     response = await client.post("/api/v1/auth/refresh", json={"refresh_token": bob.refresh_token})
-    await error_of(response, 401)
+    refreshed = await error_of(response, 401)
     refused = await client.post(LOGIN, json={"username": "bob", "password": PASSWORD})
     wrong = await client.post(LOGIN, json={"username": "carol", "password": "wrong password"})
-    assert (await error_of(refused, 401)) == (await error_of(wrong, 401))
+    assert refreshed == (await error_of(refused, 401)) == (await error_of(wrong, 401))
     db: Database = client.app[keys.DB]
     _, password_hash = await db.get_credentials("bob")  # type: ignore[misc]
     # a login that checked the password before the deactivation committed gets no session
@@ -245,7 +246,7 @@ async def test_deactivation_ends_sessions_memberships_and_logins(client, alice, 
     assert (await rooms.json())["items"] == []  # the account is back, not its rooms
     entries = await _audit(client, alice)
     assert [e["action"] for e in entries] == ["user.reactivate", "user.deactivate"]
-    assert entries[1]["details"] == {"sessions": 1, "rooms": 2}
+    assert entries[1]["details"] == {"sessions": 1, "rooms": 2, "bots": 0}
     await carol_ws.close()
 
 
@@ -364,3 +365,28 @@ async def test_audit_pages_newest_first(client, alice, bob):
             break
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == 6
     assert actions == ["user.demote", "user.promote"] * 3
+
+
+async def test_a_deactivation_racing_a_ban_of_the_same_user_never_fails(client, alice, bob):
+    """Both lock the users' rows they need in one id-ordered statement: neither
+    waits for the other in a cycle (PostgreSQL would abort one with a 500)."""
+    await _make_admin(client, alice)
+    carol = await signup(client, "carol")
+    await _make_admin(client, carol)
+    for _ in range(10):
+        target = await signup(client, f"t{secrets.token_hex(3)}")
+        room = await create_room(client, carol, f"r{secrets.token_hex(3)}")
+        await join(client, target, room)
+        # The banning admin's id is above the target's, the deactivating one's below.
+        moderator = await signup(client, f"m{secrets.token_hex(3)}")
+        await _make_admin(client, moderator)
+        deactivation, ban = await asyncio.gather(
+            _patch(client, alice, target.id, deactivated=True),
+            client.post(
+                f"/api/v1/rooms/{room['id']}/bans",
+                json={"user_id": target.id},
+                headers=moderator.headers,
+            ),
+        )
+        assert deactivation.status == 200, await deactivation.text()
+        assert ban.status in (201, 404), await ban.text()  # 404: no longer anyone to ban

@@ -11,6 +11,7 @@ from typing import Any
 
 import jwt
 import pytest
+from aiohttp import WSMsgType
 
 from chat_server import create_app
 
@@ -187,3 +188,24 @@ async def test_clock_leeway_is_bounded_and_does_not_extend_expiry(client, alice)
     await error_of(await client.get(ME, headers=_bearer(just_expired)), 401)
     refresh_expired = _shifted(alice.refresh_token, 0, exp=now - 2)
     await error_of(await client.post(REFRESH, json={"refresh_token": refresh_expired}), 401)
+
+
+async def test_a_socket_whose_session_ends_while_it_connects_is_closed(client, alice, monkeypatch):
+    """A logout committed after the socket's token was checked, but before the
+    socket was indexed where revocations look (so its close found nothing),
+    still ends the socket: the credential is read again once it is indexed."""
+    from chat_server import keys
+    from chat_server.realtime import ws as ws_module
+
+    checked = ws_module.authenticate_token
+
+    async def check_then_logout_elsewhere(app, token):
+        principal = await checked(app, token)
+        await app[keys.DB].revoke_session(principal.user_id, principal.session_id)
+        app[keys.HUB].close_sessions([principal.session_id])  # finds no socket yet
+        return principal
+
+    monkeypatch.setattr(ws_module, "authenticate_token", check_then_logout_elsewhere)
+    ws = await client.ws_connect("/api/v1/ws", headers=alice.headers)
+    message = await ws.receive(timeout=10)  # the close, never `ready`
+    assert (message.type, ws.close_code) == (WSMsgType.CLOSE, 1008), message

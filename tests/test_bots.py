@@ -125,3 +125,38 @@ async def test_embedders_find_their_bot_by_name(client, alice):
         assert error.status == 404
     else:
         raise AssertionError("joined a private room")
+
+
+async def test_an_owners_deactivation_ends_its_bots(client, alice, bob):
+    """A deactivated owner's bots stop with it: the tokens it was shown must not
+    outlive it (nor its webhooks, whose bots are its own)."""
+    await _make_admin(client, alice)
+    bot = await make_bot(client, bob, "bobs_helper")
+    room = await create_room(client, alice)
+    added = await client.post(
+        f"/api/v1/rooms/{room['id']}/members", json={"user_id": bot.id}, headers=alice.headers
+    )
+    assert added.status == 201
+    bot_ws = await connect(client, bot)
+    watcher = await connect(client, alice)
+    response = await client.patch(
+        f"/api/v1/admin/users/{bob.id}", json={"deactivated": True}, headers=alice.headers
+    )
+    assert response.status == 200
+    assert await closed(bot_ws) == WSCloseCode.POLICY_VIOLATION
+    left = await next_of(watcher, "member.left")
+    assert (left["user"]["id"], left["reason"]) == (bot.id, "deactivated")
+    await error_of(await client.get(ME, headers=bot.headers), 401)
+    audit = await (await client.get("/api/v1/admin/audit", headers=alice.headers)).json()
+    assert audit["items"][0]["details"]["bots"] == 1
+    await watcher.close()
+
+
+async def test_a_bot_cannot_be_made_an_admin(client, alice):
+    await _make_admin(client, alice)
+    bot = await make_bot(client, alice)
+    response = await client.patch(
+        f"/api/v1/admin/users/{bot.id}", json={"is_admin": True}, headers=alice.headers
+    )
+    await error_of(response, 409)
+    await error_of(await client.get("/api/v1/admin/users", headers=bot.headers), 403)

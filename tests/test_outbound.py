@@ -124,6 +124,8 @@ def test_refusals_say_why() -> None:
         ("http://127.1/", False, "loopback"),  # a legacy numeric form
         ("http://2130706433/", False, "loopback"),
         ("https://no-such-host.invalid/", True, "does not resolve"),
+        ("https://a..b.example/", True, "does not resolve"),  # an empty label
+        ("https://" + "x" * 64 + ".example/", True, "does not resolve"),  # a label over 63
     ],
 )
 async def test_check_refuses(url: str, https_only: bool, words: str) -> None:

@@ -262,6 +262,15 @@ class SocketSession:
                 expiry.cancel()
             self.hub.disconnect(conn)
 
+    async def _revoked_meanwhile(self) -> bool:
+        """Whether the credential this socket authenticated with was revoked between
+        that check and the connection's indexing in the hub (from which on a
+        revocation reaches it): read again once it is indexed."""
+        db, me = self.app[keys.DB], self.me
+        if me.token_id is not None:
+            return bool(await db.dead_tokens_among([me.token_id]))
+        return me.session_id is not None and bool(await db.revoked_among([me.session_id]))
+
     async def _send_ready(self, conn: Connection) -> bool:
         """Follow the user's rooms from their current positions, and say `ready`.
 
@@ -270,8 +279,8 @@ class SocketSession:
         """
         db = self.app[keys.DB]
         user = await db.get_user(self.me.user_id)
-        if user is None:
-            await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no such user")
+        if user is None or user.deactivated or await self._revoked_meanwhile():
+            await self.ws.close(code=CLOSE_REVOKED, message=b"credential revoked")
             return False
         positions = await db.positions_of(self.me.user_id)
         self.hub.set_rooms(conn, {room_id: pos for room_id, (_, pos) in positions.items()})
