@@ -19,7 +19,7 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -2578,22 +2578,32 @@ RETURNING {MESSAGE_FIELDS}
     ) -> AccessToken | None:
         """A new token of an active account that has fewer than `limit` live ones.
 
-        None: the account is deactivated (or a bot asks through this path) or
-        at its limit. The check is the insert's own condition, under the
-        user's row lock (`FOR SHARE` waits for a deactivation in progress)."""
-        row = await self.engine.write(
-            "INSERT INTO access_tokens (user_id, name, token_sha256, created_at, expires_at)"
-            " SELECT id, $2, $3, $4, $5 FROM users WHERE id = $1 AND deactivated_at IS NULL"
-            " AND (SELECT count(*) FROM access_tokens t WHERE t.user_id = $1"
-            f" AND t.revoked_at IS NULL) < $6 FOR SHARE RETURNING {TOKEN_FIELDS}",
-            user_id,
-            name,
-            token_sha256,
-            now_ms(),
-            expires_at,
-            limit,
-        )
-        return None if row is None else to_access_token(row)
+        None: the account is deactivated or at its limit. The owner's row is
+        locked FOR UPDATE before counting (as `_bot_owner` does), so two
+        concurrent creates count one after the other: `FOR SHARE` would let
+        both count the same tokens and both insert."""
+        async with self.engine.transaction() as tx:
+            owner = await tx.fetchrow(
+                "SELECT deactivated_at FROM users WHERE id = $1 FOR UPDATE", user_id
+            )
+            if owner is None or owner["deactivated_at"] is not None:
+                return None
+            live = await tx.fetchval(
+                "SELECT count(*) FROM access_tokens WHERE user_id = $1 AND revoked_at IS NULL",
+                user_id,
+            )
+            if live >= limit:
+                return None
+            row = await tx.fetchrow(
+                "INSERT INTO access_tokens (user_id, name, token_sha256, created_at, expires_at)"
+                f" VALUES ($1, $2, $3, $4, $5) RETURNING {TOKEN_FIELDS}",
+                user_id,
+                name,
+                token_sha256,
+                now_ms(),
+                expires_at,
+            )
+        return to_access_token(row)
 
     async def access_tokens(self, user_id: int) -> list[AccessToken]:
         """The user's tokens that are not revoked (expired ones too, until revoked)."""
@@ -2763,11 +2773,13 @@ RETURNING {MESSAGE_FIELDS}
         """A webhook and its bot (owned by the creator), added to the room as a
         member; returns it and the pos of the bot's `member.joined`.
 
-        Raises NotAllowed (the creator is a bot, or does not manage the room),
-        LimitReached (the room has `limit` webhooks), RoomGone, UniqueViolation."""
+        Raises NotAllowed (the creator is a bot, or is not the room's owner or
+        admin: a server admin's moderation does not extend to reading the room
+        through a hook), LimitReached (the room has `limit` webhooks), RoomGone,
+        UniqueViolation."""
         async with self.engine.transaction() as tx:
             await self._bot_owner(tx, actor.user_id)
-            if await self._moderator_role(tx, room_id, actor.user_id) not in MANAGERS:
+            if await self._locked_role(tx, room_id, actor.user_id) not in MANAGERS:
                 raise NotAllowed()
             count = await tx.fetchval(
                 "SELECT count(*) FROM webhooks WHERE room_id = $1 AND deleted_at IS NULL", room_id
@@ -2858,18 +2870,25 @@ RETURNING {MESSAGE_FIELDS}
         )
         return [r["id"] for r in rows]
 
-    async def scan_webhook(
-        self, webhook_id: int, limit: int, render: Callable[[str, Message], str]
-    ) -> int | None:
-        """Writes a delivery row (payload `render(delivery_id, message)`) for each
-        qualifying message of the hook's room after its `scanned_pos`, up to
-        `limit` messages, and moves `scanned_pos` on, in one transaction under the
-        hook's row lock: each message is turned into a delivery once, by one node.
+    async def scan_webhook(self, webhook_id: int, limit: int) -> int | None:
+        """Writes a delivery row (its id and the message's: the body is built when
+        it is tried, from the message as it is then) for each qualifying message
+        of the hook's room after its `scanned_pos`, up to `limit` messages, and
+        moves `scanned_pos` on, in one transaction under the hook's row lock:
+        each message is turned into a delivery once, by one node.
 
-        Qualifying: not deleted, not by the hook's bot, and for trigger `mention`
-        mentioning the bot. The room's `last_pos` is read before its messages:
-        a message with a pos up to it has committed with it. Returns the number
-        of deliveries written; None when another node is scanning the hook."""
+        Qualifying: posted while the hook's bot is a member (after its current
+        `joined_pos`: a hook whose bot was kicked or banned delivers nothing,
+        and one whose bot is added back resumes from then on, not the backlog),
+        not deleted, not by an outgoing hook's bot (their messages are answers to
+        deliveries: so two hooks answering each other cannot loop; incoming
+        hooks' posts and other bots' messages do trigger), and for trigger
+        `mention` mentioning the bot. The room's `last_pos` is read
+        before its messages and the bot's membership: a message with a pos up
+        to it has committed with it, and a removal committed after the
+        membership is read comes after `last_pos`.
+        Returns the number of deliveries written; None when another node is
+        scanning the hook."""
         skip = " SKIP LOCKED" if self.engine.name == "postgres" else ""
         async with self.engine.transaction() as tx:
             hook = await tx.fetchrow(
@@ -2882,33 +2901,45 @@ RETURNING {MESSAGE_FIELDS}
             last_pos = await tx.fetchval(
                 "SELECT last_pos FROM rooms WHERE id = $1", hook["room_id"]
             )
-            rows = await tx.fetch(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.room_id = $1"
-                " AND m.pos > $2 AND m.pos <= $3 ORDER BY m.pos LIMIT $4",
+            bot_member = await tx.fetchrow(
+                "SELECT joined_pos FROM members WHERE room_id = $1 AND user_id = $2",
                 hook["room_id"],
-                hook["scanned_pos"],
-                last_pos,
-                limit,
+                hook["bot_id"],
             )
+            rows = []
+            if bot_member is not None:
+                rows = await tx.fetch(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.room_id = $1"
+                    " AND m.pos > $2 AND m.pos <= $3 ORDER BY m.pos LIMIT $4",
+                    hook["room_id"],
+                    max(hook["scanned_pos"], bot_member["joined_pos"]),
+                    last_pos,
+                    limit,
+                )
             scanned = last_pos if len(rows) < limit else rows[-1]["pos"]
+            answering = {
+                r["bot_id"]
+                for r in await tx.fetch(
+                    "SELECT bot_id FROM webhooks WHERE room_id = $1 AND kind = 'outgoing'",
+                    hook["room_id"],
+                )
+            }
             bot_id = hook["bot_id"]
             written = 0
             for message in await self._attach(rows, tx):
                 if (
                     message.deleted
-                    or message.sender_id == bot_id
+                    or message.sender_id in answering
                     or (hook["trigger_on"] == "mention" and bot_id not in message.mentions.user_ids)
                 ):
                     continue
-                delivery_id = str(uuid.uuid4())
                 await tx.execute(
-                    "INSERT INTO webhook_deliveries (id, webhook_id, message_id, payload,"
-                    " next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $5)"
+                    "INSERT INTO webhook_deliveries (id, webhook_id, message_id,"
+                    " next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $4)"
                     " ON CONFLICT (webhook_id, message_id) DO NOTHING",
-                    delivery_id,
+                    str(uuid.uuid4()),
                     webhook_id,
                     message.id,
-                    render(delivery_id, message),
                     now_ms(),
                 )
                 written += 1
@@ -2928,30 +2959,44 @@ RETURNING {MESSAGE_FIELDS}
 
     async def claim_delivery(self, now: int, lease_ms: int) -> Delivery | None:
         """Takes the lease of a due pending delivery until `now + lease_ms` (PostgreSQL
-        skips one another node is claiming: exactly one node holds each)."""
+        skips one another node is claiming: exactly one node holds each), with its
+        message as it is now. One whose message was deleted since it was written
+        is marked `skipped` on the way: nothing deleted is sent with its old body."""
         skip = " SKIP LOCKED" if self.engine.name == "postgres" else ""
         async with self.engine.transaction() as tx:
-            row = await tx.fetchrow(
-                "UPDATE webhook_deliveries SET lease_until = $2 WHERE id = (SELECT id"
-                " FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1"
-                f" AND lease_until < $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE{skip})"
-                " RETURNING id, webhook_id, payload, attempts, lease_until",
-                now,
-                now + lease_ms,
-            )
-            if row is None:
-                return None
-            hook = await tx.fetchrow(
-                "SELECT room_id, bot_id, url, secret, deleted_at FROM webhooks WHERE id = $1",
-                row["webhook_id"],
-            )
-            if hook is None or hook["deleted_at"] is not None:  # the hook went, and its deliveries
-                await tx.execute(
-                    "UPDATE webhook_deliveries SET state = 'failed', last_error = 'deleted'"
-                    " WHERE webhook_id = $1 AND state = 'pending'",
+            while True:
+                row = await tx.fetchrow(
+                    "UPDATE webhook_deliveries SET lease_until = $2 WHERE id = (SELECT id"
+                    " FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1"
+                    f" AND lease_until < $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE{skip})"
+                    " RETURNING id, webhook_id, message_id, attempts, lease_until",
+                    now,
+                    now + lease_ms,
+                )
+                if row is None:
+                    return None
+                hook = await tx.fetchrow(
+                    "SELECT room_id, bot_id, url, secret, deleted_at FROM webhooks WHERE id = $1",
                     row["webhook_id"],
                 )
-                return None
+                if hook is None or hook["deleted_at"] is not None:  # the hook went, and its
+                    await tx.execute(  # deliveries with it
+                        "UPDATE webhook_deliveries SET state = 'failed', last_error = 'deleted'"
+                        " WHERE webhook_id = $1 AND state = 'pending'",
+                        row["webhook_id"],
+                    )
+                    return None
+                found = await tx.fetch(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1", row["message_id"]
+                )
+                messages = await self._attach(found, tx)
+                if messages and not messages[0].deleted:
+                    break
+                await tx.execute(
+                    "UPDATE webhook_deliveries SET state = 'skipped', lease_until = 0,"
+                    " last_error = 'message deleted' WHERE id = $1",
+                    row["id"],
+                )
         return Delivery(  # the hook's row exists: deliveries cascade with it
             row["id"],
             row["webhook_id"],
@@ -2959,7 +3004,7 @@ RETURNING {MESSAGE_FIELDS}
             hook["bot_id"],
             hook["url"],
             hook["secret"],
-            row["payload"],
+            messages[0],
             row["attempts"],
             row["lease_until"],
         )
