@@ -19,7 +19,7 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -124,7 +124,10 @@ JOB_FIELDS = "id, kind, target_id, actor_id, done_count, lease_until"
 TOKEN_FIELDS = "id, user_id, name, created_at, expires_at, last_used_at"
 INVITE_FIELDS = "id, code, created_by, max_uses, uses, expires_at, revoked_at, created_at"
 # An invite's row as `_invite_refusal` reads it (append `WHERE ...`).
-INVITE_STATE = "id, max_uses, uses, expires_at, revoked_at FROM invites"
+INVITE_STATE = (
+    "id, created_by, max_uses, uses, expires_at, revoked_at, (SELECT deactivated_at"
+    " FROM users WHERE users.id = invites.created_by) AS creator_deactivated_at FROM invites"
+)
 # Any active server admin (the setup token works while there is none).
 ACTIVE_ADMIN = "SELECT 1 FROM users WHERE is_admin AND deactivated_at IS NULL"
 # Larger than any seq or pos: the upper bound of "newest first" queries.
@@ -229,12 +232,21 @@ class RoomNotManaged(Exception):
         self.visible = visible
 
 
+def _may_invite(kind: str, role: str | None, is_admin: bool) -> bool:
+    """Whether a user with `role` in a room of `kind` (and server admin or not) may
+    invite people into it: its managers may, a server admin into a public room
+    only (they moderate private rooms without reading them), nobody into a DM."""
+    return kind != "dm" and (role in MANAGERS or (is_admin and kind == "public"))
+
+
 def _invite_refusal(invite: Row | None) -> str | None:
     """Why the invite (an INVITE_STATE row) cannot be used now; None if it can."""
     if invite is None:
         return "unknown invite"
     if invite["revoked_at"] is not None:
         return "this invite was revoked"
+    if invite["creator_deactivated_at"] is not None:
+        return "this invite is no longer valid: its creator's account was deactivated"
     if invite["expires_at"] <= now_ms():
         return "this invite has expired"
     if invite["uses"] >= invite["max_uses"]:
@@ -247,13 +259,12 @@ class ReplyNotFound(Exception):
 
 
 class AccountDeactivated(Exception):
-    """A new room's first member (its owner, or one of a DM's two) was deactivated
-    meanwhile: the room is not created."""
+    """A join, add or new room's member whose account is deactivated (meanwhile)
+    or does not exist: the join, and a room being created with it, roll back."""
 
 
 class _AlreadyMember(Exception):
-    """Rolls back a join that lost a race with the same join (or with the
-    account's deactivation)."""
+    """Rolls back a join that lost a race with the same join."""
 
 
 # reactions and pins
@@ -287,7 +298,8 @@ class _MembersChanged(Exception):
 
 
 class Refused(Exception):
-    """A moderation action the actor's role does not allow (checked under its locks)."""
+    """A moderation action the actor's role does not allow (checked under its locks);
+    the message, when given, says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -635,7 +647,7 @@ class Database:
                 owner_id,
                 now,
             )
-            await self._first_join(tx, room_id, owner_id, "owner")
+            await self._join(tx, room_id, owner_id, "owner", None)
             return await self._room_in(tx, room_id, owner_id)
 
     async def _room_in(self, conn: Conn, room_id: int, viewer_id: int) -> Room:
@@ -720,7 +732,7 @@ class Database:
                         dm_key,
                     )
                     for member in (low, high):
-                        await self._first_join(tx, room_id, member, "member")
+                        await self._join(tx, room_id, member, "member", None)
                     return await self._room_in(tx, room_id, user_id), True
             except UniqueViolation:  # created concurrently by the other user
                 existing = await self.engine.fetchval(
@@ -865,22 +877,37 @@ class Database:
 
         None if they already were one (their role is unchanged), also when the
         same join commits concurrently: the unique key decides, never a 500.
-        Raises Banned when the user is banned from the room, RoomGone when
+        Raises AccountDeactivated when the account is deactivated (or does not
+        exist), Banned when the user is banned from the room, RoomGone when
         the room was deleted.
+
+        An add by `actor_id` (None: the user joins) is checked in the same
+        transaction (invariant 9): raises Refused, naming why, unless the actor
+        manages the room, and owns it to add an admin. A server admin adds as
+        their own role allows (they moderate rooms, they do not fill them).
         """
         try:
             async with self.engine.transaction() as tx:
+                if actor_id is not None:
+                    await self._may_add(tx, room_id, actor_id, user_id, role)
                 return await self._join(tx, room_id, user_id, role, actor_id)
         except _AlreadyMember:
             return None
 
-    async def _first_join(self, tx: Conn, room_id: int, user_id: int, role: str) -> None:
-        """A member of a room this transaction creates: no one else can have
-        joined it, so a refused join means the account was deactivated."""
-        try:
-            await self._join(tx, room_id, user_id, role, None)
-        except _AlreadyMember:
-            raise AccountDeactivated() from None
+    async def _may_add(
+        self, tx: Conn, room_id: int, actor_id: int, user_id: int, role: str
+    ) -> None:
+        """Raises Refused unless the actor may add `user_id` as `role`. The users'
+        rows are locked first, in id order (a ban or deactivation of either waits,
+        or is waited for), then the actor's member row (a kick of them waits)."""
+        await tx.fetch(
+            "SELECT id FROM users WHERE id IN ($1, $2) ORDER BY id FOR SHARE", actor_id, user_id
+        )
+        actor_role = await self._locked_role(tx, room_id, actor_id)
+        if actor_role not in MANAGERS:
+            raise Refused("only the room's owner or an admin may add members")
+        if role == "admin" and actor_role != "owner":
+            raise Refused("only the owner may make admins")
 
     async def _join(
         self, tx: Conn, room_id: int, user_id: int, role: str, actor_id: int | None
@@ -890,7 +917,8 @@ class Database:
         (FOR SHARE: a ban's FOR NO KEY UPDATE and a deactivation's UPDATE wait
         for it and make it wait), so the insert's fresh snapshot reads any ban
         or deactivation committed before it, and one committed after it finds,
-        and removes, the new member."""
+        and removes, the new member. Raises AccountDeactivated, Banned or
+        _AlreadyMember for an insert refused for that reason."""
         await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", user_id)
         inserted = await tx.fetchval(
             "INSERT INTO members (room_id, user_id, role, joined_at)"
@@ -903,6 +931,10 @@ class Database:
             now_ms(),
         )
         if inserted is None:
+            if not await tx.fetchval(
+                "SELECT 1 FROM users WHERE id = $1 AND deactivated_at IS NULL", user_id
+            ):
+                raise AccountDeactivated()
             if await self._is_banned(tx, room_id, user_id):
                 raise Banned()
             raise _AlreadyMember()
@@ -932,11 +964,35 @@ class Database:
             return await self._leave(tx, room_id, user_id, reason, actor_id)
 
     async def kick_member(self, room_id: int, user_id: int, actor: Actor) -> int | None:
-        """`remove_member` by a moderator (`member.left`, `kicked`), audited as `member.kick`."""
+        """`remove_member` by a moderator (`member.left`, `kicked`), audited as
+        `member.kick`; returns its pos, None when the user is not a member.
+
+        Checked in the same transaction (invariant 9): the actor's users row is
+        locked first (a demotion, deactivation or ban of them waits, or is waited
+        for), then both member rows in user id order, the actor's shared, the
+        target's for the removal. Raises Refused, naming why, unless the actor
+        manages the room (a server admin as its owner) and outranks the user
+        (or removes themself).
+        """
         async with self.engine.transaction() as tx:
+            await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", actor.user_id)
+            roles: dict[int, str | None] = {}
+            for member_id in sorted({actor.user_id, user_id}):
+                lock = "FOR UPDATE" if member_id == user_id else "FOR KEY SHARE"
+                roles[member_id] = await tx.fetchval(
+                    f"SELECT role FROM members WHERE room_id = $1 AND user_id = $2 {lock}",
+                    room_id,
+                    member_id,
+                )
+            role = await self._as_moderator(tx, actor.user_id, roles[actor.user_id])
+            if role not in MANAGERS:
+                raise Refused("only the room's owner or an admin may remove members")
+            if roles[user_id] is None:
+                return None
+            if user_id != actor.user_id and not outranks(role, roles[user_id]):
+                raise Refused("cannot remove a member of equal or higher role")
             pos = await self._leave(tx, room_id, user_id, "kicked", actor.user_id)
-            if pos is not None:
-                await self._audit(tx, actor, "member.kick", "user", user_id, {"room_id": room_id})
+            await self._audit(tx, actor, "member.kick", "user", user_id, {"room_id": room_id})
             return pos
 
     async def _leave(
@@ -1653,21 +1709,38 @@ RETURNING {MESSAGE_FIELDS}
         self, username: str, display_name: str, password_hash: str, code: str
     ) -> tuple[User, list[tuple[int, int]]]:
         """An account through an invite, with the (room_id, pos) of each `member.joined`
-        in the invite's rooms (deleted rooms and rooms that ban the user skipped).
+        in the invite's rooms: those its creator may still invite to (see
+        `_may_invite`), not deleted and not banning the user; the others are skipped.
 
         The invite row is locked, checked and its use counted in the insert's
-        transaction: two signups racing for its last use make one account.
+        transaction: two signups racing for its last use make one account. The
+        creator's users row is locked before it (a deactivation or demotion of
+        theirs waits, or is seen), their member rows before the rooms' rows (a
+        kick of them waits, or is seen), as every change locks them.
         Raises SignupRefused (naming why) or UniqueViolation; either creates nothing.
         """
         async with self.engine.transaction() as tx:
+            creator = await tx.fetchrow(
+                "SELECT id, is_admin FROM users WHERE id ="
+                " (SELECT created_by FROM invites WHERE code = $1) FOR SHARE",
+                code,
+            )
             invite = await tx.fetchrow(f"SELECT {INVITE_STATE} WHERE code = $1 FOR UPDATE", code)
             refusal = _invite_refusal(invite)
-            if refusal is not None or invite is None:
+            if refusal is not None or invite is None or creator is None:
                 raise SignupRefused(refusal or "unknown invite")
             user = await self._insert_user(tx, username, display_name, password_hash, False)
             await tx.execute("UPDATE invites SET uses = uses + 1 WHERE id = $1", invite["id"])
+            creator_roles = await tx.fetch(
+                "SELECT room_id, role FROM members WHERE user_id = $1 AND room_id IN"
+                " (SELECT room_id FROM invite_rooms WHERE invite_id = $2)"
+                " ORDER BY room_id FOR KEY SHARE",
+                creator["id"],
+                invite["id"],
+            )
+            roles = {r["room_id"]: r["role"] for r in creator_roles}
             rooms = await tx.fetch(
-                "SELECT r.id FROM invite_rooms ir JOIN rooms r ON r.id = ir.room_id"
+                "SELECT r.id, r.kind FROM invite_rooms ir JOIN rooms r ON r.id = ir.room_id"
                 " WHERE ir.invite_id = $1 AND r.deleted_at IS NULL AND NOT EXISTS"
                 " (SELECT 1 FROM bans b WHERE b.room_id = r.id AND b.user_id = $2)"
                 " ORDER BY r.id FOR UPDATE",
@@ -1675,7 +1748,9 @@ RETURNING {MESSAGE_FIELDS}
                 user.id,
             )
             joined = [
-                (r["id"], await self._join(tx, r["id"], user.id, "member", None)) for r in rooms
+                (r["id"], await self._join(tx, r["id"], user.id, "member", None))
+                for r in rooms
+                if _may_invite(r["kind"], roles.get(r["id"]), bool(creator["is_admin"]))
             ]
         return user, joined
 
@@ -1696,7 +1771,7 @@ RETURNING {MESSAGE_FIELDS}
     async def create_invite(
         self, actor: Actor, code: str, max_uses: int, expires_at: int, room_ids: Sequence[int]
     ) -> Invite:
-        """An invite by `actor`, to rooms they manage (a server admin: any room but a DM),
+        """An invite by `actor`, to rooms they may invite to (see `_may_invite`),
         checked under their member rows' locks; audited as `invite.create`.
         Raises RoomNotManaged for the first room they may not invite to."""
         room_ids = sorted(room_ids)
@@ -1709,10 +1784,9 @@ RETURNING {MESSAGE_FIELDS}
                 )
                 if room is None:
                     raise RoomNotManaged(room_id, visible=False)
-                if room["kind"] == "dm" or not (is_admin or role in MANAGERS):
-                    raise RoomNotManaged(
-                        room_id, visible=room["kind"] == "public" or role is not None
-                    )
+                if not _may_invite(room["kind"], role, is_admin):
+                    visible = is_admin or room["kind"] == "public" or role is not None
+                    raise RoomNotManaged(room_id, visible=visible)
             row = await tx.fetchrow(
                 "INSERT INTO invites (code, created_by, max_uses, expires_at, created_at)"
                 f" VALUES ($1, $2, $3, $4, $5) RETURNING {INVITE_FIELDS}",
@@ -2504,22 +2578,32 @@ RETURNING {MESSAGE_FIELDS}
     ) -> AccessToken | None:
         """A new token of an active account that has fewer than `limit` live ones.
 
-        None: the account is deactivated (or a bot asks through this path) or
-        at its limit. The check is the insert's own condition, under the
-        user's row lock (`FOR SHARE` waits for a deactivation in progress)."""
-        row = await self.engine.write(
-            "INSERT INTO access_tokens (user_id, name, token_sha256, created_at, expires_at)"
-            " SELECT id, $2, $3, $4, $5 FROM users WHERE id = $1 AND deactivated_at IS NULL"
-            " AND (SELECT count(*) FROM access_tokens t WHERE t.user_id = $1"
-            f" AND t.revoked_at IS NULL) < $6 FOR SHARE RETURNING {TOKEN_FIELDS}",
-            user_id,
-            name,
-            token_sha256,
-            now_ms(),
-            expires_at,
-            limit,
-        )
-        return None if row is None else to_access_token(row)
+        None: the account is deactivated or at its limit. The owner's row is
+        locked FOR UPDATE before counting (as `_bot_owner` does), so two
+        concurrent creates count one after the other: `FOR SHARE` would let
+        both count the same tokens and both insert."""
+        async with self.engine.transaction() as tx:
+            owner = await tx.fetchrow(
+                "SELECT deactivated_at FROM users WHERE id = $1 FOR UPDATE", user_id
+            )
+            if owner is None or owner["deactivated_at"] is not None:
+                return None
+            live = await tx.fetchval(
+                "SELECT count(*) FROM access_tokens WHERE user_id = $1 AND revoked_at IS NULL",
+                user_id,
+            )
+            if live >= limit:
+                return None
+            row = await tx.fetchrow(
+                "INSERT INTO access_tokens (user_id, name, token_sha256, created_at, expires_at)"
+                f" VALUES ($1, $2, $3, $4, $5) RETURNING {TOKEN_FIELDS}",
+                user_id,
+                name,
+                token_sha256,
+                now_ms(),
+                expires_at,
+            )
+        return to_access_token(row)
 
     async def access_tokens(self, user_id: int) -> list[AccessToken]:
         """The user's tokens that are not revoked (expired ones too, until revoked)."""
@@ -2689,11 +2773,13 @@ RETURNING {MESSAGE_FIELDS}
         """A webhook and its bot (owned by the creator), added to the room as a
         member; returns it and the pos of the bot's `member.joined`.
 
-        Raises NotAllowed (the creator is a bot, or does not manage the room),
-        LimitReached (the room has `limit` webhooks), RoomGone, UniqueViolation."""
+        Raises NotAllowed (the creator is a bot, or is not the room's owner or
+        admin: a server admin's moderation does not extend to reading the room
+        through a hook), LimitReached (the room has `limit` webhooks), RoomGone,
+        UniqueViolation."""
         async with self.engine.transaction() as tx:
             await self._bot_owner(tx, actor.user_id)
-            if await self._moderator_role(tx, room_id, actor.user_id) not in MANAGERS:
+            if await self._locked_role(tx, room_id, actor.user_id) not in MANAGERS:
                 raise NotAllowed()
             count = await tx.fetchval(
                 "SELECT count(*) FROM webhooks WHERE room_id = $1 AND deleted_at IS NULL", room_id
@@ -2784,18 +2870,25 @@ RETURNING {MESSAGE_FIELDS}
         )
         return [r["id"] for r in rows]
 
-    async def scan_webhook(
-        self, webhook_id: int, limit: int, render: Callable[[str, Message], str]
-    ) -> int | None:
-        """Writes a delivery row (payload `render(delivery_id, message)`) for each
-        qualifying message of the hook's room after its `scanned_pos`, up to
-        `limit` messages, and moves `scanned_pos` on, in one transaction under the
-        hook's row lock: each message is turned into a delivery once, by one node.
+    async def scan_webhook(self, webhook_id: int, limit: int) -> int | None:
+        """Writes a delivery row (its id and the message's: the body is built when
+        it is tried, from the message as it is then) for each qualifying message
+        of the hook's room after its `scanned_pos`, up to `limit` messages, and
+        moves `scanned_pos` on, in one transaction under the hook's row lock:
+        each message is turned into a delivery once, by one node.
 
-        Qualifying: not deleted, not by the hook's bot, and for trigger `mention`
-        mentioning the bot. The room's `last_pos` is read before its messages:
-        a message with a pos up to it has committed with it. Returns the number
-        of deliveries written; None when another node is scanning the hook."""
+        Qualifying: posted while the hook's bot is a member (after its current
+        `joined_pos`: a hook whose bot was kicked or banned delivers nothing,
+        and one whose bot is added back resumes from then on, not the backlog),
+        not deleted, not by an outgoing hook's bot (their messages are answers to
+        deliveries: so two hooks answering each other cannot loop; incoming
+        hooks' posts and other bots' messages do trigger), and for trigger
+        `mention` mentioning the bot. The room's `last_pos` is read
+        before its messages and the bot's membership: a message with a pos up
+        to it has committed with it, and a removal committed after the
+        membership is read comes after `last_pos`.
+        Returns the number of deliveries written; None when another node is
+        scanning the hook."""
         skip = " SKIP LOCKED" if self.engine.name == "postgres" else ""
         async with self.engine.transaction() as tx:
             hook = await tx.fetchrow(
@@ -2808,33 +2901,45 @@ RETURNING {MESSAGE_FIELDS}
             last_pos = await tx.fetchval(
                 "SELECT last_pos FROM rooms WHERE id = $1", hook["room_id"]
             )
-            rows = await tx.fetch(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.room_id = $1"
-                " AND m.pos > $2 AND m.pos <= $3 ORDER BY m.pos LIMIT $4",
+            bot_member = await tx.fetchrow(
+                "SELECT joined_pos FROM members WHERE room_id = $1 AND user_id = $2",
                 hook["room_id"],
-                hook["scanned_pos"],
-                last_pos,
-                limit,
+                hook["bot_id"],
             )
+            rows = []
+            if bot_member is not None:
+                rows = await tx.fetch(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.room_id = $1"
+                    " AND m.pos > $2 AND m.pos <= $3 ORDER BY m.pos LIMIT $4",
+                    hook["room_id"],
+                    max(hook["scanned_pos"], bot_member["joined_pos"]),
+                    last_pos,
+                    limit,
+                )
             scanned = last_pos if len(rows) < limit else rows[-1]["pos"]
+            answering = {
+                r["bot_id"]
+                for r in await tx.fetch(
+                    "SELECT bot_id FROM webhooks WHERE room_id = $1 AND kind = 'outgoing'",
+                    hook["room_id"],
+                )
+            }
             bot_id = hook["bot_id"]
             written = 0
             for message in await self._attach(rows, tx):
                 if (
                     message.deleted
-                    or message.sender_id == bot_id
+                    or message.sender_id in answering
                     or (hook["trigger_on"] == "mention" and bot_id not in message.mentions.user_ids)
                 ):
                     continue
-                delivery_id = str(uuid.uuid4())
                 await tx.execute(
-                    "INSERT INTO webhook_deliveries (id, webhook_id, message_id, payload,"
-                    " next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $5)"
+                    "INSERT INTO webhook_deliveries (id, webhook_id, message_id,"
+                    " next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $4)"
                     " ON CONFLICT (webhook_id, message_id) DO NOTHING",
-                    delivery_id,
+                    str(uuid.uuid4()),
                     webhook_id,
                     message.id,
-                    render(delivery_id, message),
                     now_ms(),
                 )
                 written += 1
@@ -2854,30 +2959,44 @@ RETURNING {MESSAGE_FIELDS}
 
     async def claim_delivery(self, now: int, lease_ms: int) -> Delivery | None:
         """Takes the lease of a due pending delivery until `now + lease_ms` (PostgreSQL
-        skips one another node is claiming: exactly one node holds each)."""
+        skips one another node is claiming: exactly one node holds each), with its
+        message as it is now. One whose message was deleted since it was written
+        is marked `skipped` on the way: nothing deleted is sent with its old body."""
         skip = " SKIP LOCKED" if self.engine.name == "postgres" else ""
         async with self.engine.transaction() as tx:
-            row = await tx.fetchrow(
-                "UPDATE webhook_deliveries SET lease_until = $2 WHERE id = (SELECT id"
-                " FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1"
-                f" AND lease_until < $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE{skip})"
-                " RETURNING id, webhook_id, payload, attempts, lease_until",
-                now,
-                now + lease_ms,
-            )
-            if row is None:
-                return None
-            hook = await tx.fetchrow(
-                "SELECT room_id, bot_id, url, secret, deleted_at FROM webhooks WHERE id = $1",
-                row["webhook_id"],
-            )
-            if hook is None or hook["deleted_at"] is not None:  # the hook went, and its deliveries
-                await tx.execute(
-                    "UPDATE webhook_deliveries SET state = 'failed', last_error = 'deleted'"
-                    " WHERE webhook_id = $1 AND state = 'pending'",
+            while True:
+                row = await tx.fetchrow(
+                    "UPDATE webhook_deliveries SET lease_until = $2 WHERE id = (SELECT id"
+                    " FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1"
+                    f" AND lease_until < $1 ORDER BY next_attempt_at LIMIT 1 FOR UPDATE{skip})"
+                    " RETURNING id, webhook_id, message_id, attempts, lease_until",
+                    now,
+                    now + lease_ms,
+                )
+                if row is None:
+                    return None
+                hook = await tx.fetchrow(
+                    "SELECT room_id, bot_id, url, secret, deleted_at FROM webhooks WHERE id = $1",
                     row["webhook_id"],
                 )
-                return None
+                if hook is None or hook["deleted_at"] is not None:  # the hook went, and its
+                    await tx.execute(  # deliveries with it
+                        "UPDATE webhook_deliveries SET state = 'failed', last_error = 'deleted'"
+                        " WHERE webhook_id = $1 AND state = 'pending'",
+                        row["webhook_id"],
+                    )
+                    return None
+                found = await tx.fetch(
+                    f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1", row["message_id"]
+                )
+                messages = await self._attach(found, tx)
+                if messages and not messages[0].deleted:
+                    break
+                await tx.execute(
+                    "UPDATE webhook_deliveries SET state = 'skipped', lease_until = 0,"
+                    " last_error = 'message deleted' WHERE id = $1",
+                    row["id"],
+                )
         return Delivery(  # the hook's row exists: deliveries cascade with it
             row["id"],
             row["webhook_id"],
@@ -2885,7 +3004,7 @@ RETURNING {MESSAGE_FIELDS}
             hook["bot_id"],
             hook["url"],
             hook["secret"],
-            row["payload"],
+            messages[0],
             row["attempts"],
             row["lease_until"],
         )

@@ -31,7 +31,7 @@ from .messages import parse_send, post_message
 from .models import Actor
 from .outbound import OutboundRefused
 from .paging import decode_cursor, page, page_limit
-from .rooms import announce_join, moderated_room
+from .rooms import announce_join, member_room, moderated_room, visible_room
 from .tokens import new_token
 from .validation import Validator, path_id, read_json
 
@@ -145,8 +145,8 @@ async def _webhook_fields(request: web.Request) -> WebhookFields:
 async def create_webhook(request: web.Request) -> web.Response:
     me = await require_auth(request)
     room_id = path_id(request, "room_id")
-    _, role = await moderated_room(request.app, room_id, me.user_id)  # 404 if hidden
-    if role not in MANAGERS:
+    room = await visible_room(request.app, room_id, me.user_id)  # 404 if hidden
+    if room.my_role not in MANAGERS:  # a server admin too: a hook would read the room
         raise Forbidden("only the room's owner and admins manage its webhooks")
     fields = await _webhook_fields(request)
     actor = Actor(me.user_id, client_ip(request))
@@ -169,15 +169,14 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
-    """The room's webhooks, for its members; secrets and hook URLs for its managers."""
+    """The room's webhooks, for its members; secrets and URLs for its owner and admins
+    (their member role: a server admin's moderation does not extend to them)."""
     me = await require_auth(request)
     room_id = path_id(request, "room_id")
-    _, role = await moderated_room(request.app, room_id, me.user_id)
-    if role is None:
-        raise Forbidden("join the room first")
+    room = await member_room(request.app, room_id, me.user_id)
     config = request.app[keys.CONFIG]
     hooks = await request.app[keys.DB].room_webhooks(room_id)
-    manager = role in MANAGERS
+    manager = room.my_role in MANAGERS
     items = [h.to_json(hook_url(config, h.secret) if manager else None) for h in hooks]
     return web.json_response({"items": items})
 

@@ -457,14 +457,15 @@ class Webhook:
     failures: int
 
     def to_json(self, hook_url: str | None) -> dict[str, Any]:
-        """`hook_url` None: seen by someone who may not know the secret."""
+        """`hook_url` None: seen by someone who may not know the secret (nor the
+        outgoing `url`, which may hold the receiver's credentials)."""
         return {
             "id": self.id,
             "room_id": self.room_id,
             "name": self.name,
             "kind": self.kind,
             "bot": self.bot.to_json(),
-            "url": self.url,
+            "url": self.url if hook_url is not None else None,
             "trigger": self.trigger,
             "secret": self.secret if hook_url is not None else None,
             "hook_url": hook_url if self.kind == "incoming" else None,
@@ -484,6 +485,6 @@ class Delivery:
     bot_id: int
     url: str
     secret: str
-    payload: str
+    message: Message  # as it is now: the body is built from it at each attempt
     attempts: int  # made before this one
     lease_until: int

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from . import events, keys, stream
 from .auth import client_ip, require_auth
-from .db import MANAGERS, AccountDeactivated, Banned, NotMember, RoomGone, outranks
+from .db import AccountDeactivated, Banned, NotMember, Refused, RoomGone
 from .errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from .models import Actor, Room, User
 from .paging import decode_cursor, page, page_limit
@@ -163,6 +163,8 @@ async def join(app: web.Application, room_id: int, user_id: int) -> Room:
     db = app[keys.DB]
     try:
         pos = await db.add_member(room.id, user_id, "member", None)
+    except AccountDeactivated:  # deactivated since the request was authenticated
+        raise Unauthorized("session revoked") from None
     except (Banned, RoomGone) as error:
         raise refused_join(error) from None
     user = await db.get_user(user_id)
@@ -217,22 +219,23 @@ async def add_member(request: web.Request) -> web.Response:
     user_id = v.integer("user_id", required=True)
     role = v.choice("role", ("admin", "member")) or "member"
     v.check()
-    if room.kind == "dm" or room.my_role not in MANAGERS:
+    if room.kind == "dm":
         raise Forbidden("only the room's owner or an admin may add members")
-    if role == "admin" and room.my_role != "owner":
-        raise Forbidden("only the owner may make admins")
     db = request.app[keys.DB]
-    user = await db.get_user(user_id)
-    if user is None or user.deactivated:
-        raise NotFound("no such user")
     try:
-        pos = await db.add_member(room.id, user.id, role, me.user_id)
+        pos = await db.add_member(room.id, user_id, role, me.user_id)
+    except Refused as refusal:  # the caller's role, as it is when the add commits
+        raise Forbidden(str(refusal)) from None
+    except AccountDeactivated:  # or no such account
+        raise NotFound("no such user") from None
     except (Banned, RoomGone) as error:
         raise refused_join(error) from None
     if pos is None:
         raise Conflict("already a member")
-    announce_join(request.app, room.id, user, role, pos, me.user_id)
-    member = await db.get_member(room.id, user.id)
+    user = await db.get_user(user_id)
+    if user is not None:
+        announce_join(request.app, room.id, user, role, pos, me.user_id)
+    member = await db.get_member(room.id, user_id)
     if member is None:  # removed again in between
         raise NotFound("no such member")
     return web.json_response(member.to_json(), status=201)
@@ -241,19 +244,20 @@ async def add_member(request: web.Request) -> web.Response:
 async def kick_member(request: web.Request) -> web.Response:
     """Removes a member, as the room's owner or an admin or a server admin (audited)."""
     me = await require_auth(request)
-    room, role = await moderated_room(request.app, path_id(request, "room_id"), me.user_id)
+    room, _ = await moderated_room(request.app, path_id(request, "room_id"), me.user_id)
     target_id = path_id(request, "user_id")
-    if room.kind == "dm" or role not in MANAGERS:
+    if room.kind == "dm":
         raise Forbidden("only the room's owner or an admin may remove members")
     db = request.app[keys.DB]
-    target = await db.get_member(room.id, target_id)
-    if target is None:
+    try:
+        pos = await db.kick_member(room.id, target_id, Actor(me.user_id, client_ip(request)))
+    except Refused as refusal:  # the roles, as they are when the kick commits
+        raise Forbidden(str(refusal)) from None
+    if pos is None:
         raise NotFound("not a member")
-    if target.user.id != me.user_id and not outranks(role, target.role):
-        raise Forbidden("cannot remove a member of equal or higher role")
-    pos = await db.kick_member(room.id, target_id, Actor(me.user_id, client_ip(request)))
-    if pos is not None:
-        announce_leave(request.app, room.id, target.user, pos, "kicked")
+    target = await db.get_user(target_id)
+    if target is not None:
+        announce_leave(request.app, room.id, target, pos, "kicked")
     return web.Response(status=204)
 
 

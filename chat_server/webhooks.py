@@ -16,9 +16,15 @@ timeout, bounded answer) with `X-Chat-Event`, `X-Chat-Delivery` (the row's
 UUID, the same on every attempt) and `X-Chat-Signature: sha256=<HMAC-SHA256 of
 the body with the hook's secret>`, and retried after 1, 2, 4, 8 s
 (`Config.webhook_backoff` times powers of two) up to MAX_ATTEMPTS, across
-restarts and nodes. A 2xx answer whose JSON has `text` or `body` is posted
-into the room as the hook's bot, with a client_id made from the delivery's id:
-an answer repeated by a retry after a crash is posted once.
+restarts and nodes. A delivery row holds the message's id, not its body: each
+attempt is built from the message as it is then, so a retry carries an edit
+made since, and a message deleted since is not sent at all (the delivery is
+`skipped`; API.md "Room stream": nothing deleted is sent again with its old
+body). The signature is over the exact bytes of each attempt.
+
+A 2xx answer whose JSON has `text` or `body` is posted into the room as the
+hook's bot, with a client_id made from the delivery's id: an answer repeated
+by a retry after a crash is posted once.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -37,7 +43,7 @@ from . import keys
 from .errors import ApiError
 from .events import dumps
 from .messages import parse_send, post_message
-from .models import Delivery, Message, now_ms
+from .models import Delivery, now_ms
 from .outbound import OutboundError, OutboundRefused
 
 log = logging.getLogger("chat_server.webhooks")
@@ -59,19 +65,18 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _renderer(webhook_id: int) -> Callable[[str, Message], str]:
-    def render(delivery_id: str, message: Message) -> str:
-        return dumps(
-            {
-                "type": "message.new",
-                "room_id": message.room_id,
-                "pos": message.pos,
-                "message": message.to_json(),
-                "webhook_id": webhook_id,
-            }
-        )
-
-    return render
+def _body(delivery: Delivery) -> bytes:
+    """What an attempt POSTs: built from the message as it is at this attempt."""
+    message = delivery.message
+    return dumps(
+        {
+            "type": "message.new",
+            "room_id": message.room_id,
+            "pos": message.pos,
+            "message": message.to_json(),
+            "webhook_id": delivery.webhook_id,
+        }
+    ).encode()
 
 
 def _reply_of(body: bytes) -> str | None:
@@ -125,7 +130,7 @@ class WebhookWorker:
         long to sleep before the next round (unless woken)."""
         self._rooms = await self._db.outgoing_webhook_rooms()
         for webhook_id in await self._db.webhooks_behind():
-            await self._db.scan_webhook(webhook_id, SCAN_BATCH, _renderer(webhook_id))
+            await self._db.scan_webhook(webhook_id, SCAN_BATCH)
         now = now_ms()
         due = await self._db.next_delivery_due()
         while due is not None and due <= now and len(self._in_flight) < MAX_IN_FLIGHT:
@@ -163,7 +168,7 @@ class WebhookWorker:
 
     async def _call(self, delivery: Delivery) -> str | None:
         """One attempt; None when it succeeded, else what went wrong."""
-        body = delivery.payload.encode()
+        body = _body(delivery)
         headers = {
             "Content-Type": "application/json",
             "X-Chat-Event": "message.new",

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from chat_server import keys
+from chat_server.db import Refused
+from chat_server.models import Actor
 
 from .helpers import ROOMS, create_room, error_of, join, messages_path, send, signup
 from .helpers.moderation import audit_actions, make_admin
@@ -118,6 +122,60 @@ async def test_a_join_racing_a_ban_never_ends_a_member_with_a_ban(client, alice,
     for joined_event, left in zip(bob_events[::2], bob_events[1::2], strict=True):
         assert joined_event["type"] == "member.joined"
         assert left["type"] == "member.left" and left["reason"] == "banned"
+
+
+async def test_adds_and_kicks_check_the_moderator_as_the_change_commits(client, alice, bob):
+    """The racy order of an add or kick whose route checked the caller before the
+    caller lost the right (banned, kicked, demoted): the database refuses it."""
+    db = client.app[keys.DB]
+    carol = await signup(client, "carol")  # bob's second account
+    dave = await signup(client, "dave")
+    erin = await signup(client, "erin")
+    room = await create_room(client, alice, name="secret", kind="private")
+    for user in (bob, dave, erin):
+        assert (await add(client, alice, room, user, role="admin")).status == 201
+    owner = Actor(alice.id, "")
+
+    assert await db.ban_member(room["id"], bob.id, "", owner) is not None
+    with pytest.raises(Refused):  # banned bob's add, past its check, commits after the ban
+        await db.add_member(room["id"], carol.id, "member", bob.id)
+    assert await db.kick_member(room["id"], dave.id, owner) is not None
+    with pytest.raises(Refused):  # kicked dave's kick of erin
+        await db.kick_member(room["id"], erin.id, Actor(dave.id, ""))
+    with pytest.raises(Refused):  # a room admin adding an admin
+        await db.add_member(room["id"], carol.id, "admin", erin.id)
+
+    frank = await signup(client, "frank")  # a server admin, demoted meanwhile
+    await make_admin(client, frank)
+    await db.engine.write("UPDATE users SET is_admin = FALSE WHERE id = $1", frank.id)
+    with pytest.raises(Refused):
+        await db.kick_member(room["id"], erin.id, Actor(frank.id, ""))
+
+    assert await member_ids(client, alice, room) == {alice.id, erin.id}
+    assert await audit_actions(client) == [("member.ban", bob.id), ("member.kick", dave.id)]
+
+
+async def test_adds_and_kicks_racing_a_ban_of_the_moderator(client, alice, bob):
+    """Whichever commits first, the banned admin's add or kick never outlives the
+    ban: it committed before the ban, or it is refused (403) after it."""
+    carol = await signup(client, "carol")
+    dave = await signup(client, "dave")
+    for round_ in range(6):
+        room = await create_room(client, alice, name=f"race {round_}", kind="private")
+        for user, role in ((bob, "admin"), (dave, "member")):
+            assert (await add(client, alice, room, user, role=role)).status == 201
+        kick = client.delete(f"{ROOMS}/{room['id']}/members/{dave.id}", headers=bob.headers)
+        added, kicked, banned = await asyncio.gather(
+            add(client, bob, room, carol), kick, ban(client, alice, room, bob)
+        )
+        assert banned.status == 201, await banned.text()
+        assert added.status in (201, 403, 404), await added.text()
+        assert kicked.status in (204, 403, 404), await kicked.text()
+        path = f"{ROOMS}/{room['id']}/events"
+        events = (await (await client.get(path, headers=alice.headers)).json())["items"]
+        ban_pos = next(e["pos"] for e in events if e.get("reason") == "banned")
+        by_bob = [e for e in events if e["pos"] > 3 and e["user"]["id"] in (carol.id, dave.id)]
+        assert all(e["pos"] < ban_pos for e in by_bob), events
 
 
 # --- server admins ----------------------------------------------------------------------

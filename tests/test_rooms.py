@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from chat_server import keys
+from chat_server.db import AccountDeactivated
+
 from .helpers import ROOMS, create_room, error_of, signup
 
 
@@ -139,3 +144,18 @@ async def test_dm_is_created_once(client, alice, bob):
         ),
         403,
     )
+
+
+async def test_an_account_deactivated_since_the_check_is_not_already_a_member(client, alice, bob):
+    """The racy order of an add (or a join) whose user lookup passed before the
+    account's deactivation committed: the database refuses it as deactivated
+    (the add's 404, the join's 401), not as "already a member" (409)."""
+    db = client.app[keys.DB]
+    room = await create_room(client, alice)
+    await db.engine.write("UPDATE users SET deactivated_at = 1 WHERE id = $1", bob.id)
+    for actor_id in (alice.id, None):  # an add by alice, bob's own join
+        with pytest.raises(AccountDeactivated):
+            await db.add_member(room["id"], bob.id, "member", actor_id)
+    with pytest.raises(AccountDeactivated):
+        await db.add_member(room["id"], 9999, "member", alice.id)
+    assert await db.get_member(room["id"], bob.id) is None

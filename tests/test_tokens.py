@@ -10,6 +10,7 @@ from aiohttp import WSCloseCode, WSServerHandshakeError
 
 from chat_server import keys
 from chat_server.models import now_ms
+from chat_server.tokens import MAX_TOKENS_PER_USER
 
 from .helpers import PASSWORD, error_of, signup
 from .helpers.integrations import TOKENS, as_token, closed, make_token
@@ -154,3 +155,19 @@ async def test_a_token_socket_sends_and_receives(client, alice, bob):
     ack = await next_of(ws, "ack")
     assert ack["message"]["sender_id"] == alice.id
     await asyncio.wait_for(next_of(ws, "message.new"), 5)
+
+
+async def test_concurrent_creates_do_not_pass_the_per_account_cap(client, alice):
+    for n in range(MAX_TOKENS_PER_USER - 1):
+        await make_token(client, alice, f"t{n}")
+    for round_ in range(4):  # each round races 16 creates for the one free place
+        racing = [
+            client.post(TOKENS, json={"name": f"r{round_}.{n}"}, headers=alice.headers)
+            for n in range(16)
+        ]
+        statuses = sorted(response.status for response in await asyncio.gather(*racing))
+        assert statuses == [201] + [409] * 15, statuses
+        listed = (await (await client.get(TOKENS, headers=alice.headers)).json())["items"]
+        assert len(listed) == MAX_TOKENS_PER_USER
+        revoked = await client.delete(f"{TOKENS}/{listed[0]['id']}", headers=alice.headers)
+        assert revoked.status == 204

@@ -17,7 +17,8 @@ from aiohttp import web
 from chat_server import create_app, keys
 
 from .helpers import create_room, error_of, join, make_config, messages_path, send, signup
-from .helpers.integrations import make_webhook, webhooks_path
+from .helpers.integrations import make_bot, make_webhook, webhooks_path
+from .helpers.moderation import make_admin
 from .helpers.ws import connect, next_of
 
 
@@ -118,6 +119,40 @@ async def test_webhooks_are_managed_by_the_room_managers(client, alice, bob):
     assert (await (await client.get(webhooks_path(room), headers=alice.headers)).json())[
         "items"
     ] == []
+
+
+async def test_a_server_admin_outside_the_room_cannot_add_or_see_its_webhooks(client, alice, bob):
+    """A hook reads the room: an admin moderates rooms without reading private ones."""
+    await make_admin(client, bob)
+    private = await create_room(client, alice, kind="private")
+    public = await create_room(client, alice, kind="public")
+    hook = await make_webhook(client, alice, private)
+    outgoing = {"name": "spy", "kind": "outgoing", "url": "https://example.com/hook"}
+    for room, status in ((private, 404), (public, 403)):
+        made = await client.post(webhooks_path(room), json=outgoing, headers=bob.headers)
+        await error_of(made, status)
+        await error_of(await client.get(webhooks_path(room), headers=bob.headers), status)
+    listed = await (await client.get(webhooks_path(private), headers=alice.headers)).json()
+    assert [h["id"] for h in listed["items"]] == [hook["id"]]
+    # Deleting stays moderation: the admin may remove a hook from any room.
+    deleted = await client.delete(f"{webhooks_path(private)}/{hook['id']}", headers=bob.headers)
+    assert deleted.status == 204
+
+
+async def test_only_managers_see_an_outgoing_hooks_url(aiohttp_client, tmp_path, database_url):
+    client = await aiohttp_client(create_app(_hook_config(tmp_path, database_url)))
+    alice, bob = await signup(client, "alice"), await signup(client, "bob")
+    room = await create_room(client, alice)
+    await join(client, bob, room)
+    url = "http://127.0.0.1:9/hook?token=receiver-credential"
+    hook = await make_webhook(client, alice, room, kind="outgoing", url=url)
+    assert hook["url"] == url
+    seen_by_owner = await (await client.get(webhooks_path(room), headers=alice.headers)).json()
+    assert seen_by_owner["items"][0]["url"] == url
+    seen_by_member = await (await client.get(webhooks_path(room), headers=bob.headers)).json()
+    [seen] = seen_by_member["items"]
+    assert seen["url"] is None and seen["secret"] is None and seen["hook_url"] is None
+    assert seen["kind"] == "outgoing" and seen["trigger"] == "all"
 
 
 async def test_outgoing_url_must_be_public_without_outbound_private(client, alice):
@@ -357,3 +392,111 @@ async def test_a_delivery_that_always_fails_is_given_up_after_five_attempts(
     assert len(found.calls) == 5
     assert len({c["headers"]["X-Chat-Delivery"] for c in found.calls}) == 1
     assert await _bot_messages(client, alice, room, hook["bot"]["id"]) == []
+
+
+async def test_a_hook_whose_bot_was_removed_stops_and_resumes_without_the_backlog(
+    aiohttp_client, tmp_path, database_url, receiver
+):
+    found, url = receiver
+    client = await aiohttp_client(create_app(_hook_config(tmp_path, database_url)))
+    alice = await signup(client, "alice")
+    room = await create_room(client, alice, kind="private")
+    hook = await _outgoing(client, alice, room, found, url)
+    await send(client, alice, room, "before")
+    await found.wait_for(1)
+    member = f"/api/v1/rooms/{room['id']}/members"
+    kicked = await client.delete(f"{member}/{hook['bot']['id']}", headers=alice.headers)
+    assert kicked.status == 204
+    await send(client, alice, room, "while the bot is out")
+    await client.app[keys.WEBHOOKS].run_once()  # scanned while the bot is out
+    readded = await client.post(member, json={"user_id": hook["bot"]["id"]}, headers=alice.headers)
+    assert readded.status == 201, await readded.text()
+    await send(client, alice, room, "after")
+    await found.wait_for(2)
+    db = client.app[keys.DB]
+    for _ in range(100):
+        if [state for state, _ in await db.delivery_states(hook["id"])] == ["done", "done"]:
+            break
+        await asyncio.sleep(0.05)
+    assert [c["body"]["message"]["body"] for c in found.calls] == ["before", "after"]
+    assert len(await db.delivery_states(hook["id"])) == 2
+
+
+async def test_answers_trigger_no_hook_so_answering_hooks_cannot_loop(
+    aiohttp_client, tmp_path, database_url, receiver
+):
+    found, url = receiver
+    client = await aiohttp_client(create_app(_hook_config(tmp_path, database_url)))
+    alice = await signup(client, "alice")
+    room = await create_room(client, alice)
+    first = await _outgoing(client, alice, room, found, url)
+    second = await _outgoing(client, alice, room, found, url)
+    found.answer = lambda n: web.json_response({"text": f"echo {n}"})
+    await send(client, alice, room, "start")
+    hook_bots = {first["bot"]["id"], second["bot"]["id"]}
+    for _ in range(200):  # both hooks answer "start"
+        history = await (await client.get(messages_path(room), headers=alice.headers)).json()
+        if {m["sender_id"] for m in history["items"]} >= hook_bots:
+            break
+        await asyncio.sleep(0.05)
+    assert {m["sender_id"] for m in history["items"]} >= hook_bots
+    # Other bots' messages (an owned bot's here) are heard as anyone's.
+    own_bot = await make_bot(client, alice)
+    await join(client, own_bot, room)
+    await send(client, own_bot, room, "a bot's message")
+    await send(client, alice, room, "end")
+    await found.wait_for(6)
+    db = client.app[keys.DB]
+    # "end" was scanned, so everything before it (the answers, the bot's message) was too.
+    for hook in (first, second):
+        assert len(await db.delivery_states(hook["id"])) == 3
+    by_hook = sorted((c["body"]["webhook_id"], c["body"]["message"]["body"]) for c in found.calls)
+    bodies = ("start", "a bot's message", "end")
+    assert by_hook == sorted((hook["id"], body) for hook in (first, second) for body in bodies)
+
+
+async def _states_become(client, hook: dict[str, Any], expected: list[tuple[str, int]]) -> None:
+    db = client.app[keys.DB]
+    for _ in range(500):
+        if await db.delivery_states(hook["id"]) == expected:
+            return
+        await asyncio.sleep(0.02)
+    assert await db.delivery_states(hook["id"]) == expected
+
+
+async def test_a_retry_sends_the_message_as_it_is_now(
+    aiohttp_client, tmp_path, database_url, receiver
+):
+    """Deleted before its retry: never sent again. Edited: the retry carries the edit."""
+    found, url = receiver
+    config = make_config(tmp_path, database_url, outbound_private=True, webhook_backoff=1.0)
+    client = await aiohttp_client(create_app(config))
+    alice = await signup(client, "alice")
+    room = await create_room(client, alice, kind="private")
+    hook = await _outgoing(client, alice, room, found, url)
+    found.answer = lambda n: web.Response(status=500) if n in (1, 2) else web.json_response({})
+
+    leaked = await send(client, alice, room, "oops: password hunter2")
+    await found.wait_for(1)
+    await _states_become(client, hook, [("pending", 1)])
+    path = f"{messages_path(room)}/{leaked['id']}"
+    assert (await client.delete(path, headers=alice.headers)).status == 204
+    await _states_become(client, hook, [("skipped", 1)])  # the retry came due: nothing sent
+    assert len(found.calls) == 1
+
+    typo = await send(client, alice, room, "deploy to prod at 5")
+    await found.wait_for(2)
+    await _states_become(client, hook, [("skipped", 1), ("pending", 1)])
+    edited = await client.patch(
+        f"{messages_path(room)}/{typo['id']}",
+        json={"body": "deploy to staging"},
+        headers=alice.headers,
+    )
+    assert edited.status == 200
+    await found.wait_for(3)
+    first, retry = found.calls[1], found.calls[2]
+    assert first["body"]["message"]["body"] == "deploy to prod at 5"
+    assert retry["body"]["message"]["body"] == "deploy to staging"
+    assert retry["body"]["message"]["edited_at"] is not None
+    assert first["headers"]["X-Chat-Delivery"] == retry["headers"]["X-Chat-Delivery"]
+    assert first["signed"] and retry["signed"]

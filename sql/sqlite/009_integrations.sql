@@ -45,13 +45,14 @@ CREATE INDEX webhooks_room ON webhooks (room_id, id) WHERE deleted_at IS NULL;
 CREATE INDEX webhooks_outgoing ON webhooks (id) WHERE kind = 'outgoing' AND deleted_at IS NULL;
 
 -- One row per delivery of a message to an outgoing hook, written before it is
--- tried; a worker claims a due one by taking its lease.
+-- tried; a worker claims a due one by taking its lease. The body is built at
+-- each attempt from the message as it is then (an edit shows in a retry); a
+-- message deleted before an attempt is not sent: its delivery is 'skipped'.
 CREATE TABLE webhook_deliveries (
     id               TEXT PRIMARY KEY,          -- a UUID, sent as X-Chat-Delivery
     webhook_id       INTEGER NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
     message_id       INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
-    payload          TEXT NOT NULL,             -- the JSON body, the same on every attempt
-    state            TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed')),
+    state            TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed', 'skipped')),
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  INTEGER NOT NULL,
     lease_until      INTEGER NOT NULL DEFAULT 0,

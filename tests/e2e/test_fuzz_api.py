@@ -35,9 +35,11 @@ from ..helpers.servers import REPO, ServerProcess, engine_env
 pytestmark = pytest.mark.e2e
 
 # Generated cases per operation and phase, and stateful scenarios of up to STEPS
-# calls; together they keep the file within a few minutes on 2 cores.
+# calls; together they keep the file within a few minutes on 2 cores. Each link
+# added to the document spreads the walks thinner: enough scenarios that some go
+# from a created room on to a sent message (asserted below).
 MAX_EXAMPLES = 25
-SCENARIOS = 60
+SCENARIOS = 90
 STEPS = 10
 # Operations that end or change sessions get a fresh session of a second user,
 # so the shared token stays valid (and deleting user 1's sessions is an IDOR probe).
