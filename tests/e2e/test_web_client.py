@@ -10,7 +10,6 @@ folder whose path is printed (run with -s to see it).
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import secrets
@@ -26,31 +25,17 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from ..helpers import IN_CI, PASSWORD
+from ..helpers import PASSWORD
+from ..helpers.browser import FOCUSED_NAME_JS, chromium, rest
 from ..helpers.servers import REPO, free_port
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RECONNECTING = "Reconnecting…"
 # Back-off tops out at 10 s, so a restarted server is found within ~10 s.
 RECONNECT_TIMEOUT_MS = 30_000
-# A rough accessible name of the focused element: enough for these controls.
-FOCUSED_NAME_JS = """(() => {
-  const el = document.activeElement;
-  return el.getAttribute('aria-label') || el.labels?.[0]?.textContent || el.textContent;
-})()"""
 
 
 def _unique(prefix: str) -> str:
@@ -122,18 +107,7 @@ class ServerProcess:
 
     def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
         """One REST call to /api/v1; returns the decoded JSON body (None if empty)."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.base_url}/api/v1{path}", data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(f"{method} {path} → {exc.code}: {exc.read()!r}") from exc
-        return json.loads(raw) if raw else None
+        return rest(self.base_url, method, path, token, body)
 
 
 class Client:
@@ -254,15 +228,8 @@ def _png(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (install it with apt-get install -y chromium)"
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

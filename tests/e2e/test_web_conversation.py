@@ -18,28 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from ..helpers import IN_CI, PASSWORD
+from ..helpers import PASSWORD
+from ..helpers.browser import FOCUSED_NAME_JS, chromium
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RECONNECT_TIMEOUT_MS = 30_000
-FOCUSED_NAME_JS = """(() => {
-  const el = document.activeElement;
-  return el.getAttribute('aria-label') || el.labels?.[0]?.textContent || el.textContent;
-})()"""
 
 
 def _unique(prefix: str) -> str:
@@ -137,15 +124,8 @@ class User:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (install it with apt-get install -y chromium)"
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

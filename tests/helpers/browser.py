@@ -28,6 +28,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# A rough accessible name of the focused element: enough for the client's controls.
+FOCUSED_NAME_JS = """(() => {
+  const el = document.activeElement;
+  return el.getAttribute('aria-label') || el.labels?.[0]?.textContent || el.textContent;
+})()"""
 
 
 @contextmanager
