@@ -1,13 +1,12 @@
 // The open room: the message log (scroll-back, live updates, edit, delete)
 // and the typing line; the composer below it is composer.js.
 import * as api from './api.js';
+import { messageArticle } from './article.js';
 import { Composer } from './composer.js';
 import { $, backoff, confirmAction, h, sleep } from './dom.js';
 import { startEdit } from './edit.js';
-import { reportMessage } from './report.js';
-import { avatarImage, renderAttachment } from './media.js';
 import { withReply } from './parts.js';
-import { cachedUser, displayName, presenceDot, rememberUser } from './users.js';
+import { displayName, rememberUser } from './users.js';
 
 const PAGE_SIZE = 50;
 const FILL_PAGE_SIZE = 100; // the API's maximum page
@@ -18,14 +17,6 @@ const TYPING_SHOW_MS = 5000;
 function sameContent(a, b) {
   return a.body === b.body && a.edited_at === b.edited_at && a.deleted === b.deleted
     && a.attachments.length === b.attachments.length;
-}
-
-export function formatTime(iso) {
-  const date = new Date(iso);
-  const today = date.toDateString() === new Date().toDateString();
-  return today
-    ? date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
-    : date.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
 }
 
 export class MessageView {
@@ -266,30 +257,12 @@ export class MessageView {
     // Replies show in the thread panel: a hidden placeholder keeps the log's
     // seq range whole.
     if (message.thread_id) return h('div', { class: 'reply-placeholder', hidden: true, 'data-seq': message.seq });
-    const mine = message.sender_id === this.me.id;
-    const sender = message.sender_id;
-    const header = h('header', { class: 'message-header' },
-      avatarImage(sender, cachedUser(sender)),
-      presenceDot(sender),
-      h('span', { class: 'sender', 'data-user-name': sender }, displayName(sender)),
-      h('time', { datetime: message.created_at, title: new Date(message.created_at).toLocaleString() }, formatTime(message.created_at)),
-      message.edited_at && !message.deleted ? h('span', { class: 'hint' }, '(edited)') : null,
-      this.parts.pinMark());
-    let body = null;
-    if (message.deleted) body = h('p', { class: 'body deleted' }, 'This message was deleted.');
-    else if (message.body) body = h('p', { class: 'body' }, this.parts.body(message));
-    const attachments = message.attachments.length
-      ? h('div', { class: 'attachments' }, message.attachments.map(renderAttachment))
-      : null;
-    const actions = message.deleted ? null
-      : h('div', { class: 'actions' }, this.parts.actions(message), mine ? [
-        h('button', { type: 'button', class: 'edit-button', onclick: () => this.#startEdit(message.seq) }, 'Edit'),
-        h('button', { type: 'button', onclick: () => this.#delete(message) }, 'Delete')]
-        : h('button', { type: 'button', onclick: () => reportMessage(message) }, 'Report'));
-    const article = h('article', { class: mine ? 'message mine' : 'message', 'data-seq': message.seq },
-      header, body, attachments, this.parts.extras(), actions);
-    this.parts.mark(article, message);
-    return article;
+    return messageArticle(message, {
+      me: this.me,
+      parts: this.parts,
+      onEdit: () => this.#startEdit(message.seq),
+      onDelete: () => this.#delete(message),
+    });
   }
 
   #updateNote() {

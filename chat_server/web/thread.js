@@ -2,13 +2,11 @@
 // (live from message.new events whose thread_id is the root's id) and a
 // `Reply` box. Beside the room on wide screens, full screen on phones.
 import * as api from './api.js';
+import { messageArticle } from './article.js';
 import { deliver } from './composer.js';
-import { $, backoff, confirmAction, h, randomId, showError, sleep } from './dom.js';
+import { $, backoff, confirmAction, randomId, showError, sleep } from './dom.js';
 import { startEdit } from './edit.js';
-import { avatarImage, renderAttachment } from './media.js';
-import { formatTime } from './messages.js';
 import { withReply } from './parts.js';
-import { cachedUser, displayName, presenceDot } from './users.js';
 
 const PAGE_SIZE = 100;
 const MAX_BODY = 4000;
@@ -209,30 +207,14 @@ export class ThreadView {
   }
 
   #render(message, { root }) {
-    const mine = message.sender_id === this.me.id;
-    const sender = message.sender_id;
-    const header = h('header', { class: 'message-header' },
-      avatarImage(sender, cachedUser(sender)),
-      presenceDot(sender),
-      h('span', { class: 'sender', 'data-user-name': sender }, displayName(sender)),
-      h('time', { datetime: message.created_at, title: new Date(message.created_at).toLocaleString() }, formatTime(message.created_at)),
-      message.edited_at && !message.deleted ? h('span', { class: 'hint' }, '(edited)') : null,
-      this.parts.pinMark());
-    let body = null;
-    if (message.deleted) body = h('p', { class: 'body deleted' }, 'This message was deleted.');
-    else if (message.body) body = h('p', { class: 'body' }, this.parts.body(message));
-    const attachments = message.attachments.length
-      ? h('div', { class: 'attachments' }, message.attachments.map(renderAttachment))
-      : null;
-    const actions = message.deleted ? null
-      : h('div', { class: 'actions' }, this.parts.actions(message, { inThread: true }), mine ? [
-        h('button', { type: 'button', class: 'edit-button', onclick: () => this.#startEdit(message.seq) }, 'Edit'),
-        h('button', { type: 'button', onclick: () => this.#delete(message) }, 'Delete')] : null);
-    const classes = ['message', mine ? 'mine' : null, root ? 'thread-root' : null].filter(Boolean).join(' ');
-    const article = h('article', { class: classes, 'data-seq': message.seq },
-      header, body, attachments, this.parts.extras({ inThread: true }), actions);
-    this.parts.mark(article, message);
-    return article;
+    return messageArticle(message, {
+      me: this.me,
+      parts: this.parts,
+      inThread: true,
+      root,
+      onEdit: () => this.#startEdit(message.seq),
+      onDelete: () => this.#delete(message),
+    });
   }
 
   // The root or a reply, by seq.
