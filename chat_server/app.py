@@ -319,6 +319,8 @@ async def service_worker(request: web.Request) -> web.FileResponse:
     return web.FileResponse(
         WEB_DIR / "sw.js",
         headers={
+            # As documented, whatever the system's MIME table says (`application/javascript`).
+            "Content-Type": "text/javascript; charset=utf-8",
             "Content-Security-Policy": WEB_CSP,
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "no-cache",

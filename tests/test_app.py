@@ -86,3 +86,13 @@ async def test_cors_only_for_allowed_origins(aiohttp_client, tmp_path, database_
     )
     assert foreign_preflight.status == 405
     assert "Access-Control-Allow-Origin" not in foreign_preflight.headers
+
+
+async def test_the_service_worker_is_served_from_the_root(client):
+    """At /sw.js (a worker controls only the pages under its own path), as the
+    JavaScript the OpenAPI document says, with the web client's CSP."""
+    response = await client.get("/sw.js")
+    assert response.status == 200
+    assert response.content_type == "text/javascript"
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "addEventListener('push'" in await response.text()
