@@ -105,6 +105,8 @@ async def post_message(
     except ReplyNotFound:
         raise InvalidRequest.fields({"reply_to": "a message id in the same room"}) from None
     message = result.message
+    if not result.created:  # a retried client_id: the stored message as it is now
+        [message] = await db.with_reactions([message], user_id)
     as_json = message.to_json()
     posted = Posted(message, result.created, dumps(as_json))
     if acknowledge is not None:

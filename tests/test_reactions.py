@@ -343,3 +343,15 @@ async def test_reacting_counts_against_the_message_rate(aiohttp_client, tmp_path
         f"{ROOMS}/{room['id']}/messages", json={"body": "more"}, headers=alice.headers
     )
     assert response.status == 429
+
+
+async def test_a_retried_send_returns_the_message_with_its_reactions(client, alice, bob):
+    """A repeated client_id answers with the stored message as it is now, reactions too."""
+    room = await create_room(client, alice)
+    await join(client, bob, room)
+    sent = await send(client, alice, room, "once", client_id="retry-1")
+    await react(client, bob, sent, "👍")
+    await react(client, alice, sent, "👍")
+    again = await send(client, alice, room, "once", client_id="retry-1")
+    assert again["id"] == sent["id"]
+    assert again["reactions"] == [{"emoji": "👍", "count": 2, "me": True}]
