@@ -28,7 +28,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import FOCUSED_NAME_JS, chromium, rest
+from ..helpers.browser import FOCUSED_NAME_JS, WebUser, chromium, rest
 from ..helpers.servers import REPO, free_port
 
 pytestmark = pytest.mark.e2e
@@ -110,27 +110,14 @@ class ServerProcess:
         return rest(self.base_url, method, path, token, body)
 
 
-class Client:
+class Client(WebUser):
     """One browser page as one user, with helpers named after what a user does."""
 
     def __init__(self, page: Page, label: str, shots: Path) -> None:
-        self.page = page
-        self.label = label
+        super().__init__(page, label)
         self.shots = shots
-        self.problems: list[str] = []
-        # Uncaught exceptions and CSP violations are bugs; failed requests
-        # while the server is down are expected and not collected.
-        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        page.on(
-            "console",
-            lambda message: (
-                self.problems.append(f"console: {message.text}")
-                if "Content Security Policy" in message.text
-                else None
-            ),
-        )
 
-    def shot(self, name: str) -> None:
+    def shot(self, name: str) -> None:  # type: ignore[override]  # numbered, in `shots`
         index = len(list(self.shots.iterdir())) + 1
         self.page.screenshot(path=self.shots / f"{index:02d}-{self.label}-{name}.png")
 

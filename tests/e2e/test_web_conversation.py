@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import FOCUSED_NAME_JS, chromium
+from ..helpers.browser import FOCUSED_NAME_JS, WebUser, chromium
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -33,25 +33,14 @@ def _unique(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(3)}"
 
 
-class User:
+class User(WebUser):
     """One browser page as one signed-up user."""
 
     def __init__(self, page: Page, label: str, shots: Path) -> None:
-        self.page = page
-        self.label = label
+        super().__init__(page, label)
         self.shots = shots
-        self.problems: list[str] = []
-        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        page.on(
-            "console",
-            lambda message: (
-                self.problems.append(f"console: {message.text}")
-                if "Content Security Policy" in message.text
-                else None
-            ),
-        )
 
-    def shot(self, name: str) -> None:
+    def shot(self, name: str) -> None:  # type: ignore[override]  # named, in `shots`
         self.page.screenshot(path=self.shots / f"conversation-{self.label}-{name}.png")
 
     def sign_up(self, username: str, display_name: str) -> None:

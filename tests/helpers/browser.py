@@ -77,7 +77,17 @@ class WebUser:
         self.page = page
         self.label = label
         self.problems: list[str] = []
+        # Uncaught exceptions and CSP violations are bugs; failed requests
+        # while the server is down are expected and not collected.
         page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                self.problems.append(f"console: {message.text}")
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
 
     def shot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
