@@ -15,6 +15,7 @@ import { setupProfile } from './profile.js';
 import { setupReportDialog } from './report.js';
 import { RoomList } from './rooms.js';
 import { RoomSettings } from './roomsettings.js';
+import { setupSearch } from './search.js';
 import { clearLink, hasLink, landingRoom, loadEntry, paintSignIn, signUpExtras, signUpOnly } from './signup.js';
 import { CONNECTED, ChatSocket, RECONNECTING } from './socket.js';
 import { forgetUsers, onUserChange, rememberUser, setPresence } from './users.js';
@@ -145,13 +146,14 @@ class Session {
       .finally(() => { this.reloading = null; });
   }
 
-  openRoom(id) {
+  // at: open it at a message (MessageView.open).
+  openRoom(id, at = null) {
     const room = this.list.get(id);
     if (!room) return;
     this.list.select(id);
     showError($('#app-error'), null); // a notice about an earlier room
     this.conversation.roomOpened(id);
-    this.view.open(room, this.list.title(room));
+    this.view.open(room, this.list.title(room), at);
     $('#message-input').focus();
   }
 
@@ -346,6 +348,7 @@ async function boot() {
     return true;
   });
   setupInvitePeople($('#invite-people-button'), () => session);
+  setupSearch(() => session);
   await loadEntry();
   showUnreadCount(0);
   // A setup or invite link pasted into a tab on the sign-in screen.
