@@ -18,7 +18,7 @@ const BOTTOM_THRESHOLD_PX = 60;
 const TYPING_SHOW_MS = 5000;
 const READ_DELAY_MS = 500; // the read marker goes out at most this often
 const ANCHOR_DELAY_MS = 300; // onAnchor waits for scrolling to pause this long
-const UNREAD_CONTEXT_PX = 48; // shown above the "New messages" line when a room opens there
+const UNREAD_CONTEXT_PX = 16; // room above the last read message when a room opens at the unread line
 
 function sameContent(a, b) {
   return a.body === b.body && a.edited_at === b.edited_at && a.deleted === b.deleted
@@ -377,8 +377,11 @@ export class MessageView {
       if (at.highlight) this.#flash(target);
       else target.scrollIntoView({ block: 'start' });
     } else if (!at && this.unreadLine.isConnected) {
+      // The line near the top, under the last message read (if it fits).
+      const before = this.unreadLine.previousElementSibling;
+      const context = Math.min(this.log.clientHeight / 3, UNREAD_CONTEXT_PX + (before?.offsetHeight ?? 0));
       const offset = this.unreadLine.getBoundingClientRect().top - this.log.getBoundingClientRect().top;
-      this.log.scrollTop += offset - UNREAD_CONTEXT_PX;
+      this.log.scrollTop += offset - context;
     } else {
       this.#scrollToBottom();
     }
