@@ -102,7 +102,8 @@ def reader(browser: Browser, server: ServerProcess) -> Iterator[Callable[[Accoun
 
 def _post_all(api: Callable[..., Any], author: Account, room_id: int, bodies: list[str]) -> None:
     for n, body in enumerate(bodies):
-        api("POST", f"/rooms/{room_id}/messages", author, {"body": body, "client_id": f"{body}-{n}"})
+        payload = {"body": body, "client_id": f"seed-{n}"}
+        api("POST", f"/rooms/{room_id}/messages", author, payload)
 
 
 def _read_marker(api: Callable[..., Any], account: Account, room_id: int) -> int:
@@ -284,3 +285,12 @@ def test_search_opens_the_room_at_an_old_message(
     expect(_article(user, "note 200")).to_be_in_viewport()
     bodies_shown = _log(user).locator("article .body").all_inner_texts()
     assert bodies_shown == bodies[-len(bodies_shown) :]
+
+    # On a phone the results fit the screen.
+    page.set_viewport_size({"width": 375, "height": 812})
+    search.fill(word)
+    search.press("Enter")
+    expect(results.get_by_role("link")).to_have_count(3)
+    box = results.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, box
+    user.shot(shots / "log-search-phone.png")
