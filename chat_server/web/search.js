@@ -158,10 +158,10 @@ class SearchPanel {
       if (more) (firstNew ?? this.input).focus();
     } catch (error) {
       if (generation !== this.generation) return;
-      const reason = error.details?.fields?.q ?? error.message;
-      this.status.textContent = error.code === 'rate_limited'
-        ? 'Too many searches at once: wait a moment and try again.'
-        : `Could not search: ${reason}`;
+      const reason = error.details?.fields?.q;
+      this.status.textContent = reason ? `Could not search: the search must be ${reason}.`
+        : error.code === 'rate_limited' ? 'Too many searches at once: wait a moment and try again.'
+          : `Could not search: ${error.message}`;
     }
   }
 
@@ -169,8 +169,9 @@ class SearchPanel {
     if (this.panel.open) return;
     // Under the search box, wherever the top bar wrapped it.
     this.panel.style.top = `${Math.round(this.form.getBoundingClientRect().bottom + 6)}px`;
+    const typing = document.activeElement;
     this.panel.show();
-    this.input.focus(); // show() moves focus into the dialog; typing goes on
+    typing?.focus(); // show() moves focus into the panel; typing goes on
   }
 
   // Adds results to their rooms' groups; returns the first new link.

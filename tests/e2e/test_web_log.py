@@ -102,7 +102,7 @@ def reader(browser: Browser, server: ServerProcess) -> Iterator[Callable[[Accoun
 
 def _post_all(api: Callable[..., Any], author: Account, room_id: int, bodies: list[str]) -> None:
     for n, body in enumerate(bodies):
-        payload = {"body": body, "client_id": f"seed-{n}"}
+        payload = {"body": body, "client_id": f"{body}-{n}"[:64]}
         api("POST", f"/rooms/{room_id}/messages", author, payload)
 
 
@@ -240,6 +240,11 @@ def test_search_opens_the_room_at_an_old_message(
     search.fill("nothingmatchesthis")
     search.press("Enter")
     expect(results.get_by_text("No messages found")).to_be_visible()
+
+    # The server's refusal, in words.
+    search.fill("x" * 201)
+    search.press("Enter")
+    expect(results.get_by_text(re.compile(r"^Could not search: .*200 characters"))).to_be_visible()
 
     # Typing searches after a pause; results are grouped by room, newest first.
     search.fill(word)
