@@ -374,7 +374,8 @@ export class MessageView {
   #place(at) {
     const target = at ? this.#shownElement(at.seq) : null;
     if (at && target) {
-      if (at.highlight) this.#flash(target);
+      // A stand-in for a reply is not focused: its thread panel may be opening.
+      if (at.highlight) this.#flash(target, { focus: target === this.items.get(at.seq).element });
       else target.scrollIntoView({ block: 'start' });
     } else if (!at && this.unreadLine.isConnected) {
       // The line near the top, under the last message read (if it fits).
@@ -389,18 +390,23 @@ export class MessageView {
     return Boolean(target);
   }
 
-  // The element showing message seq: a reply (hidden here, shown in its
-  // thread) stands in for the nearest message before it.
+  // The element showing message seq. A reply is hidden here (it shows in
+  // its thread): its thread's first message stands in, or else the nearest
+  // message before it.
   #shownElement(seq) {
-    let element = this.items.get(seq)?.element ?? null;
+    const item = this.items.get(seq);
+    if (!item) return null;
+    const root = item.message.thread_id ? this.findById(item.message.thread_id) : null;
+    if (root) return this.items.get(root.seq).element;
+    let element = item.element;
     while (element && (element.hidden || element.tagName !== 'ARTICLE')) element = element.previousElementSibling;
     return element;
   }
 
-  #flash(element) {
+  #flash(element, { focus = true } = {}) {
     element.tabIndex = -1;
     element.scrollIntoView({ block: 'center' });
-    element.focus({ preventScroll: true });
+    if (focus) element.focus({ preventScroll: true });
     element.classList.remove('flash');
     requestAnimationFrame(() => element.classList.add('flash'));
   }

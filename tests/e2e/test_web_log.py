@@ -257,11 +257,24 @@ def test_search_opens_the_room_at_an_old_message(
     expect(hit.locator("mark")).to_have_text(word)
     expect(big_group.get_by_role("link").first.locator("mark")).to_have_text(word.upper())
     user.shot(shots / "log-search-results.png")
+    page.emulate_media(color_scheme="dark")
+    user.shot(shots / "log-search-results-dark.png")
+    page.emulate_media(color_scheme="light")
 
     # Escape closes the results and keeps the query; Enter searches again.
     search.press("Escape")
     expect(results).to_be_hidden()
     expect(search).to_have_value(word)
+    search.press("Enter")
+    expect(hit).to_be_visible()
+    # By keyboard: ArrowDown into the results, Escape back to the box.
+    search.press("ArrowDown")
+    expect(results.get_by_role("link").first).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    expect(results.get_by_role("link").nth(1)).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(results).to_be_hidden()
+    expect(search).to_be_focused()
     search.press("Enter")
     expect(hit).to_be_visible()
 
@@ -291,11 +304,24 @@ def test_search_opens_the_room_at_an_old_message(
     bodies_shown = _log(user).locator("article .body").all_inner_texts()
     assert bodies_shown == bodies[-len(bodies_shown) :]
 
+    # A reply found opens its thread, its first message flashed in the log.
+    root = api("GET", f"/rooms/{big['id']}/messages?after_seq=189&limit=1", bob)["items"][0]
+    reply = {"body": f"a threaded {word} reply", "reply_to": root["id"]}
+    api("POST", f"/rooms/{big['id']}/messages", alice, reply)
+    search.fill(word)
+    search.press("Enter")
+    results.get_by_role("link").filter(has_text="threaded").click()
+    thread = page.get_by_role("region", name="Thread")
+    expect(thread.get_by_role("article").filter(has_text="threaded")).to_be_visible()
+    expect(_article(user, "note 190 and")).to_have_class(re.compile(r"\bflash\b"))
+    expect(_article(user, "threaded")).to_have_count(0)
+    page.get_by_role("button", name="Close thread").click()
+
     # On a phone the results fit the screen.
     page.set_viewport_size({"width": 375, "height": 812})
     search.fill(word)
     search.press("Enter")
-    expect(results.get_by_role("link")).to_have_count(3)
+    expect(results.get_by_role("link")).to_have_count(4)
     box = results.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, box
     user.shot(shots / "log-search-phone.png")
