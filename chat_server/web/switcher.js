@@ -23,6 +23,7 @@ function matchRank(name, query) {
 
 // getSession() → the signed-in Session (list: the RoomList, openRoom), or null.
 export function setupQuickSwitcher(getSession) {
+  if (/Mac|iPhone|iPad/.test(navigator.platform)) $('.keyboard-hint').textContent = ' Cmd+K switches rooms.';
   const dialog = $('#switcher-dialog');
   const input = $('#switcher-input');
   const list = $('#switcher-list');

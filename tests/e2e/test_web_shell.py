@@ -103,7 +103,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("web-shell")
-    server = ServerProcess({"CHAT_DATA_DIR": str(root / "data")}, root).start()
+    settings = {"CHAT_DATA_DIR": str(root / "data"), "CHAT_MAX_UPLOAD_MB": "1"}
+    server = ServerProcess(settings, root).start()
     try:
         token = (root / "data" / "setup_token").read_text().strip()
         admin = rest(
@@ -346,6 +347,27 @@ def test_up_in_empty_box_edits_last_own_message(
     editor.press("Enter")
     expect(gus.articles("second, edited")).to_contain_text("(edited)")
     expect(gus.articles("first of mine")).not_to_contain_text("(edited)")
+
+
+def test_sizes_shown_in_kb_and_mb(new_shell: Callable[..., Shell], site: Site) -> None:
+    username, token, _ = site.account("nia")
+    room = _unique("sizes")
+    site.room(token, room)
+    nia = new_shell("nia")
+    nia.log_in(username)
+    nia.open_room(room)
+    attach = nia.page.get_by_label("Attach", exact=True)
+    # Over the server's 1 MB limit: refused, and the limit reads in MB.
+    big = {"name": "big.bin", "mimeType": "application/octet-stream", "buffer": b"x" * 1_500_000}
+    attach.set_input_files(big)
+    chip = nia.page.get_by_role("list", name="Files to send").get_by_role("listitem")
+    expect(chip).to_contain_text(re.compile(r"failed: .*over 1\.0 MB"))
+    expect(chip).not_to_contain_text("bytes")
+    nia.page.get_by_role("button", name="Remove big.bin").click()
+    small = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"n" * 3000}
+    attach.set_input_files(small)
+    nia.send("two notes")
+    expect(nia.articles("two notes")).to_contain_text("notes.txt (3 KB)")
 
 
 def test_outage_banner_while_the_server_restarts(
