@@ -2,7 +2,7 @@
 // room list, the open room and the WebSocket together.
 import { AdminArea } from './admin.js';
 import * as api from './api.js';
-import { $, backoff, showError, sleep } from './dom.js';
+import { $, backoff, showError } from './dom.js';
 import { Conversation } from './conversation.js';
 import { setupRoomDialogs } from './dialogs.js';
 import { setupInvitePeople } from './invites.js';
@@ -29,6 +29,7 @@ let session = null;
 let admin = null; // the AdminArea
 let roomSettings = null;
 let notifyControl = null;
+const outage = new OutageBanner();
 // Touch screens: opening a room does not pop the on-screen keyboard up.
 const TOUCH = matchMedia('(pointer: coarse)').matches;
 
@@ -72,7 +73,6 @@ class Session {
       onSent: (message) => this.onMessage(message),
       parts: this.conversation.parts,
     });
-    this.outage = new OutageBanner(() => this.socket.retryNow());
     this.down = false; // the WebSocket was up and is now reconnecting
     this.socket = new ChatSocket({
       getToken: (forceRefresh) => api.accessToken(forceRefresh),
@@ -81,15 +81,15 @@ class Session {
       onStatus: (text) => {
         statusLine.textContent = text;
         this.down = text === RECONNECTING;
-        if (this.down) this.outage.show(null);
-        else this.outage.hide();
+        if (this.down) outage.show(null);
+        else outage.hide();
         // While down nobody's presence is known; once back, the server says
         // who is online. It tells others about us, never us about ourselves.
         setPresenceKnown(text === CONNECTED, me.id);
         setPresence(me.id, text === CONNECTED ? 'online' : 'offline');
       },
       onRetry: (retryAt) => {
-        if (this.down) this.outage.show(retryAt);
+        if (this.down) outage.show(retryAt);
       },
     });
     this.onLogScroll = () => {
@@ -123,18 +123,22 @@ class Session {
         if (session !== this) return; // signed out meanwhile
         if (!api.isTransient(error)) throw error;
         statusLine.textContent = RECONNECTING;
-        await sleep(backoff(attempt));
+        await outage.wait(backoff(attempt));
+        if (session !== this) return;
       }
     }
+    outage.hide();
     if (session !== this) return;
     if (this.landing) this.openRoom(this.landing, { fromAddress: true, restore: true });
+    outage.retryNow = () => this.socket.retryNow();
     this.socket.start();
     this.notifications.start();
   }
 
   stop() {
     this.socket.stop();
-    this.outage.destroy();
+    outage.hide();
+    outage.retryNow = () => {};
     $('#log').removeEventListener('scroll', this.onLogScroll);
     $('#chat').classList.remove('room-open');
     this.notifications.stop();
@@ -477,7 +481,9 @@ async function boot() {
   const landing = roomInAddress();
   for (let attempt = 0; ; attempt++) {
     try {
-      await enterChat(await api.get('/users/me'), landing);
+      const me = await api.get('/users/me');
+      outage.hide();
+      await enterChat(me, landing);
       if (hasLink()) showError($('#app-error'), new Error('You are signed in already: log out to use the link you opened.'));
       return;
     } catch (error) {
@@ -486,7 +492,7 @@ async function boot() {
         return;
       }
       statusLine.textContent = RECONNECTING;
-      await sleep(backoff(attempt));
+      await outage.wait(backoff(attempt));
     }
   }
 }

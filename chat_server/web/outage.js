@@ -1,19 +1,20 @@
-// The banner shown while the WebSocket is down: when the next attempt to
-// reconnect starts (a countdown) and a `Retry now` button. The status line
-// (role=status) keeps saying just `Reconnecting…` for assistive technology;
-// the banner's countdown is not a live region, so it is not read out every
-// second.
+// The banner shown while the server is out of reach (the WebSocket is down,
+// or the page cannot load what it starts with): when the next attempt starts
+// (a countdown) and a `Retry now` button. The status line (role=status) keeps
+// saying just `Reconnecting…` for assistive technology; the banner's countdown
+// is not a live region, so it is not read out every second.
 import { $ } from './dom.js';
 
 export class OutageBanner {
-  // onRetryNow() when the user asks to reconnect at once.
-  constructor(onRetryNow) {
+  constructor() {
     this.element = $('#outage');
     this.text = $('#outage-text');
     this.retryAt = null;
     this.timer = null;
-    this.onClick = () => onRetryNow();
-    $('#retry-now').addEventListener('click', this.onClick);
+    this.wakeUp = null; // ends a wait() early
+    // What `Retry now` does outside a wait(): the signed-in session's socket.
+    this.retryNow = () => {};
+    $('#retry-now').addEventListener('click', () => (this.wakeUp ?? this.retryNow)());
   }
 
   // Down: retryAt is the time of the next attempt, null while one runs.
@@ -31,9 +32,19 @@ export class OutageBanner {
     this.element.hidden = true;
   }
 
-  destroy() {
-    this.hide();
-    $('#retry-now').removeEventListener('click', this.onClick);
+  // Shows the banner until the next try, delay ms from now; resolves then,
+  // or as soon as `Retry now` is pressed.
+  wait(delay) {
+    this.show(Date.now() + delay);
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakeUp = null;
+        resolve();
+      };
+      const timer = setTimeout(done, delay);
+      this.wakeUp = done;
+    });
   }
 
   #paint() {

@@ -418,6 +418,28 @@ def test_outage_banner_while_the_server_restarts(
     ivy.shot("after-outage")
 
 
+def test_outage_banner_when_the_page_cannot_start(
+    new_shell: Callable[..., Shell], site: Site
+) -> None:
+    """Loaded while the API does not answer (a proxy up, the server not yet):
+    the same banner, and `Retry now` starts at once."""
+    username, _, _ = site.account("ola")
+    ola = new_shell("ola")
+    ola.log_in(username)
+    unreachable = "**/api/v1/users/me"
+    ola.page.route(unreachable, lambda route: route.abort())
+    ola.page.reload()
+    banner = ola.page.get_by_role("region", name="Connection lost")
+    expect(banner).to_contain_text(re.compile(r"Reconnecting (in \d+ s|now)…"))
+    expect(ola.status).to_have_text("Reconnecting…")
+    # Let the back-off grow to a wait worth skipping, then skip it.
+    expect(banner).to_contain_text(re.compile(r"Reconnecting in ([4-9]|\d\d) s…"), timeout=20_000)
+    ola.page.unroute(unreachable)
+    banner.get_by_role("button", name="Retry now").click()
+    expect(ola.status).to_have_text("Connected", timeout=3_000)
+    expect(banner).to_be_hidden()
+
+
 def test_phone_layout_list_then_room_then_back(new_shell: Callable[..., Shell], site: Site) -> None:
     username, token, _ = site.account("kai")
     room = _unique("pocket")
