@@ -91,7 +91,7 @@ export function setupQuickSwitcher(getSession) {
   });
 
   document.addEventListener('keydown', (event) => {
-    if (!(event.ctrlKey || event.metaKey) || event.altKey || event.key.toLowerCase() !== 'k') return;
+    if (!(event.ctrlKey || event.metaKey) || event.altKey || event.key?.toLowerCase() !== 'k') return;
     if (!getSession()) return;
     event.preventDefault();
     if (dialog.open) {
