@@ -1,5 +1,8 @@
 // REST client for /api/v1: bearer tokens kept in localStorage, one refresh
-// attempt on 401, errors thrown as ApiError with the API's error code.
+// attempt on 401, errors thrown as ApiError with the API's error code and a
+// message fit to show: the server's own (sizes in KB/MB), or a plain sentence
+// when the server could not be reached or answered without one.
+import { formatSize } from './dom.js';
 
 const BASE = '/api/v1';
 const STORAGE_KEY = 'chat.session';
@@ -7,12 +10,36 @@ const STORAGE_KEY = 'chat.session';
 // WebSocket auth frame never goes out with a token about to lapse.
 const EXPIRY_MARGIN_MS = 30_000;
 
+export const UNREACHABLE = "Can't reach the server. Check your connection.";
+
+// The server's messages give sizes in bytes ("upload over 26214400 bytes").
+function friendlier(message) {
+  return message.replace(/\b(\d+) bytes\b/g, (_, bytes) => formatSize(Number(bytes)));
+}
+
+function fallbackMessage(status) {
+  if (status === 0) return UNREACHABLE;
+  if (status >= 500) return `The server had a problem (${status}). Try again in a moment.`;
+  return `The request failed (${status}).`;
+}
+
+// status 0: no answer at all (network down, server stopped).
 class ApiError extends Error {
   constructor(status, error = {}) {
-    super(error.message || `Request failed (${status})`);
+    super(error.message ? friendlier(error.message) : fallbackMessage(status));
     this.status = status;
     this.code = error.code || 'network';
     this.details = error.details;
+  }
+}
+
+// fetch(), with "Failed to fetch" turned into an ApiError saying what happened.
+async function request(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (error) {
+    if (error.name === 'AbortError') throw error;
+    throw new ApiError(0);
   }
 }
 
@@ -65,7 +92,7 @@ async function errorFrom(response) {
 
 // Sign up or log in; stores the tokens and returns the User.
 export async function authenticate(kind, fields) {
-  const response = await fetch(`${BASE}/auth/${kind}`, {
+  const response = await request(`${BASE}/auth/${kind}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify(fields),
@@ -81,7 +108,7 @@ async function doRefresh(staleAccessToken) {
   if (!current) throw new ApiError(401, { code: 'unauthorized', message: 'Signed out' });
   // Another tab (or an earlier call) already rotated the tokens.
   if (current.access_token !== staleAccessToken) return;
-  const response = await fetch(`${BASE}/auth/refresh`, {
+  const response = await request(`${BASE}/auth/refresh`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ refresh_token: current.refresh_token }),
@@ -133,13 +160,13 @@ async function send(method, path, { json, form, query } = {}) {
     } else if (form) {
       body = form; // the browser sets the multipart boundary
     }
-    return { token, request: fetch(url, { method, headers, body }) };
+    return { token, pending: request(url, { method, headers, body }) };
   };
-  let { token, request } = attempt();
-  let response = await request;
+  let { token, pending } = attempt();
+  let response = await pending;
   if (response.status === 401 && token) {
     await refresh(token);
-    response = await attempt().request;
+    response = await attempt().pending;
     if (response.status === 401) {
       signedOut();
     }
@@ -183,5 +210,5 @@ export async function logout() {
 // True for failures worth retrying with the same request (network down,
 // server restarting or overloaded), false for a definite answer.
 export function isTransient(error) {
-  return !(error instanceof ApiError) || error.status === 429 || error.status >= 500;
+  return !(error instanceof ApiError) || error.status === 0 || error.status === 429 || error.status >= 500;
 }

@@ -2,29 +2,37 @@
 // room list, the open room and the WebSocket together.
 import { AdminArea } from './admin.js';
 import * as api from './api.js';
-import { $, backoff, showError, sleep } from './dom.js';
+import { $, backoff, showError } from './dom.js';
 import { Conversation } from './conversation.js';
 import { setupRoomDialogs } from './dialogs.js';
 import { setupInvitePeople } from './invites.js';
 import { revokeBlobs } from './media.js';
 import { mentionsMe } from './mentions.js';
 import { MessageView } from './messages.js';
-import { Notifications, listenForRoomRequests, roomInAddress, showUnreadCount } from './notifications.js';
+import { Notifications, listenForRoomRequests, showUnreadCount } from './notifications.js';
 import { NotifyControl } from './notifycontrol.js';
+import { OutageBanner } from './outage.js';
 import { setupProfile } from './profile.js';
 import { setupReportDialog } from './report.js';
 import { RoomList } from './rooms.js';
 import { RoomSettings } from './roomsettings.js';
+import {
+  cameFromList, listenForAddressChanges, roomInAddress, saveAnchor, savedAnchor, showRoomInAddress,
+} from './router.js';
 import { setupSearch } from './search.js';
 import { clearLink, hasLink, landingRoom, loadEntry, paintSignIn, signUpExtras, signUpOnly } from './signup.js';
 import { CONNECTED, ChatSocket, RECONNECTING } from './socket.js';
-import { forgetUsers, onUserChange, rememberUser, setPresence } from './users.js';
+import { setupQuickSwitcher } from './switcher.js';
+import { forgetUsers, onUserChange, rememberUser, setPresence, setPresenceKnown } from './users.js';
 
 const statusLine = $('#status');
 let session = null;
 let admin = null; // the AdminArea
 let roomSettings = null;
 let notifyControl = null;
+const outage = new OutageBanner();
+// Touch screens: opening a room does not pop the on-screen keyboard up.
+const TOUCH = matchMedia('(pointer: coarse)').matches;
 
 // Why a room left the list, for the user who was removed from it.
 const REMOVAL_NOTICES = {
@@ -66,16 +74,34 @@ class Session {
       onSent: (message) => this.onMessage(message),
       parts: this.conversation.parts,
     });
+    this.down = false; // the WebSocket was up and is now reconnecting
     this.socket = new ChatSocket({
       getToken: (forceRefresh) => api.accessToken(forceRefresh),
       resumeMap: () => Object.fromEntries(this.seen),
       onEvent: (frame) => this.onEvent(frame),
       onStatus: (text) => {
         statusLine.textContent = text;
-        // The server tells others about us, never us about ourselves.
+        this.down = text === RECONNECTING;
+        if (this.down) outage.show(null);
+        else outage.hide();
+        // While down nobody's presence is known; once back, the server says
+        // who is online. It tells others about us, never us about ourselves.
+        setPresenceKnown(text === CONNECTED, me.id);
         setPresence(me.id, text === CONNECTED ? 'online' : 'offline');
       },
+      onRetry: (retryAt) => {
+        if (this.down) outage.show(retryAt);
+      },
     });
+    this.onLogScroll = () => {
+      if (this.anchorFrame) return;
+      this.anchorFrame = requestAnimationFrame(() => {
+        this.anchorFrame = null;
+        this.rememberAnchor();
+      });
+    };
+    this.anchorFrame = null;
+    $('#log').addEventListener('scroll', this.onLogScroll, { passive: true });
     rememberUser(me);
     onUserChange((user) => {
       if (user.id === this.me.id) {
@@ -98,17 +124,24 @@ class Session {
         if (session !== this) return; // signed out meanwhile
         if (!api.isTransient(error)) throw error;
         statusLine.textContent = RECONNECTING;
-        await sleep(backoff(attempt));
+        await outage.wait(backoff(attempt));
+        if (session !== this) return;
       }
     }
+    outage.hide();
     if (session !== this) return;
-    if (this.landing && this.list.get(this.landing)) this.openRoom(this.landing);
+    if (this.landing) this.openRoom(this.landing, { fromAddress: true, restore: true });
+    outage.retryNow = () => this.socket.retryNow();
     this.socket.start();
     this.notifications.start();
   }
 
   stop() {
     this.socket.stop();
+    outage.hide();
+    outage.retryNow = () => {};
+    $('#log').removeEventListener('scroll', this.onLogScroll);
+    $('#chat').classList.remove('room-open');
     this.notifications.stop();
     this.conversation.stop();
     this.view.destroy();
@@ -130,7 +163,7 @@ class Session {
     this.seen.delete(id);
     this.list.remove(id);
     this.conversation.roomClosed(id);
-    if (this.view.roomId === id) this.view.close();
+    if (this.view.roomId === id) this.closeRoom({ replace: true });
   }
 
   replaceRooms(rooms) {
@@ -146,15 +179,53 @@ class Session {
       .finally(() => { this.reloading = null; });
   }
 
-  // at: open it at a message (MessageView.open).
-  openRoom(id, at = null) {
+  // Opens a room and makes the address name it (a new history entry, unless
+  // the address asked for it: Back/Forward, a reload, a link). at: open it at
+  // a message (MessageView.open); restore: a reload, which goes back to where
+  // the log was scrolled to.
+  openRoom(id, { fromAddress = false, restore = false, at = null } = {}) {
     const room = this.list.get(id);
-    if (!room) return;
+    if (!room) {
+      // A link to a room we are not in (any more): show no room.
+      if (fromAddress) this.closeRoom({ replace: true });
+      return;
+    }
+    showRoomInAddress(id, { replace: fromAddress });
+    $('#chat').classList.add('room-open');
+    if (this.view.roomId === id) {
+      if (at) this.view.open(room, this.list.title(room), at);
+      return;
+    }
     this.list.select(id);
     showError($('#app-error'), null); // a notice about an earlier room
     this.conversation.roomOpened(id);
-    this.view.open(room, this.list.title(room), at);
-    $('#message-input').focus();
+    const seq = restore && !at ? savedAnchor(id) : null;
+    this.view.open(room, this.list.title(room), seq ? { seq } : at);
+    if (!TOUCH) $('#message-input').focus({ preventScroll: true });
+  }
+
+  // No room open: on a phone, the room list's own screen.
+  closeRoom({ replace = false } = {}) {
+    showRoomInAddress(null, { replace });
+    $('#chat').classList.remove('room-open');
+    if (this.view.roomId === null) return;
+    const id = this.view.roomId;
+    this.list.select(null);
+    this.conversation.roomOpened(null);
+    this.view.close();
+    this.list.focus(id);
+  }
+
+  // `Back to rooms` (phones): back to the list's history entry when the room
+  // was opened from it, else a new entry for the list.
+  backToRooms() {
+    if (cameFromList()) history.back();
+    else this.closeRoom();
+  }
+
+  // The log's reading position, kept per room for a reload (null: at the newest).
+  rememberAnchor() {
+    if (this.view.roomId !== null) saveAnchor(this.view.roomId, this.view.currentAnchor()?.seq ?? null);
   }
 
   retitle() {
@@ -331,7 +402,39 @@ function setupSignIn() {
   });
 }
 
+// Keeps the page as tall as what is visible above an on-screen keyboard
+// (style.css sizes the body by --app-height), so the composer stays in sight.
+function followVisualViewport() {
+  const viewport = window.visualViewport;
+  if (!viewport) return; // 100dvh it is
+  const fit = () => {
+    if (viewport.scale > 1.01) return; // pinch-zoomed: the page keeps its size
+    document.documentElement.style.setProperty('--app-height', `${viewport.height}px`);
+  };
+  viewport.addEventListener('resize', fit);
+  fit();
+}
+
+// Touch screens cannot hover: a tap on a message (not on one of its
+// controls) or a long press shows its buttons, and hides the others'.
+function setupTouchActions() {
+  const noHover = matchMedia('(hover: none)');
+  const toggle = (event, show) => {
+    const article = event.target.closest('article.message');
+    if (!noHover.matches || !article || event.target.closest('button, a, input, textarea, select, form')) return;
+    const open = show ?? !article.classList.contains('actions-open');
+    for (const other of document.querySelectorAll('article.actions-open')) other.classList.remove('actions-open');
+    article.classList.toggle('actions-open', open);
+  };
+  for (const log of [$('#message-list'), $('#thread-panel')]) {
+    log.addEventListener('click', (event) => toggle(event));
+    log.addEventListener('contextmenu', (event) => toggle(event, true));
+  }
+}
+
 async function boot() {
+  followVisualViewport();
+  setupTouchActions();
   setupSignIn();
   setupRoomDialogs(() => session);
   setupReportDialog();
@@ -342,11 +445,14 @@ async function boot() {
   admin = new AdminArea($('#admin-button'), () => session);
   roomSettings = new RoomSettings($('#room-settings-button'), () => session);
   notifyControl = new NotifyControl($('#notify-button'), () => session);
-  listenForRoomRequests((id) => {
-    if (!session) return false;
-    session.openRoom(id);
-    return true;
+  listenForRoomRequests((id) => session?.openRoom(id));
+  listenForAddressChanges((id) => {
+    if (!session) return;
+    if (id === null) session.closeRoom({ replace: true });
+    else session.openRoom(id, { fromAddress: true });
   });
+  $('#back-to-rooms').addEventListener('click', () => session?.backToRooms());
+  setupQuickSwitcher(() => session);
   setupInvitePeople($('#invite-people-button'), () => session);
   setupSearch(() => session);
   await loadEntry();
@@ -366,7 +472,9 @@ async function boot() {
   const landing = roomInAddress();
   for (let attempt = 0; ; attempt++) {
     try {
-      await enterChat(await api.get('/users/me'), landing);
+      const me = await api.get('/users/me');
+      outage.hide();
+      await enterChat(me, landing);
       if (hasLink()) showError($('#app-error'), new Error('You are signed in already: log out to use the link you opened.'));
       return;
     } catch (error) {
@@ -375,7 +483,7 @@ async function boot() {
         return;
       }
       statusLine.textContent = RECONNECTING;
-      await sleep(backoff(attempt));
+      await outage.wait(backoff(attempt));
     }
   }
 }

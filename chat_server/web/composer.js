@@ -1,11 +1,42 @@
-// The message box under the log: Enter sends (Shift+Enter adds a line),
-// typing notices, attachments, and delivery that survives a restarting server.
+// The message box under the log: Enter sends (Shift+Enter adds a line), Up
+// in an empty box edits the last own message, a draft kept per room (and per
+// user, in localStorage, so it survives a reload), typing notices,
+// attachments, and delivery that survives a restarting server.
 import * as api from './api.js';
 import { $, backoff, h, randomId, showError, sleep } from './dom.js';
 import { displayName } from './users.js';
 
 const MAX_BODY = 4000;
 const TYPING_SEND_INTERVAL_MS = 3000;
+const DRAFT_KEY = 'chat.draft.';
+// Touch screens have no Shift key at hand: the hint leaves it out.
+const PLACEHOLDER = matchMedia('(pointer: coarse)').matches
+  ? 'Write a message'
+  : 'Write a message (Enter sends, Shift+Enter adds a line)';
+
+// Drafts are stored per user and room: another account signed in on the same
+// browser never sees them.
+function draftKey(userId, roomId) {
+  return `${DRAFT_KEY}${userId}.${roomId}`;
+}
+
+function loadDraft(userId, roomId) {
+  try {
+    return localStorage.getItem(draftKey(userId, roomId)) ?? '';
+  } catch {
+    return '';
+  }
+}
+
+function saveDraft(userId, roomId, text) {
+  if (roomId === null) return;
+  try {
+    if (text) localStorage.setItem(draftKey(userId, roomId), text);
+    else localStorage.removeItem(draftKey(userId, roomId));
+  } catch {
+    // Storage full or disabled: the draft lives as long as the page.
+  }
+}
 
 // Posts over REST, retrying transient failures with the same client_id, so a
 // send that reached the server before the connection broke is not doubled.
@@ -35,6 +66,7 @@ export class Composer {
     this.roomId = null;
     this.staged = []; // { file, upload: Promise<Media> }
     this.lastTypingSent = 0;
+    this.input.placeholder = PLACEHOLDER;
 
     this.form.addEventListener('submit', (event) => {
       event.preventDefault();
@@ -44,17 +76,23 @@ export class Composer {
       if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
         this.#send();
+      } else if (event.key === 'ArrowUp' && !this.input.value && !event.shiftKey && !event.altKey
+        && !event.ctrlKey && !event.metaKey && this.#editLastOwn()) {
+        event.preventDefault();
       }
     }, { signal });
-    this.input.addEventListener('input', () => this.#typed(), { signal });
+    this.input.addEventListener('input', () => {
+      this.#saveDraft();
+      this.#typed();
+    }, { signal });
     this.attach.addEventListener('change', () => this.#stageFiles(), { signal });
   }
 
-  // A room switch starts with an empty box.
+  // A room switch brings back that room's draft.
   setRoom(roomId) {
     if (roomId === this.roomId) return;
     this.roomId = roomId;
-    this.input.value = '';
+    this.input.value = roomId === null ? '' : loadDraft(this.me.id, roomId);
     this.staged = [];
     this.stagedList.replaceChildren();
     this.lastTypingSent = 0;
@@ -63,6 +101,20 @@ export class Composer {
 
   showError(error) {
     showError(this.error, error);
+  }
+
+  #saveDraft() {
+    saveDraft(this.me.id, this.roomId, this.input.value);
+  }
+
+  // Up in an empty box: the newest own message in the log opens for editing
+  // (its `Edit` button, the same flow as a click). Returns whether one did.
+  #editLastOwn() {
+    const buttons = document.querySelectorAll('#message-list article.mine .edit-button');
+    const last = buttons[buttons.length - 1];
+    if (!last) return false;
+    last.click();
+    return true;
   }
 
   #typed() {
@@ -112,6 +164,7 @@ export class Composer {
     }
     const roomId = this.roomId;
     this.input.value = '';
+    this.#saveDraft();
     this.staged = [];
     this.stagedList.replaceChildren();
     this.showError(null);
@@ -129,9 +182,15 @@ export class Composer {
     } catch (error) {
       // Refused for good (too long, no longer a member…): give the text back.
       pending.element.remove();
-      if (roomId !== this.roomId) return;
+      if (roomId !== this.roomId) {
+        if (!loadDraft(this.me.id, roomId)) saveDraft(this.me.id, roomId, body);
+        return;
+      }
       this.showError(error);
-      if (!this.input.value) this.input.value = body;
+      if (!this.input.value) {
+        this.input.value = body;
+        this.#saveDraft();
+      }
     }
   }
 }

@@ -85,6 +85,13 @@ export function randomId() {
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
 }
 
+// A size for people: 512 B, 40 KB, 25.0 MB.
+export function formatSize(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
 let fieldCount = 0;
 // A fresh element id starting with `name`, for labels and descriptions.
 export function fieldId(name) {

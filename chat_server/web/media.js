@@ -1,7 +1,7 @@
 // Media needs the Authorization header, which <img> and <a> cannot send, so
 // files are fetched with it and shown through blob: URLs (cached per path).
 import * as api from './api.js';
-import { h } from './dom.js';
+import { formatSize, h } from './dom.js';
 
 const PREVIEW_SIZE = 320;
 const AVATAR_SIZE = 96;
@@ -20,12 +20,6 @@ function blobUrl(path, size) {
 export function revokeBlobs() {
   for (const url of urls.values()) url.then(URL.revokeObjectURL, () => {});
   urls.clear();
-}
-
-function formatSize(bytes) {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
 // The size a width×height image is shown at within a size×size box.

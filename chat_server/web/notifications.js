@@ -13,8 +13,6 @@ import { cachedUser, rememberUser } from './users.js';
 // Messages older than this (replayed after a reconnect) are not announced.
 const RECENT_MS = 2 * 60_000;
 const PREVIEW_CHARS = 200;
-// A room opened from a notification or link: /#/rooms/<id>.
-const ROOM_ADDRESS = /^#\/rooms\/(\d+)$/;
 
 // The user's settings for a room; a Room without them (an older server) gets
 // the contract's defaults.
@@ -35,19 +33,8 @@ export function notifies(room, message, myId) {
   return settings.level === 'all' || (settings.level === 'mentions' && mentionsMe(message, myId));
 }
 
-// The room a notification or link asks for (/#/rooms/<id>), or null; the
-// address is cleaned up so a reload does not open it again.
-export function roomInAddress() {
-  const match = ROOM_ADDRESS.exec(location.hash);
-  if (!match) return null;
-  history.replaceState(null, '', location.pathname + location.search);
-  return Number(match[1]);
-}
-
-// Calls openRoom(id) when the service worker (a notification click) or the
-// address (/#/rooms/<id>) asks for a room; openRoom returns false when
-// nobody is signed in (an address then waits for the sign-in). Set up once
-// per page.
+// Calls openRoom(id) when the service worker (a notification click) asks for
+// a room (links to /#/rooms/<id> are router.js's). Set up once per page.
 export function listenForRoomRequests(openRoom) {
   navigator.serviceWorker?.addEventListener('message', (event) => {
     if (event.data?.type === 'open-room' && Number.isInteger(event.data.room_id)) {
@@ -56,10 +43,6 @@ export function listenForRoomRequests(openRoom) {
     }
   });
   navigator.serviceWorker?.startMessages();
-  window.addEventListener('hashchange', () => {
-    const match = ROOM_ADDRESS.exec(location.hash);
-    if (match && openRoom(Number(match[1])) !== false) roomInAddress();
-  });
 }
 
 // The favicon: a speech bubble, with a red badge counting what is unread.

@@ -84,6 +84,11 @@ export class RoomList {
     for (const room of this.rooms.values()) this.#paint(room);
   }
 
+  // Puts keyboard focus on a room's entry (back from the room, on a phone).
+  focus(id) {
+    this.items.get(id)?.firstElementChild.focus();
+  }
+
   // A user's name changed: DM titles may depend on it.
   userChanged(user) {
     for (const room of this.rooms.values()) {

@@ -221,7 +221,7 @@ class SearchPanel {
     const session = this.getSession();
     if (!session) return;
     this.close({ restoreFocus: false });
-    session.openRoom(message.room_id, { seq: message.seq, highlight: true });
+    session.openRoom(message.room_id, { at: { seq: message.seq, highlight: true } });
     if (message.thread_id) session.conversation.openThread(message, this.input);
   }
 }

@@ -12,9 +12,11 @@ export const RECONNECTING = 'Reconnecting…';
 
 export class ChatSocket {
   // getToken(forceRefresh) → access token; resumeMap() → {room_id: last seen
-  // seq}; onEvent(frame) for every server frame; onStatus(text).
-  constructor({ getToken, resumeMap, onEvent, onStatus }) {
-    Object.assign(this, { getToken, resumeMap, onEvent, onStatus });
+  // seq}; onEvent(frame) for every server frame; onStatus(text);
+  // onRetry(retryAt) while down: the Date.now() time of the next attempt, or
+  // null while an attempt is under way.
+  constructor({ getToken, resumeMap, onEvent, onStatus, onRetry = () => {} }) {
+    Object.assign(this, { getToken, resumeMap, onEvent, onStatus, onRetry });
     this.ws = null;
     this.ready = false;
     this.stopped = true;
@@ -24,6 +26,12 @@ export class ChatSocket {
     this.lastHeard = 0;
     this.authRejected = false;
     this.reconnectNow = () => this.#retry(0);
+  }
+
+  // `Retry now`: the next attempt starts at once, and the back-off restarts.
+  retryNow() {
+    this.attempt = 0;
+    this.#retry(0);
   }
 
   start() {
@@ -52,6 +60,7 @@ export class ChatSocket {
   }
 
   async #connect() {
+    this.onRetry(null);
     let token;
     try {
       token = await this.getToken(this.authRejected);
@@ -128,5 +137,6 @@ export class ChatSocket {
     if (this.stopped || this.ws) return;
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.#connect(), delay);
+    if (delay > 0) this.onRetry(Date.now() + delay);
   }
 }

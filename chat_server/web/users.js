@@ -9,6 +9,10 @@ const users = new Map();
 const loading = new Map();
 const online = new Set();
 const listeners = new Set();
+// Whether the online set is current: not while our WebSocket is down, when
+// others' presence shows as unknown. Our own id counts as known always.
+let presenceKnown = true;
+let myId = null;
 
 export function onUserChange(listener) {
   listeners.add(listener);
@@ -55,10 +59,25 @@ export function setPresence(id, status) {
   for (const element of document.querySelectorAll(`[data-presence="${id}"]`)) paintPresence(element, id);
 }
 
+// The WebSocket went down (known = false: everyone else's presence becomes
+// unknown) or came back (the server then says who is online).
+export function setPresenceKnown(known, me) {
+  myId = me;
+  presenceKnown = known;
+  if (!known) {
+    for (const id of online) if (id !== me) online.delete(id);
+  }
+  for (const element of document.querySelectorAll('[data-presence]')) {
+    paintPresence(element, Number(element.dataset.presence));
+  }
+}
+
 export function paintPresence(element, id) {
-  const isOnline = online.has(id);
+  const unknown = !presenceKnown && id !== myId;
+  const isOnline = !unknown && online.has(id);
   element.classList.toggle('online', isOnline);
-  element.title = isOnline ? 'Online' : 'Offline';
+  element.classList.toggle('unknown', unknown);
+  element.title = unknown ? 'Presence unknown' : isOnline ? 'Online' : 'Offline';
 }
 
 // A dot showing whether the user is online (decorative: aria-hidden).
@@ -72,4 +91,6 @@ export function forgetUsers() {
   users.clear();
   online.clear();
   listeners.clear();
+  presenceKnown = true;
+  myId = null;
 }

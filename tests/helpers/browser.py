@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from . import IN_CI, PASSWORD
@@ -67,6 +68,27 @@ def rest(base_url: str, method: str, path: str, token: str | None = None, body: 
     except urllib.error.HTTPError as exc:
         raise AssertionError(f"{method} {path} → {exc.code}: {exc.read()!r}") from exc
     return json.loads(raw) if raw else None
+
+
+# axe-core's impacts that fail a test; "moderate" and "minor" ones are printed.
+BLOCKING_IMPACTS = ("serious", "critical")
+_AXE = Axe()
+
+
+def assert_accessible(page: Page, screen: str) -> None:
+    """Runs axe-core (the copy bundled with axe-playwright-python) on the page as
+    it is now; fails on any serious or critical violation, listing each with the
+    elements it found. `screen` names what is shown, for the message."""
+    results = _AXE.run(page).response
+    found = [
+        f"{violation['impact']}: {violation['id']} ({violation['help']}) at "
+        + "; ".join(" ".join(node["target"]) for node in violation["nodes"][:5])
+        for violation in results["violations"]
+    ]
+    blocking = [line for line in found if line.startswith(BLOCKING_IMPACTS)]
+    if found:
+        print(f"axe on {screen}:\n  " + "\n  ".join(found))
+    assert not blocking, f"accessibility violations on {screen}:\n" + "\n".join(blocking)
 
 
 class WebUser:
