@@ -14,10 +14,10 @@ import { NotifyControl } from './notifycontrol.js';
 import { setupProfile } from './profile.js';
 import { setupReportDialog } from './report.js';
 import { RoomList } from './rooms.js';
-import { RoomSettings } from './roomsettings.js';
+import { RoomSettings, showRoomTopic } from './roomsettings.js';
 import { clearLink, hasLink, landingRoom, loadEntry, paintSignIn, signUpExtras, signUpOnly } from './signup.js';
 import { CONNECTED, ChatSocket, RECONNECTING } from './socket.js';
-import { forgetUsers, onUserChange, rememberUser, setPresence } from './users.js';
+import { forgetUsers, onUserChange, rememberUser, setPresence, setPresenceKnown } from './users.js';
 
 const statusLine = $('#status');
 let session = null;
@@ -71,6 +71,7 @@ class Session {
       onEvent: (frame) => this.onEvent(frame),
       onStatus: (text) => {
         statusLine.textContent = text;
+        setPresenceKnown(text === CONNECTED);
         // The server tells others about us, never us about ourselves.
         setPresence(me.id, text === CONNECTED ? 'online' : 'offline');
       },
@@ -152,12 +153,14 @@ class Session {
     showError($('#app-error'), null); // a notice about an earlier room
     this.conversation.roomOpened(id);
     this.view.open(room, this.list.title(room));
+    showRoomTopic(room);
     $('#message-input').focus();
   }
 
   retitle() {
     const room = this.list.get(this.view.roomId);
     if (room) this.view.setTitle(this.list.title(room));
+    showRoomTopic(room);
   }
 
   markRead(roomId, seq) {
@@ -229,8 +232,10 @@ class Session {
         this.view.update(frame.message);
         return this.conversation.onUpdate(frame.message);
       case 'gap': return this.onGap(frame);
-      case 'room.added':
-      case 'room.updated': return this.addRoom(frame.room);
+      case 'room.added': return this.addRoom(frame.room);
+      case 'room.updated':
+        this.addRoom(frame.room);
+        return roomSettings.onEvent(frame);
       case 'room.removed':
         roomSettings.onEvent(frame);
         return this.removeRoom(frame.room.id);

@@ -55,15 +55,36 @@ export function setPresence(id, status) {
   for (const element of document.querySelectorAll(`[data-presence="${id}"]`)) paintPresence(element, id);
 }
 
-export function paintPresence(element, id) {
-  const isOnline = online.has(id);
-  element.classList.toggle('online', isOnline);
-  element.title = isOnline ? 'Online' : 'Offline';
+// Whether the WebSocket is up. While it is down nobody's presence is known:
+// dots show "unknown", and the server's `presence` frames after the next
+// `ready` name everyone online again.
+let presenceKnown = false;
+
+export function setPresenceKnown(known) {
+  if (known === presenceKnown) return;
+  presenceKnown = known;
+  if (!known) online.clear();
+  for (const element of document.querySelectorAll('[data-presence]')) {
+    paintPresence(element, Number(element.dataset.presence));
+  }
 }
 
-// A dot showing whether the user is online (decorative: aria-hidden).
-export function presenceDot(id) {
-  const dot = h('span', { class: 'presence', 'aria-hidden': 'true', 'data-presence': id });
+export function paintPresence(element, id) {
+  const isOnline = online.has(id);
+  const label = !presenceKnown ? 'Status unknown' : isOnline ? 'Online' : 'Offline';
+  element.classList.toggle('online', isOnline);
+  element.classList.toggle('unknown', !presenceKnown);
+  element.title = label;
+  if (element.getAttribute('role') === 'img') element.setAttribute('aria-label', label);
+}
+
+// A dot showing whether the user is online: decorative (aria-hidden) beside
+// a name that says enough, or, `labelled`, an image named "Online",
+// "Offline" or "Status unknown".
+export function presenceDot(id, { labelled = false } = {}) {
+  const dot = h('span', labelled
+    ? { class: 'presence', role: 'img', 'data-presence': id }
+    : { class: 'presence', 'aria-hidden': 'true', 'data-presence': id });
   paintPresence(dot, id);
   return dot;
 }
