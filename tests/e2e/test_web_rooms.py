@@ -193,3 +193,29 @@ def test_an_admin_promotes_and_the_promoted_member_leaves(
     dan.confirm()
     expect(dan.room_button(room)).to_have_count(0)
     expect(members.get_by_role("listitem").filter(has_text="Dan Dale")).to_have_count(0)
+
+
+def test_presence_is_unknown_while_reconnecting(browser: Browser, tmp_path: Path) -> None:
+    """Member dots say "Status unknown" while the WebSocket is down (the server
+    restarting), not a stale "Online", and come back when it reconnects."""
+    server = ServerProcess({"CHAT_DATA_DIR": str(tmp_path / "data")}, tmp_path).start()
+    try:
+        body = {"username": "fay", "password": PASSWORD, "display_name": "Fay Fox"}
+        rest(server.url, "POST", "/auth/signup", body=body)
+        fay = new_user(browser, server.url, "fay")
+        fay.log_in("fay")
+        fay.create_room(_unique("solo"))
+        fay.page.get_by_role("button", name="Room settings").click()
+        settings = fay.dialog("Room settings")
+        expect(settings.get_by_role("img", name="Online")).to_be_visible()
+        server.stop()
+        expect(fay.page.get_by_role("status")).to_have_text("Reconnecting…")
+        expect(settings.get_by_role("img", name="Status unknown")).to_be_visible()
+        fay.shot(SHOTS / "room-settings-reconnecting.png")
+        server.start()
+        expect(fay.page.get_by_role("status")).to_have_text("Connected", timeout=30_000)
+        expect(settings.get_by_role("img", name="Online")).to_be_visible()
+        fay.page.context.close()
+        fay.assert_no_problems()
+    finally:
+        server.stop()
