@@ -91,6 +91,19 @@ class SessionSection {
   }
 }
 
+// A 401 from POST /auth/password is a wrong current password, unless this
+// session itself has ended meanwhile: an ordinary request tells (and, if it
+// has, signs out as any other 401 does).
+async function explainPasswordFailure(failure) {
+  if (failure.status !== 401) return failure;
+  try {
+    await api.get('/users/me');
+  } catch (sessionFailure) {
+    return sessionFailure;
+  }
+  return { details: { fields: { old_password: 'wrong password' } } };
+}
+
 class PasswordSection {
   // onChanged() after a change (the other sessions are gone).
   constructor(onChanged) {
@@ -132,10 +145,7 @@ class PasswordSection {
         this.note.textContent = 'Password changed. Your other sessions were signed out.';
         onChanged();
       } catch (failure) {
-        const wrong = failure.status === 401;
-        showFormError(this.form, this.error, wrong
-          ? { details: { fields: { old_password: 'wrong password' } } }
-          : failure);
+        showFormError(this.form, this.error, await explainPasswordFailure(failure));
       } finally {
         submit.disabled = false;
       }
