@@ -67,7 +67,10 @@ export class RoomSettings {
     if (frame.type === 'room.removed') {
       this.dialog.close();
     } else if (frame.type === 'member.role' && frame.user.id === this.getContext().me.id) {
-      this.#render(); // our own controls change with our role
+      // Our own controls change with our role; focus stays in the dialog.
+      const hadFocus = this.dialog.contains(document.activeElement);
+      this.#render();
+      if (hadFocus) this.dialog.querySelector('input, button')?.focus();
     } else if (frame.type === 'room.updated') {
       this.#roomUpdated(frame.room);
     } else if (MEMBER_EVENTS.has(frame.type)) {
