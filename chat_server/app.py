@@ -165,6 +165,7 @@ def _add_routes(app: web.Application) -> None:
             web.get(f"{api}/rooms/{{room_id}}/members", rooms.list_members),
             web.post(f"{api}/rooms/{{room_id}}/members", rooms.add_member),
             web.delete(f"{api}/rooms/{{room_id}}/members/{{user_id}}", rooms.kick_member),
+            web.patch(f"{api}/rooms/{{room_id}}/members/{{user_id}}", rooms.set_member_role),
             web.post(f"{api}/rooms/{{room_id}}/bans", moderation.ban_user),
             web.get(f"{api}/rooms/{{room_id}}/bans", moderation.list_bans),
             web.delete(f"{api}/rooms/{{room_id}}/bans/{{user_id}}", moderation.unban_user),

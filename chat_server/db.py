@@ -904,10 +904,71 @@ class Database:
             "SELECT id FROM users WHERE id IN ($1, $2) ORDER BY id FOR SHARE", actor_id, user_id
         )
         actor_role = await self._locked_role(tx, room_id, actor_id)
-        if actor_role not in MANAGERS:
+        if not self._may_give_role(actor_role, None, role):
             raise Refused("only the room's owner or an admin may add members")
-        if role == "admin" and actor_role != "owner":
-            raise Refused("only the owner may make admins")
+
+    @staticmethod
+    def _may_give_role(
+        actor_role: str | None, member_role: str | None, role: str, *, own: bool = False
+    ) -> bool:
+        """Whether a member with `actor_role` may give `role` to a member with
+        `member_role` (None: a user being added; `own`: the actor themself).
+
+        As in Matrix and Mattermost: the owner and admins make members admins;
+        only the owner (or a server admin, acting as one) makes an admin a
+        member again, though an admin may step down; nobody changes the
+        owner's role (see also `outranks`)."""
+        if actor_role not in MANAGERS or member_role == "owner":
+            return False
+        if member_role == "admin" and role == "member":
+            return actor_role == "owner" or own
+        return True
+
+    async def set_member_role(
+        self, room_id: int, user_id: int, role: str, actor: Actor
+    ) -> tuple[str | None, int | None]:
+        """Gives a member `role` as the room event `member.role`, audited as
+        `member.role`. Returns the member's role before (None: not a member,
+        nothing changed) and the event's pos (None: the role was that already).
+
+        Checked in the same transaction (invariant 9), locked as `kick_member`
+        does: the actor's users row, then both member rows in user id order,
+        the actor's shared, the target's FOR UPDATE, so a check of the target's
+        own role (which takes KEY SHARE) waits for the change and reads the new
+        role. Raises Refused, naming why, unless `_may_give_role` allows it.
+        """
+        async with self.engine.transaction() as tx:
+            await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", actor.user_id)
+            roles: dict[int, str | None] = {}
+            for member_id in sorted({actor.user_id, user_id}):
+                lock = "FOR UPDATE" if member_id == user_id else "FOR KEY SHARE"
+                roles[member_id] = await tx.fetchval(
+                    f"SELECT role FROM members WHERE room_id = $1 AND user_id = $2 {lock}",
+                    room_id,
+                    member_id,
+                )
+            actor_role = await self._as_moderator(tx, actor.user_id, roles[actor.user_id])
+            if actor_role not in MANAGERS:
+                raise Refused("only the room's owner or an admin may change roles")
+            before = roles[user_id]
+            if before is None or before == role:
+                return before, None
+            if not self._may_give_role(actor_role, before, role, own=user_id == actor.user_id):
+                if before == "owner":
+                    raise Refused("nobody changes the owner's role")
+                raise Refused("only the owner may make an admin a member again")
+            await tx.execute(
+                "UPDATE members SET role = $3 WHERE room_id = $1 AND user_id = $2",
+                room_id,
+                user_id,
+                role,
+            )
+            pos = await self._append_event(
+                tx, room_id, "member.role", user_id=user_id, actor_id=actor.user_id, detail=role
+            )
+            details = {"room_id": room_id, "role": role}
+            await self._audit(tx, actor, "member.role", "user", user_id, details)
+            return before, pos
 
     async def _join(
         self, tx: Conn, room_id: int, user_id: int, role: str, actor_id: int | None

@@ -94,6 +94,12 @@ def announce_leave(app: web.Application, room_id: int, user: User, pos: int, rea
     app[keys.HUB].publish(events.room_event(member, removes=user.id))
 
 
+def announce_role(app: web.Application, room_id: int, user: User, role: str, pos: int) -> None:
+    """After a committed role change (`member.role` at `pos`): the room hears of it."""
+    member = events.member_role(room_id, pos, user.to_json(), role)
+    app[keys.HUB].publish(events.room_event(member))
+
+
 # --- routes --------------------------------------------------------------------------
 
 
@@ -259,6 +265,31 @@ async def kick_member(request: web.Request) -> web.Response:
     if target is not None:
         announce_leave(request.app, room.id, target, pos, "kicked")
     return web.Response(status=204)
+
+
+async def set_member_role(request: web.Request) -> web.Response:
+    """Makes a member an admin or a member again (audited; see `Database._may_give_role`)."""
+    me = await require_auth(request)
+    room, _ = await moderated_room(request.app, path_id(request, "room_id"), me.user_id)
+    target_id = path_id(request, "user_id")
+    v = Validator(await read_json(request))
+    role = v.choice("role", ("admin", "member"), required=True)
+    v.check()
+    if room.kind == "dm":
+        raise Forbidden("a direct message has no roles")
+    db = request.app[keys.DB]
+    try:
+        before, pos = await db.set_member_role(
+            room.id, target_id, role, Actor(me.user_id, client_ip(request))
+        )
+    except Refused as refusal:  # the roles, as they are when the change commits
+        raise Forbidden(str(refusal)) from None
+    member = None if before is None else await db.get_member(room.id, target_id)
+    if member is None:  # not a member, or removed again in between
+        raise NotFound("not a member")
+    if pos is not None:
+        announce_role(request.app, room.id, member.user, role, pos)
+    return web.json_response(member.to_json())
 
 
 async def open_dm(request: web.Request) -> web.Response:

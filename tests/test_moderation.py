@@ -126,7 +126,8 @@ async def test_a_join_racing_a_ban_never_ends_a_member_with_a_ban(client, alice,
 
 async def test_adds_and_kicks_check_the_moderator_as_the_change_commits(client, alice, bob):
     """The racy order of an add or kick whose route checked the caller before the
-    caller lost the right (banned, kicked, demoted): the database refuses it."""
+    caller lost the right (banned, kicked, demoted in the room or on the server):
+    the database refuses it."""
     db = client.app[keys.DB]
     carol = await signup(client, "carol")  # bob's second account
     dave = await signup(client, "dave")
@@ -142,8 +143,9 @@ async def test_adds_and_kicks_check_the_moderator_as_the_change_commits(client, 
     assert await db.kick_member(room["id"], dave.id, owner) is not None
     with pytest.raises(Refused):  # kicked dave's kick of erin
         await db.kick_member(room["id"], erin.id, Actor(dave.id, ""))
-    with pytest.raises(Refused):  # a room admin adding an admin
-        await db.add_member(room["id"], carol.id, "admin", erin.id)
+    assert await db.set_member_role(room["id"], erin.id, "member", owner) == ("admin", 7)
+    with pytest.raises(Refused):  # demoted erin's add
+        await db.add_member(room["id"], carol.id, "member", erin.id)
 
     frank = await signup(client, "frank")  # a server admin, demoted meanwhile
     await make_admin(client, frank)
@@ -152,7 +154,11 @@ async def test_adds_and_kicks_check_the_moderator_as_the_change_commits(client, 
         await db.kick_member(room["id"], erin.id, Actor(frank.id, ""))
 
     assert await member_ids(client, alice, room) == {alice.id, erin.id}
-    assert await audit_actions(client) == [("member.ban", bob.id), ("member.kick", dave.id)]
+    assert await audit_actions(client) == [
+        ("member.ban", bob.id),
+        ("member.kick", dave.id),
+        ("member.role", erin.id),
+    ]
 
 
 async def test_adds_and_kicks_racing_a_ban_of_the_moderator(client, alice, bob):

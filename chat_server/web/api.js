@@ -145,7 +145,9 @@ export async function accessToken(forceRefresh = false) {
   return current.access_token;
 }
 
-async function send(method, path, { json, form, query } = {}) {
+// answers401: a 401 is the server's answer about the request (a wrong old
+// password), not about the session, which stays signed in.
+async function send(method, path, { json, form, query, answers401 = false } = {}) {
   const url = new URL(BASE + path, location.origin);
   for (const [key, value] of Object.entries(query ?? {})) {
     if (value !== undefined && value !== null) url.searchParams.set(key, value);
@@ -164,7 +166,7 @@ async function send(method, path, { json, form, query } = {}) {
   };
   let { token, pending } = attempt();
   let response = await pending;
-  if (response.status === 401 && token) {
+  if (response.status === 401 && token && !answers401) {
     await refresh(token);
     response = await attempt().pending;
     if (response.status === 401) {
@@ -185,6 +187,17 @@ export const post = (path, json = {}) => sendJson('POST', path, { json });
 export const patch = (path, json) => sendJson('PATCH', path, { json });
 export const put = (path, json) => sendJson('PUT', path, { json });
 export const del = (path) => sendJson('DELETE', path);
+
+// POST /auth/password. The server revokes every other session; this one
+// stays signed in. A wrong old password is a 401 here, so the access token
+// is made fresh first and that 401 does not sign the user out.
+export async function changePassword(oldPassword, newPassword) {
+  await accessToken();
+  return sendJson('POST', '/auth/password', {
+    json: { old_password: oldPassword, new_password: newPassword },
+    answers401: true,
+  });
+}
 
 export async function getBlob(path, query) {
   return (await send('GET', path, { query })).blob();

@@ -15,7 +15,7 @@ import { OutageBanner } from './outage.js';
 import { setupProfile } from './profile.js';
 import { setupReportDialog } from './report.js';
 import { RoomList } from './rooms.js';
-import { RoomSettings } from './roomsettings.js';
+import { RoomSettings, showRoomTopic } from './roomsettings.js';
 import {
   cameFromList, listenForAddressChanges, roomInAddress, saveAnchor, savedAnchor, showRoomInAddress,
 } from './router.js';
@@ -201,6 +201,7 @@ class Session {
     this.conversation.roomOpened(id);
     const seq = restore && !at ? savedAnchor(id) : null;
     this.view.open(room, this.list.title(room), seq ? { seq } : at);
+    showRoomTopic(room);
     if (!TOUCH) $('#message-input').focus({ preventScroll: true });
   }
 
@@ -231,6 +232,7 @@ class Session {
   retitle() {
     const room = this.list.get(this.view.roomId);
     if (room) this.view.setTitle(this.list.title(room));
+    showRoomTopic(room);
   }
 
   markRead(roomId, seq) {
@@ -302,8 +304,10 @@ class Session {
         this.view.update(frame.message);
         return this.conversation.onUpdate(frame.message);
       case 'gap': return this.onGap(frame);
-      case 'room.added':
-      case 'room.updated': return this.addRoom(frame.room);
+      case 'room.added': return this.addRoom(frame.room);
+      case 'room.updated':
+        this.addRoom(frame.room);
+        return roomSettings.onEvent(frame);
       case 'room.removed':
         roomSettings.onEvent(frame);
         return this.removeRoom(frame.room.id);

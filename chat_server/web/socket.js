@@ -7,6 +7,9 @@ import { backoff } from './dom.js';
 // otherwise looks alive forever. Two silent intervals mean the link is dead.
 const PING_INTERVAL_MS = 25_000;
 
+// The close code of a revoked session (and of other policy violations).
+const POLICY_CLOSE = 1008;
+
 export const CONNECTED = 'Connected';
 export const RECONNECTING = 'Reconnecting…';
 
@@ -98,12 +101,15 @@ export class ChatSocket {
       else if (frame.type === 'error' && !this.ready) refusal = frame.code;
       this.onEvent(frame);
     });
-    ws.addEventListener('close', () => {
+    ws.addEventListener('close', (event) => {
       if (this.ws !== ws) return;
       // Opened but closed before `ready`, without saying why or saying
       // `unauthorized`: the token was refused, so the next attempt gets a
-      // fresh one.
+      // fresh one. Closed with 1008 (policy) later: the session may have
+      // been revoked (from another device, by a password change), and a
+      // refresh tells at once, signing out if so (docs/protocol.md).
       if (opened && !this.ready) this.authRejected = (refusal ?? 'unauthorized') === 'unauthorized';
+      else if (event.code === POLICY_CLOSE) this.authRejected = true;
       this.#down();
     });
   }

@@ -75,14 +75,20 @@ export function setPresenceKnown(known, me) {
 export function paintPresence(element, id) {
   const unknown = !presenceKnown && id !== myId;
   const isOnline = !unknown && online.has(id);
+  const label = unknown ? 'Presence unknown' : isOnline ? 'Online' : 'Offline';
   element.classList.toggle('online', isOnline);
   element.classList.toggle('unknown', unknown);
-  element.title = unknown ? 'Presence unknown' : isOnline ? 'Online' : 'Offline';
+  element.title = label;
+  if (element.getAttribute('role') === 'img') element.setAttribute('aria-label', label);
 }
 
-// A dot showing whether the user is online (decorative: aria-hidden).
-export function presenceDot(id) {
-  const dot = h('span', { class: 'presence', 'aria-hidden': 'true', 'data-presence': id });
+// A dot showing whether the user is online: decorative (aria-hidden) beside
+// a name that says enough, or, `labelled`, an image named "Online",
+// "Offline" or "Presence unknown".
+export function presenceDot(id, { labelled = false } = {}) {
+  const dot = h('span', labelled
+    ? { class: 'presence', role: 'img', 'data-presence': id }
+    : { class: 'presence', 'aria-hidden': 'true', 'data-presence': id });
   paintPresence(dot, id);
   return dot;
 }

@@ -1,7 +1,8 @@
 """Moderation across two server processes on one PostgreSQL and a throwaway Redis:
-a ban on one node removes the member's sockets on the other at the ban's `pos`,
-and a report reaches an admin connected to the other node (API.md "Registration
-and server administration"; DESIGN.md invariant 3)."""
+a ban on one node removes the member's sockets on the other at the ban's `pos`, a
+role change reaches the member's sockets on the other, and a report reaches an
+admin connected to the other node (API.md "Registration and server
+administration"; DESIGN.md invariant 3)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,33 @@ async def test_a_ban_on_one_node_removes_the_member_on_the_other(cluster: Cluste
     witness.assert_clean()
     status, refused = await two.call("POST", f"/api/v1/rooms/{room_id}/join", bob.access_token)
     assert status == 403, refused
+
+
+async def test_a_role_change_on_one_node_reaches_members_on_the_other(cluster: Cluster):
+    one, two = cluster.one, cluster.two
+    alice, bob = await cluster.signup(one, "alice"), await cluster.signup(two, "bob")
+    room_id = await cluster.room(alice)
+    await cluster.join(two, bob, room_id)
+    promoted = await cluster.listen(two, bob, "bob on two")
+
+    status, member = await one.call(
+        "PATCH",
+        f"/api/v1/rooms/{room_id}/members/{bob.id}",
+        alice.access_token,
+        json={"role": "admin"},
+    )
+    assert status == 200 and member["role"] == "admin", member
+    pos = await cluster.last_pos(alice, room_id)
+    await promoted.wait_for(
+        lambda r: r.has("member.role", room_id=room_id, pos=pos, role="admin"),
+        what="told of the promotion",
+    )
+    assert promoted.events[room_id][-1]["user"]["id"] == bob.id
+    promoted.assert_clean()
+    status, renamed = await two.call(
+        "PATCH", f"/api/v1/rooms/{room_id}", bob.access_token, json={"topic": "by bob"}
+    )
+    assert status == 200, renamed
 
 
 async def test_a_report_reaches_an_admin_on_the_other_node(cluster: Cluster, cluster_db: str):
