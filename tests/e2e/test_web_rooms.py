@@ -202,15 +202,26 @@ def test_presence_is_unknown_while_reconnecting(browser: Browser, tmp_path: Path
     try:
         body = {"username": "fay", "password": PASSWORD, "display_name": "Fay Fox"}
         rest(server.url, "POST", "/auth/signup", body=body)
+        body = {"username": "gil", "password": PASSWORD, "display_name": "Gil Gray"}
+        gil_token = rest(server.url, "POST", "/auth/signup", body=body)["access_token"]
         fay = new_user(browser, server.url, "fay")
         fay.log_in("fay")
-        fay.create_room(_unique("solo"))
+        name = _unique("pair")
+        fay.create_room(name)
+        room_id = next(
+            room["id"]
+            for room in rest(server.url, "GET", "/rooms/public", gil_token)["items"]
+            if room["name"] == name
+        )
+        rest(server.url, "POST", f"/rooms/{room_id}/join", gil_token)
         fay.page.get_by_role("button", name="Room settings").click()
         settings = fay.dialog("Room settings")
-        expect(settings.get_by_role("img", name="Online")).to_be_visible()
+        gil_item = settings.get_by_role("listitem").filter(has_text="Gil Gray")
+        expect(gil_item.get_by_role("img", name="Offline")).to_be_visible()
         server.stop()
         expect(fay.page.get_by_role("status")).to_have_text("Reconnecting…")
-        expect(settings.get_by_role("img", name="Presence unknown")).to_be_visible()
+        # Gil's presence is not known while down; Fay knows her own (offline).
+        expect(gil_item.get_by_role("img", name="Presence unknown")).to_be_visible()
         fay.shot(SHOTS / "room-settings-reconnecting.png")
         server.start()
         expect(fay.page.get_by_role("status")).to_have_text("Connected", timeout=30_000)
