@@ -5,6 +5,7 @@ import { messageArticle } from './article.js';
 import { Composer } from './composer.js';
 import { $, backoff, confirmAction, h, sleep } from './dom.js';
 import { startEdit } from './edit.js';
+import { decorateLog } from './logdecor.js';
 import { withReply } from './parts.js';
 import { displayName, rememberUser } from './users.js';
 
@@ -231,6 +232,7 @@ export class MessageView {
       const hadFocus = known.element.contains(document.activeElement);
       if (this.editing === message.seq) this.editing = null;
       known.element.replaceWith(element);
+      decorateLog(this.list);
       if (hadFocus) ($('button', element) ?? this.log).focus();
       return true;
     }
@@ -240,6 +242,7 @@ export class MessageView {
       next = node;
     }
     this.list.insertBefore(element, next);
+    decorateLog(this.list);
     this.lo = this.lo === null ? message.seq : Math.min(this.lo, message.seq);
     this.hi = this.hi === null ? message.seq : Math.max(this.hi, message.seq);
     if (message.client_id && message.sender_id === this.me.id) {
@@ -342,6 +345,7 @@ export class MessageView {
     const element = this.#render(item.message);
     item.element.replaceWith(element);
     item.element = element;
+    decorateLog(this.list);
     $('.edit-button', element)?.focus();
   }
 
