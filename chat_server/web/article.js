@@ -15,7 +15,7 @@ function messageBody(message, parts) {
   if (message.deleted) return h('p', { class: 'body deleted' }, 'This message was deleted.');
   const edited = message.edited_at ? h('span', { class: 'hint edited' }, '(edited)') : null;
   if (!message.body) return edited;
-  const body = h('div', { class: 'body' }, parts.body(message));
+  const body = h('div', { class: 'body markdown' }, parts.body(message));
   if (edited) {
     const last = body.lastElementChild;
     if (last?.localName === 'p') last.append(' ', edited);

@@ -33,6 +33,10 @@ const marked = new Marked({
     image(token) {
       return token.text ? this.link(token) : this.link({ ...token, text: token.href, autolink: true });
     },
+    // The newline stays in the text after the break (textContent, copying).
+    br() {
+      return '<br>\n';
+    },
     checkbox({ checked }) {
       return checked ? '☑ ' : '☐ ';
     },

@@ -21,7 +21,7 @@ export function dayKey(iso) {
 }
 
 export function clock(date) {
-  return date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  return date.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' });
 }
 
 // compact: the time of day only (a grouped message's, beside the one above it).

@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -81,13 +81,21 @@ def pair(browser: Browser, server: ServerProcess) -> Iterator[Pair]:
             "/auth/signup",
             body={"username": _unique(label), "password": PASSWORD, "display_name": display_name},
         )
-    created = rest(server.url, "POST", "/rooms", accounts["alice"]["access_token"], {"name": room, "kind": "public"})
+    created = rest(
+        server.url,
+        "POST",
+        "/rooms",
+        accounts["alice"]["access_token"],
+        {"name": room, "kind": "public"},
+    )
     rest(server.url, "POST", f"/rooms/{created['id']}/join", accounts["bob"]["access_token"])
     users = []
     for label, account in accounts.items():
         context = browser.new_context(base_url=server.url, viewport={"width": 1100, "height": 800})
         # Links in messages point at example.com: answered here, not on the network.
-        context.route(re.compile(r"^https://example\.(com|org)/"), lambda route: route.fulfill(body="ok"))
+        context.route(
+            re.compile(r"^https://example\.(com|org)/"), lambda route: route.fulfill(body="ok")
+        )
         user = User(context.new_page(), label, account["user"]["username"])
         user.log_in(user.username)
         user.open_room(room)
@@ -100,7 +108,7 @@ def pair(browser: Browser, server: ServerProcess) -> Iterator[Pair]:
 
 
 def _send_lines(user: WebUser, text: str) -> None:
-    """Sends a message of several lines (the box takes Shift+Enter as a new line)."""
+    """Sends a message that may span lines (filled in at once, sent with Enter)."""
     box = user.page.get_by_role("textbox", name="Message", exact=True)
     box.fill(text)
     box.press("Enter")
@@ -273,8 +281,9 @@ DECORATE_JS = """async () => {
     article(6, '8', day(0, 0, 20)),  // more than 5 minutes later
   );
   decorateLog(list);
-  const shape = () => [...list.children].map((node) => node.localName === 'h3'
-    ? `# ${node.textContent}` : `${node.dataset.seq}${node.classList.contains('continued') ? ' +' : ''}`);
+  const shape = () => [...list.children].map((node) => (node.localName === 'h3'
+    ? `# ${node.textContent}`
+    : `${node.dataset.seq}${node.classList.contains('continued') ? ' +' : ''}`));
   const first = shape();
   // Removing a day's only message removes its heading; decorating twice changes nothing.
   list.children[1].remove();
@@ -283,7 +292,10 @@ DECORATE_JS = """async () => {
   const second = shape();
   // A few hundred messages decorate quickly.
   const big = document.createElement('div');
-  for (let seq = 1; seq <= 400; seq++) big.append(article(seq, String(seq % 3 ? 7 : 8), day(-4 + Math.floor((seq - 1) / 100), 10, seq % 60)));
+  for (let seq = 1; seq <= 400; seq++) {
+    const date = day(-4 + Math.floor((seq - 1) / 100), 10, seq % 60); // 100 a day
+    big.append(article(seq, String(seq % 3 ? 7 : 8), date));
+  }
   const start = performance.now();
   for (let i = 0; i < 20; i++) decorateLog(big);
   const ms = (performance.now() - start) / 20;
@@ -338,7 +350,9 @@ def test_image_viewer(pair: Pair, shots: Path) -> None:
     alice.send("a picture")
 
     preview = bob.articles("a picture").get_by_role("button", name="wide.png")
-    expect(preview.get_by_role("img", name="wide.png")).to_have_attribute("src", re.compile("^blob:"))
+    expect(preview.get_by_role("img", name="wide.png")).to_have_attribute(
+        "src", re.compile("^blob:")
+    )
     preview.click()
     viewer = bob.page.get_by_role("dialog", name="wide.png")
     expect(viewer).to_be_visible()
@@ -371,10 +385,39 @@ def test_screenshots_light_and_dark(pair: Pair, shots: Path) -> None:
     alice, bob, _ = pair
     for text in MIXED:
         _send_lines(alice, text)
-    _send_lines(bob, f"Thanks @{alice.username}! | a | b |")
+    table = "| when | what |\n|---|---|\n| 9:00 | standup |"
+    _send_lines(bob, f"Thanks @{alice.username}! Table:\n\n{table}")
     expect(alice.articles("Thanks")).to_have_count(1)
+    page = alice.page
     for scheme in ("light", "dark"):
-        alice.page.emulate_media(color_scheme=scheme)
-        alice.page.mouse.move(0, 0)
+        page.emulate_media(color_scheme=scheme)
+        page.mouse.move(0, 0)
         alice.shot(shots / f"render-{scheme}.png")
-    alice.page.emulate_media(color_scheme="light")
+    # Hovering a grouped message shows its time in the gutter.
+    grouped = alice.articles("Three things")
+    grouped.hover()
+    expect(grouped.locator("time.message-time")).to_have_css("opacity", "1")
+    alice.shot(shots / "render-dark-hover.png")
+    page.emulate_media(color_scheme="light")
+
+    # The thread panel renders the same way: its replies group too.
+    alice.articles("Morning!").hover()
+    alice.articles("Morning!").get_by_role("button", name="Reply").click()
+    thread = page.get_by_role("region", name="Thread")
+    reply_box = thread.get_by_role("textbox", name="Reply")
+    for text, shown in (("*first* reply", "first reply"), ("with `code`", "with code")):
+        reply_box.fill(text)
+        reply_box.press("Enter")
+        expect(thread.get_by_role("article").filter(has_text=shown)).to_have_count(1)
+    replies = thread.get_by_role("log", name="Replies").get_by_role("article")
+    expect(replies.nth(1)).to_have_class(re.compile(r"\bcontinued\b"))
+    expect(thread.get_by_role("heading", name="Today")).to_have_count(1)
+    expect(replies.nth(0).locator("em")).to_have_text("first")
+    alice.shot(shots / "render-thread.png")
+    thread.get_by_role("button", name="Close thread").click()
+
+    # A phone: nothing wider than the screen (code and tables scroll inside).
+    page.set_viewport_size({"width": 375, "height": 812})
+    alice.articles("standup").scroll_into_view_if_needed()
+    alice.shot(shots / "render-phone.png")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
