@@ -7,6 +7,11 @@ import { h } from './dom.js';
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
 const REFRESH_MS = 30_000;
+// Formatters are made once: a toLocale…String call with options builds a new one each time.
+const CLOCK = new Intl.DateTimeFormat([], { hour: 'numeric', minute: '2-digit' });
+const FULL = new Intl.DateTimeFormat([], { dateStyle: 'full', timeStyle: 'short' });
+const DAY = new Intl.DateTimeFormat([], { weekday: 'long', month: 'long', day: 'numeric' });
+const DAY_AND_YEAR = new Intl.DateTimeFormat([], { weekday: 'long', month: 'long', day: 'numeric', year: 'numeric' });
 let timer = null;
 
 function sameDay(a, b) {
@@ -20,8 +25,8 @@ export function dayKey(iso) {
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
 }
 
-export function clock(date) {
-  return date.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' });
+function clock(date) {
+  return CLOCK.format(date);
 }
 
 // compact: the time of day only (a grouped message's, beside the one above it).
@@ -39,10 +44,7 @@ function dayLabel(key, now) {
   if (sameDay(date, now)) return 'Today';
   const yesterday = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1);
   if (sameDay(date, yesterday)) return 'Yesterday';
-  return date.toLocaleDateString([], {
-    weekday: 'long', month: 'long', day: 'numeric',
-    year: date.getFullYear() === now.getFullYear() ? undefined : 'numeric',
-  });
+  return (date.getFullYear() === now.getFullYear() ? DAY : DAY_AND_YEAR).format(date);
 }
 
 // Brings a message time up to date; a grouped message (in an article with
@@ -70,7 +72,7 @@ function startClock() {
 // A message's time: <time class="message-time" datetime title>.
 export function messageTime(iso) {
   startClock();
-  const element = h('time', { class: 'message-time', datetime: iso, title: new Date(iso).toLocaleString([], { dateStyle: 'full', timeStyle: 'short' }) });
+  const element = h('time', { class: 'message-time', datetime: iso, title: FULL.format(new Date(iso)) });
   paintTime(element);
   return element;
 }
