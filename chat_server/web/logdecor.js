@@ -2,7 +2,8 @@
 // replies): a day heading before the first message of each day, and the
 // class `continued` on a message that follows one by the same sender within
 // GROUP_MS on the same day, which style.css shows without the sender's name
-// and avatar (the name stays in the article for assistive technology).
+// and avatar (the name stays in the article for assistive technology); the
+// message before it gets `continues`.
 // Call decorateLog after inserting, replacing or removing articles; it walks
 // the list once and touches only what changed.
 import { $, h } from './dom.js';
@@ -40,18 +41,25 @@ function setContinued(article, continued) {
   if (time) paintTime(time);
 }
 
+function setContinues(article, next) {
+  if (article && article.classList.contains('continues') !== next) article.classList.toggle('continues', next);
+}
+
 // startDay: the day of what is shown just above the list (a thread's first
 // message above its replies), which then needs no heading of its own.
 export function decorateLog(list, { startDay = null } = {}) {
   let day = startDay;
-  let previous = null; // the facts of the article just above, while nothing else is shown between
+  let previous = null; // the article just above, while nothing else is shown between
   const headings = new Set();
   const stale = [];
   for (let node = list.firstElementChild; node; node = node.nextElementSibling) {
     if (node.localName !== 'article') {
       if (node.classList.contains('day-separator')) stale.push(node);
       // Anything else shown between two messages (a notice) starts a new group.
-      else if (!node.hidden) previous = null;
+      else if (!node.hidden) {
+        setContinues(previous, false);
+        previous = null;
+      }
       continue;
     }
     const current = factsOf(node);
@@ -67,9 +75,12 @@ export function decorateLog(list, { startDay = null } = {}) {
       if (heading.dataset.seq !== seq) heading.dataset.seq = seq;
       headings.add(heading);
     }
-    setContinued(node, !newDay && previous !== null && continues(previous, current));
-    previous = current;
+    const continued = !newDay && previous !== null && continues(factsOf(previous), current);
+    setContinued(node, continued);
+    setContinues(previous, continued);
+    previous = node;
   }
+  setContinues(previous, false);
   for (const heading of stale) {
     if (!headings.has(heading)) heading.remove();
   }

@@ -282,9 +282,10 @@ DECORATE_JS = """async () => {
     article(6, '8', day(0, 0, 20)),  // more than 5 minutes later
   );
   decorateLog(list);
+  const mark = (node, name) => (node.classList.contains(name) ? '+' : '');
   const shape = () => [...list.children].map((node) => (node.localName === 'h3'
     ? `# ${node.textContent}`
-    : `${node.dataset.seq}${node.classList.contains('continued') ? ' +' : ''}`));
+    : `${mark(node, 'continued')}${node.dataset.seq}${mark(node, 'continues')}`));
   const first = shape();
   // Removing a day's only message removes its heading; decorating twice changes nothing.
   list.children[1].remove();
@@ -311,8 +312,9 @@ def test_day_headings_across_dates(pair: Pair) -> None:
     result = bob.page.evaluate(DECORATE_JS)
     first = result["first"]
     assert first[0].startswith("# ") and first[0] not in ("# Today", "# Yesterday")
-    assert first[1:] == ["1", "# Yesterday", "2", "# Today", "3", "4 +", "5", "6"]
-    assert result["second"] == ["# Yesterday", "2", "# Today", "3", "4 +", "5", "6"]
+    # "+" marks the link between grouped messages: "3+" continues in "+4".
+    assert first[1:] == ["1", "# Yesterday", "2", "# Today", "3+", "+4", "5", "6"]
+    assert result["second"] == ["# Yesterday", "2", "# Today", "3+", "+4", "5", "6"]
     assert result["headings"] == 4
     print(f"\ndecorateLog on 400 articles: {result['ms']:.2f} ms")
     assert result["ms"] < 50
