@@ -3,7 +3,7 @@
 import * as api from './api.js';
 import { h } from './dom.js';
 
-const PREVIEW_SIZE = 320;
+export const PREVIEW_SIZE = 320;
 const AVATAR_SIZE = 96;
 const urls = new Map(); // "path?size" → Promise<blob: URL>
 

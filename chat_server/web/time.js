@@ -25,17 +25,13 @@ export function dayKey(iso) {
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
 }
 
-function clock(date) {
-  return CLOCK.format(date);
-}
-
 // compact: the time of day only (a grouped message's, beside the one above it).
 function timeLabel(date, now, compact) {
   const age = now - date;
   if (!compact && age > -MINUTE_MS && age < HOUR_MS && sameDay(date, now)) {
     return age < MINUTE_MS ? 'just now' : `${Math.floor(age / MINUTE_MS)} min ago`;
   }
-  return clock(date);
+  return CLOCK.format(date);
 }
 
 function dayLabel(key, now) {

@@ -2,9 +2,8 @@
 // from an image preview. Escape, `Close` or a click beside the image closes
 // it, and focus goes back to the preview that opened it.
 import { h } from './dom.js';
-import { imageUrl } from './media.js';
+import { PREVIEW_SIZE, imageUrl } from './media.js';
 
-const PREVIEW_SIZE = 320; // media.js: already fetched, shown while the file loads
 let viewer = null;
 
 function createViewer() {
@@ -34,6 +33,7 @@ export function openViewer(media, opener) {
   const show = (url) => {
     if (generation === viewer.generation) image.src = url;
   };
+  // The preview, already fetched, shows while the file loads.
   imageUrl(media, PREVIEW_SIZE).then((url) => full || show(url), () => {});
   imageUrl(media).then((url) => {
     full = true;
