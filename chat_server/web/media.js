@@ -3,7 +3,7 @@
 import * as api from './api.js';
 import { formatSize, h } from './dom.js';
 
-const PREVIEW_SIZE = 320;
+export const PREVIEW_SIZE = 320;
 const AVATAR_SIZE = 96;
 const urls = new Map(); // "path?size" → Promise<blob: URL>
 
@@ -45,14 +45,24 @@ function downloadLink(media) {
   return link;
 }
 
-export function renderAttachment(media) {
+// An image's blob: URL: its thumbnail that fits size×size, or the file.
+export function imageUrl(media, size = null) {
+  return size ? blobUrl(`/media/${media.id}/thumbnail`, size) : blobUrl(`/media/${media.id}`);
+}
+
+// view(media, opener), when given, shows an image full size (viewer.js);
+// its preview is then a button.
+export function renderAttachment(media, { view } = {}) {
   let preview = null;
   if (media.content_type.startsWith('image/') && media.width && media.height) {
     // width and height reserve the space now, so the log (and the reader's
     // place in it) does not jump when the image arrives.
-    preview = h('img', { alt: media.filename, class: 'preview', ...fit(media.width, media.height, PREVIEW_SIZE) });
-    blobUrl(`/media/${media.id}/thumbnail`, PREVIEW_SIZE).then(
-      (url) => { preview.src = url; },
+    const img = h('img', { alt: media.filename, class: 'preview', ...fit(media.width, media.height, PREVIEW_SIZE) });
+    preview = view
+      ? h('button', { type: 'button', class: 'preview-button', 'aria-haspopup': 'dialog', onclick: (event) => view(media, event.currentTarget) }, img)
+      : img;
+    imageUrl(media, PREVIEW_SIZE).then(
+      (url) => { img.src = url; },
       () => preview.remove(), // not decodable after all: the link remains
     );
   }

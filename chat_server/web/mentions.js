@@ -2,6 +2,7 @@
 // bodies, and `@` autocomplete of the room's members in a message box.
 import * as api from './api.js';
 import { h } from './dom.js';
+import { renderMarkdown } from './markdown.js';
 import { cachedUser, rememberUser } from './users.js';
 
 const MAX_SUGGESTIONS = 8;
@@ -28,26 +29,31 @@ function mentionedNames(message) {
   return names;
 }
 
-// The body as text nodes and styled spans for its mentions; the caller's own
-// name (and @room) get the `me` style. A username may end a sentence
-// ("@bob."), so the longest known prefix of the token is what counts.
+// The body as sanitized Markdown (markdown.js) with its mentions styled;
+// the caller's own name (and @room) get the `me` style.
 export function renderBody(message, me) {
   const names = mentionedNames(message);
-  if (!names.size) return [message.body];
+  const decorateText = names.size ? (text) => mentionParts(text, names, me) : undefined;
+  return renderMarkdown(message.body, { decorateText });
+}
+
+// A text as strings and styled spans for its mentions. A username may end a
+// sentence ("@bob."), so the longest known prefix of the token is what counts.
+function mentionParts(text, names, me) {
   const parts = [];
   let last = 0;
-  for (const match of message.body.matchAll(TOKEN)) {
+  for (const match of text.matchAll(TOKEN)) {
     let name = match[2].toLowerCase();
     while (name && !names.has(name)) name = name.slice(0, -1);
     if (!name) continue;
     const start = match.index + match[1].length;
-    parts.push(message.body.slice(last, start));
-    const text = message.body.slice(start, start + 1 + name.length);
+    parts.push(text.slice(last, start));
+    const mention = text.slice(start, start + 1 + name.length);
     const isMe = name === me.username || name === 'room';
-    parts.push(h('span', { class: isMe ? 'mention me' : 'mention' }, text));
-    last = start + text.length;
+    parts.push(h('span', { class: isMe ? 'mention me' : 'mention' }, mention));
+    last = start + mention.length;
   }
-  parts.push(message.body.slice(last));
+  parts.push(text.slice(last));
   return parts;
 }
 

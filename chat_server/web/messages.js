@@ -6,6 +6,7 @@ import { messageArticle } from './article.js';
 import { Composer } from './composer.js';
 import { $, backoff, confirmAction, h, sleep } from './dom.js';
 import { startEdit } from './edit.js';
+import { decorateLog } from './logdecor.js';
 import { withReply } from './parts.js';
 import { displayName, rememberUser } from './users.js';
 
@@ -425,6 +426,7 @@ export class MessageView {
       const hadFocus = known.element.contains(document.activeElement);
       if (this.editing === message.seq) this.editing = null;
       this.#swap(known.element, element);
+      decorateLog(this.list);
       if (hadFocus) ($('button', element) ?? this.log).focus();
       return true;
     }
@@ -436,6 +438,7 @@ export class MessageView {
     this.list.insertBefore(element, next);
     if (message.seq === this.unreadSeq) element.before(this.unreadLine);
     if (!element.hidden) this.observer.observe(element);
+    decorateLog(this.list);
     this.lo = this.lo === null ? message.seq : Math.min(this.lo, message.seq);
     this.hi = this.hi === null ? message.seq : Math.max(this.hi, message.seq);
     if (message.client_id && message.sender_id === this.me.id) {
@@ -630,6 +633,7 @@ export class MessageView {
     const element = this.#render(item.message);
     this.#swap(item.element, element);
     item.element = element;
+    decorateLog(this.list);
     $('.edit-button', element)?.focus();
   }
 

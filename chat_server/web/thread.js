@@ -6,6 +6,7 @@ import { messageArticle } from './article.js';
 import { deliver } from './composer.js';
 import { $, backoff, confirmAction, randomId, showError, sleep } from './dom.js';
 import { startEdit } from './edit.js';
+import { decorateLog } from './logdecor.js';
 import { withReply } from './parts.js';
 
 const PAGE_SIZE = 100;
@@ -166,6 +167,7 @@ export class ThreadView {
       if (known) this.#replace(known.element, element);
       else this.rootSlot.append(element);
       this.root = { message, element };
+      this.#decorate();
     }
     this.#paintCount();
   }
@@ -181,6 +183,7 @@ export class ThreadView {
     this.items.set(message.seq, { message, element });
     if (known) {
       this.#replace(known.element, element);
+      this.#decorate();
       return;
     }
     let next = null;
@@ -190,6 +193,7 @@ export class ThreadView {
     const { scrollHeight, scrollTop, clientHeight } = this.scroller;
     const atBottom = scrollHeight - scrollTop - clientHeight < 40;
     this.replies.insertBefore(element, next);
+    this.#decorate();
     if (atBottom || message.sender_id === this.me.id) this.scroller.scrollTop = this.scroller.scrollHeight;
     if (this.root) this.#putRoot(withReply(this.root.message, message));
     else this.#paintCount();
@@ -199,6 +203,12 @@ export class ThreadView {
     const hadFocus = old.contains(document.activeElement);
     old.replaceWith(element);
     if (hadFocus) ($('button', element) ?? this.input).focus();
+  }
+
+  // Day headings and grouping (logdecor.js); the replies continue the root's day.
+  #decorate() {
+    decorateLog(this.rootSlot);
+    decorateLog(this.replies, { startDay: this.root?.element.dataset.day });
   }
 
   #paintCount() {
@@ -234,6 +244,7 @@ export class ThreadView {
         const element = this.#render(current.message, { root: current === this.root });
         current.element.replaceWith(element);
         current.element = element;
+        this.#decorate();
         $('.edit-button', element)?.focus();
       },
     });

@@ -1,7 +1,9 @@
 // Cache of User objects and presence. Elements that show a user's name,
-// avatar or presence carry data-user-name / data-avatar / data-presence with
-// the user id and are updated in place when the user or their status changes.
+// initials, avatar or presence carry data-user-name / data-user-initials /
+// data-avatar / data-presence with the user id and are updated in place when
+// the user or their status changes.
 import * as api from './api.js';
+import { initials } from './avatar.js';
 import { h } from './dom.js';
 import { paintAvatar } from './media.js';
 
@@ -22,6 +24,9 @@ export function rememberUser(user) {
   users.set(user.id, user);
   for (const element of document.querySelectorAll(`[data-user-name="${user.id}"]`)) {
     element.textContent = user.display_name || user.username;
+  }
+  for (const element of document.querySelectorAll(`[data-user-initials="${user.id}"]`)) {
+    element.textContent = initials(user.display_name || user.username);
   }
   for (const img of document.querySelectorAll(`img[data-avatar="${user.id}"]`)) paintAvatar(img, user);
   for (const listener of listeners) listener(user);
