@@ -3,8 +3,8 @@
 // the message (highlighted); `More results` pages on. Typing searches after
 // a pause, Enter at once; Escape closes the results.
 import * as api from './api.js';
-import { formatTime } from './article.js';
 import { $, h } from './dom.js';
+import { dateAndClock } from './time.js';
 import { displayName } from './users.js';
 
 const TYPING_DELAY_MS = 350;
@@ -211,7 +211,7 @@ class SearchPanel {
     h('span', { class: 'search-meta' },
       h('span', { class: 'sender', 'data-user-name': message.sender_id }, displayName(message.sender_id)),
       ' ',
-      h('time', { datetime: message.created_at }, formatTime(message.created_at)),
+      h('time', { datetime: message.created_at }, dateAndClock(message.created_at)),
       message.thread_id ? h('span', { class: 'hint' }, ' in a thread') : null),
     h('span', { class: 'search-snippet' }, snippet(body, pattern)));
   }

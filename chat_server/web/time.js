@@ -10,6 +10,7 @@ const REFRESH_MS = 30_000;
 // Formatters are made once: a toLocale…String call with options builds a new one each time.
 const CLOCK = new Intl.DateTimeFormat([], { hour: 'numeric', minute: '2-digit' });
 const FULL = new Intl.DateTimeFormat([], { dateStyle: 'full', timeStyle: 'short' });
+const DATE_AND_CLOCK = new Intl.DateTimeFormat([], { dateStyle: 'medium', timeStyle: 'short' });
 const DAY = new Intl.DateTimeFormat([], { weekday: 'long', month: 'long', day: 'numeric' });
 const DAY_AND_YEAR = new Intl.DateTimeFormat([], { weekday: 'long', month: 'long', day: 'numeric', year: 'numeric' });
 let timer = null;
@@ -79,4 +80,9 @@ export function dayTime(key) {
   const element = h('time', { class: 'day-label', datetime: key });
   paintDay(element);
   return element;
+}
+
+// A time with its date, for lists outside the log (search results).
+export function dateAndClock(iso) {
+  return DATE_AND_CLOCK.format(new Date(iso));
 }
