@@ -1,7 +1,7 @@
 """All the application's SQL: the `Database` of small named queries, over either engine.
 
 Statements are written once, in PostgreSQL style with `$1, $2` parameters
-(engines.py runs them on asyncpg or aiosqlite). Reads run on the engine
+(engines.py runs them on asyncpg or sqlite3). Reads run on the engine
 directly; every write runs in `transaction()` or, for one statement, `write()`.
 Times are epoch milliseconds. What differs by engine: id lists are bound
 through `in_ids()`/`ids_param()`; the send statement (PostgreSQL numbers,
@@ -336,6 +336,9 @@ class Database:
         # Sends without attachments: each alone, or on PostgreSQL those
         # arriving together in one statement (`_send_batch`).
         self._commit_send = engine.group_commit(self._send_one, self._send_batch)
+        # A send's statements in a transaction: on SQLite every send, those
+        # arriving together in one transaction (engines.SqliteGroupCommit).
+        self._commit_send_step = engine.commit_each(self._send_step)
 
     @classmethod
     async def open(cls, url: str) -> Database:
@@ -1174,9 +1177,11 @@ RETURNING {MESSAGE_FIELDS}
         One statement takes the seq and inserts, so seqs commit in order with no
         gaps (see the send statements above); on PostgreSQL, sends without
         attachments, reply or mentions that arrive together share one statement
-        (`_send_batch`). A repeated (sender, client_id) hits the unique index and
-        returns the stored message. Raises NotMember when the sender is not in
-        the room, ReplyNotFound when `reply_to` is no message of the room.
+        (`_send_batch`); on SQLite, every send arriving together shares one
+        transaction, each in a savepoint (`_send_step`). A repeated (sender,
+        client_id) hits the unique index and returns the stored message. Raises
+        NotMember when the sender is not in the room, ReplyNotFound when
+        `reply_to` is no message of the room.
         """
         send = _Send(
             room_id,
@@ -1213,13 +1218,10 @@ RETURNING {MESSAGE_FIELDS}
 
     async def _send_one(self, send: _Send) -> SendResult:
         try:
-            if send.reply_to is not None or send.mentions:
-                row = await self._send_in_conversation(send)
-            elif self.engine.name == "postgres" or not send.attachments:
-                row = await self.engine.write(self._send_sql(), *self._send_args(send))
+            if self.engine.name == "postgres" and not (send.reply_to is not None or send.mentions):
+                row = await self.engine.write(self._SEND_POSTGRES, *self._send_args(send))
             else:
-                async with self.engine.transaction() as tx:
-                    row = await self._insert_message(tx, send)
+                row = await self._commit_send_step(send)
         except UniqueViolation:
             existing = await self._message_by_client_id(send.sender_id, send.client_id or "")
             if existing is None:
@@ -2100,25 +2102,26 @@ RETURNING {MESSAGE_FIELDS}
 
     # --- threads and mentions --------------------------------------------------------------
 
-    async def _send_in_conversation(self, send: _Send) -> Row | None:
-        """A reply or a send that writes mentions: one transaction, the sender's member
-        row locked first, then the thread's first message (whose counters it bumps),
-        then the room (by the send statement): the order edits and deletions lock
-        them in. Names become members' ids here, under the same lock as the send."""
-        async with self.engine.transaction() as tx:
-            role = await self._locked_role(tx, send.room_id, send.sender_id)
-            if role is None:
-                raise NotMember()
-            thread_id = None
-            if send.reply_to is not None:
-                thread_id = await self._join_thread(
-                    tx, send.room_id, send.reply_to, send.created_at
-                )
-            mentions = await self._resolve_mentions(tx, send.room_id, role, send.mentions)
-            row = await self._insert_message(tx, send, thread_id, mentions)
-            if row is not None and mentions.user_ids:
-                await self._add_mentions(tx, row, mentions.user_ids)
-            return row
+    async def _send_step(self, tx: Conn, send: _Send) -> Row | None:
+        """A send's statements in transaction `tx` (awaiting nothing else: on SQLite
+        this runs inside a group commit). A reply or a send that writes mentions
+        locks the sender's member row first, then the thread's first message (whose
+        counters it bumps), then the room (by the send statement): the order edits
+        and deletions lock them in. Names become members' ids here, under the same
+        lock as the send."""
+        if send.reply_to is None and not send.mentions:
+            return await self._insert_message(tx, send)
+        role = await self._locked_role(tx, send.room_id, send.sender_id)
+        if role is None:
+            raise NotMember()
+        thread_id = None
+        if send.reply_to is not None:
+            thread_id = await self._join_thread(tx, send.room_id, send.reply_to, send.created_at)
+        mentions = await self._resolve_mentions(tx, send.room_id, role, send.mentions)
+        row = await self._insert_message(tx, send, thread_id, mentions)
+        if row is not None and mentions.user_ids:
+            await self._add_mentions(tx, row, mentions.user_ids)
+        return row
 
     async def _join_thread(self, tx: Conn, room_id: int, reply_to: int, at: int) -> int:
         """Counts a reply on its thread's first message (`reply_to`'s thread, or
