@@ -422,14 +422,20 @@ def _sqlite_sql(sql: str) -> str:
 
 
 def _sqlite_fetch(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Row]:
-    """One statement on `conn`, in its thread, with the engines' exceptions."""
+    """One statement on `conn`, in its thread, with the engines' exceptions
+    (`_sqlite_outages` inlined: this runs for every statement)."""
     try:
-        with _sqlite_outages():
-            return conn.execute(_sqlite_sql(sql), args).fetchall()
+        return conn.execute(_sqlite_sql(sql), args).fetchall()
     except sqlite3.IntegrityError as exc:
         if "UNIQUE" in str(exc):
             raise UniqueViolation(str(exc)) from exc
         raise
+    except sqlite3.OperationalError as exc:
+        if not _is_storage_full(exc):
+            raise  # a bad query, a lock timeout, ...: not an outage
+        raise _unavailable(exc) from exc
+    except OSError as exc:
+        raise _unavailable(exc) from exc
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -660,28 +666,43 @@ def _commit_batch(
     fsync for the batch. An outage, or a failure SQLite answered by rolling the
     whole transaction back, fails the batch: nothing in it committed."""
     tx = _InThreadConn(conn)
-    results: list[R | BaseException] = []
     with _sqlite_outages():
         conn.execute("BEGIN IMMEDIATE")
     try:
-        for item in items:
-            conn.execute("SAVEPOINT item")
+        if len(items) == 1:  # alone: its failure rolls back the transaction, no savepoint
             try:
-                results.append(_run_step(step(tx, item)))
+                results: list[R | BaseException] = [_run_step(step(tx, items[0]))]
             except DatabaseUnavailable:
                 raise
             except Exception as exc:
-                if not conn.in_transaction:
-                    raise
-                conn.execute("ROLLBACK TO item")
-                results.append(exc)
-            conn.execute("RELEASE item")
+                _rollback(conn)
+                return [exc]
+        else:
+            results = [_step_in_savepoint(conn, tx, step, item) for item in items]
         with _sqlite_outages():
             conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)
         raise
     return results
+
+
+def _step_in_savepoint(
+    conn: sqlite3.Connection, tx: Conn, step: Callable[[Conn, T], Awaitable[R]], item: T
+) -> R | BaseException:
+    """One item of a batch: its failure rolls back its own statements only."""
+    conn.execute("SAVEPOINT item")
+    try:
+        result: R | BaseException = _run_step(step(tx, item))
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        if not conn.in_transaction:  # SQLite rolled the whole transaction back
+            raise
+        conn.execute("ROLLBACK TO item")
+        result = exc
+    conn.execute("RELEASE item")
+    return result
 
 
 class SqliteGroupCommit(Generic[T, R]):
