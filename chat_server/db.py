@@ -336,9 +336,6 @@ class Database:
         # Sends without attachments: each alone, or on PostgreSQL those
         # arriving together in one statement (`_send_batch`).
         self._commit_send = engine.group_commit(self._send_one, self._send_batch)
-        # A send's statements in a transaction: on SQLite every send, those
-        # arriving together in one transaction (engines.SqliteGroupCommit).
-        self._commit_send_step = engine.commit_each(self._send_step)
 
     @classmethod
     async def open(cls, url: str) -> Database:
@@ -1037,7 +1034,8 @@ class Database:
 
         Returns the marker afterwards, or None when the user is not a member.
         """
-        async with self.engine.transaction() as tx:
+
+        async def step(tx: Conn) -> int | None:  # on SQLite, committed with the sends
             last_seq = await tx.fetchval("SELECT last_seq FROM rooms WHERE id = $1", room_id)
             if last_seq is None:
                 return None
@@ -1048,11 +1046,14 @@ class Database:
                 user_id,
                 min(seq, last_seq),
             )
-            return await tx.fetchval(
+            marker: int | None = await tx.fetchval(
                 "SELECT last_read_seq FROM members WHERE room_id = $1 AND user_id = $2",
                 room_id,
                 user_id,
             )
+            return marker
+
+        return await self.engine.atomic(step)
 
     # --- messages ----------------------------------------------------------------------
 
@@ -1220,8 +1221,8 @@ RETURNING {MESSAGE_FIELDS}
         try:
             if self.engine.name == "postgres" and not (send.reply_to is not None or send.mentions):
                 row = await self.engine.write(self._SEND_POSTGRES, *self._send_args(send))
-            else:
-                row = await self._commit_send_step(send)
+            else:  # SQLite: every send, in one transaction with those arriving together
+                row = await self.engine.atomic(lambda tx: self._send_step(tx, send))
         except UniqueViolation:
             existing = await self._message_by_client_id(send.sender_id, send.client_id or "")
             if existing is None:
@@ -1893,7 +1894,8 @@ RETURNING {MESSAGE_FIELDS}
         None when there is no such live message; raises NotMember (not, or no
         longer, in the room) and LimitReached (`max_distinct` emoji already).
         """
-        async with self.engine.transaction() as tx:
+
+        async def step(tx: Conn) -> ReactionChange | None:  # on SQLite, with the sends
             if await self._locked_role(tx, room_id, user_id) is None:
                 raise NotMember()
             await self._lock_room(tx, room_id)
@@ -1916,12 +1918,15 @@ RETURNING {MESSAGE_FIELDS}
             kind = "reaction.added" if added else None
             return await self._reaction_changed(tx, kind, room_id, message_id, seq, user_id, emoji)
 
+        return await self.engine.atomic(step)
+
     async def unreact(
         self, room_id: int, message_id: int, user_id: int, emoji: str
     ) -> ReactionChange | None:
         """Removes the user's reaction as the room event `reaction.removed` (none when it
         was not there). None when there is no such live message; raises NotMember."""
-        async with self.engine.transaction() as tx:
+
+        async def step(tx: Conn) -> ReactionChange | None:  # on SQLite, with the sends
             if await self._locked_role(tx, room_id, user_id) is None:
                 raise NotMember()
             await self._lock_room(tx, room_id)
@@ -1937,6 +1942,8 @@ RETURNING {MESSAGE_FIELDS}
             )
             kind = "reaction.removed" if removed else None
             return await self._reaction_changed(tx, kind, room_id, message_id, seq, user_id, emoji)
+
+        return await self.engine.atomic(step)
 
     async def _reaction_changed(
         self,

@@ -7,7 +7,7 @@ same exceptions: `UniqueViolation` for a unique constraint,
 (which the engine also remembers for readiness: `storage_full()`). What differs: SQLite gets `$n`
 parameters rewritten to `?n`, has one writer connection behind a lock (reads
 go to a small pool of read-only connections; WAL lets them overlap), commits
-the writes `commit_each` queues together in one transaction (one fsync) and
+the writes `atomic()` queues together in one transaction (one fsync) and
 binds id lists as JSON (`in_ids`); PostgreSQL binds them as arrays and commits
 writes that arrive together in one statement when the caller offers one
 (`group_commit`).
@@ -63,6 +63,8 @@ STORAGE_FULL_HOLD = 30.0
 
 T = TypeVar("T")
 R = TypeVar("R")
+# A transaction's work, given the transaction (see `Engine.atomic`).
+Step = Callable[["Conn"], Awaitable[R]]
 
 
 class UniqueViolation(Exception):
@@ -190,19 +192,15 @@ class Engine(Conn):
         """
         return one
 
-    def commit_each(self, step: Callable[[Conn, T], Awaitable[R]]) -> Callable[[T], Awaitable[R]]:
-        """The function that commits one item: `step(tx, item)` in a transaction.
+    async def atomic(self, step: Step[R]) -> R:
+        """`step(tx)` in a transaction of its own; its result.
 
-        By default each item gets a transaction of its own; SQLite commits the
-        items arriving together in one transaction (see `SqliteGroupCommit`),
-        where `step` must await nothing but `tx`.
+        SQLite commits the steps arriving together in one transaction, each in
+        a savepoint (see `SqliteGroupCommit`): there `step` must await nothing
+        but `tx` (and helpers that only use `tx`).
         """
-
-        async def commit(item: T) -> R:
-            async with self.transaction() as tx:
-                return await step(tx, item)
-
-        return commit
+        async with self.transaction() as tx:
+            return await step(tx)
 
     @abstractmethod
     def connections_in_use(self) -> int: ...
@@ -543,8 +541,9 @@ def _run_step(step: Awaitable[R]) -> R:
 class SqliteEngine(Engine):
     """One writer connection, a pool of readers: WAL lets them overlap.
 
-    Writes take `_write_lock`. The writes `commit_each` queues (sends) commit
-    together: one transaction per batch, one function on the writer's thread.
+    Writes take `_write_lock`. The steps `atomic()` queues (sends, reactions,
+    read markers) commit together: one transaction per batch, one function on
+    the writer's thread.
     """
 
     name = "sqlite"
@@ -557,6 +556,7 @@ class SqliteEngine(Engine):
         for reader in readers:
             self._idle_readers.put_nowait(_SqliteConn(reader))
         self._write_lock = asyncio.Lock()
+        self._group_commit = SqliteGroupCommit(self)
 
     @classmethod
     async def connect(cls, url: str, readers: int = SQLITE_READERS) -> SqliteEngine:
@@ -609,15 +609,13 @@ class SqliteEngine(Engine):
                     await self._writer_thread.call(_rollback)
                     raise
 
-    def commit_each(self, step: Callable[[Conn, T], Awaitable[R]]) -> Callable[[T], Awaitable[R]]:
-        return SqliteGroupCommit(self, step).submit
+    async def atomic(self, step: Step[R]) -> R:
+        return await self._group_commit.submit(step)
 
-    async def _commit_batch(
-        self, step: Callable[[Conn, T], Awaitable[R]], items: list[T]
-    ) -> list[R | BaseException]:
+    async def _commit_batch(self, steps: list[Step[Any]]) -> list[Any]:
         async with self._write_lock:
             with self._writing():
-                return await self._writer_thread.call(_commit_batch, step, items)
+                return await self._writer_thread.call(_commit_batch, steps)
 
     def connections_in_use(self) -> int:
         idle = self._idle_readers.qsize()
@@ -658,27 +656,26 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-def _commit_batch(
-    conn: sqlite3.Connection, step: Callable[[Conn, T], Awaitable[R]], items: list[T]
-) -> list[R | BaseException]:
-    """On the writer's thread: every item's step in one transaction, each in a
-    savepoint (a failing item rolls back only itself), then one COMMIT: one
-    fsync for the batch. An outage, or a failure SQLite answered by rolling the
-    whole transaction back, fails the batch: nothing in it committed."""
+def _commit_batch(conn: sqlite3.Connection, steps: list[Step[Any]]) -> list[Any]:
+    """On the writer's thread: every step in one transaction, each in a
+    savepoint (a failing step rolls back only itself), then one COMMIT: one
+    fsync for the batch. Returns each step's result or exception. An outage,
+    or a failure SQLite answered by rolling the whole transaction back, fails
+    the batch: nothing in it committed."""
     tx = _InThreadConn(conn)
     with _sqlite_outages():
         conn.execute("BEGIN IMMEDIATE")
     try:
-        if len(items) == 1:  # alone: its failure rolls back the transaction, no savepoint
+        if len(steps) == 1:  # alone: its failure rolls back the transaction, no savepoint
             try:
-                results: list[R | BaseException] = [_run_step(step(tx, items[0]))]
+                results = [_run_step(steps[0](tx))]
             except DatabaseUnavailable:
                 raise
             except Exception as exc:
                 _rollback(conn)
                 return [exc]
         else:
-            results = [_step_in_savepoint(conn, tx, step, item) for item in items]
+            results = [_step_in_savepoint(conn, tx, step) for step in steps]
         with _sqlite_outages():
             conn.execute("COMMIT")
     except BaseException:
@@ -687,54 +684,51 @@ def _commit_batch(
     return results
 
 
-def _step_in_savepoint(
-    conn: sqlite3.Connection, tx: Conn, step: Callable[[Conn, T], Awaitable[R]], item: T
-) -> R | BaseException:
-    """One item of a batch: its failure rolls back its own statements only."""
-    conn.execute("SAVEPOINT item")
+def _step_in_savepoint(conn: sqlite3.Connection, tx: Conn, step: Step[R]) -> R | Exception:
+    """One step of a batch: its failure rolls back its own statements only."""
+    conn.execute("SAVEPOINT step")
     try:
-        result: R | BaseException = _run_step(step(tx, item))
+        result: R | Exception = _run_step(step(tx))
     except DatabaseUnavailable:
         raise
     except Exception as exc:
         if not conn.in_transaction:  # SQLite rolled the whole transaction back
             raise
-        conn.execute("ROLLBACK TO item")
+        conn.execute("ROLLBACK TO step")
         result = exc
-    conn.execute("RELEASE item")
+    conn.execute("RELEASE step")
     return result
 
 
-class SqliteGroupCommit(Generic[T, R]):
-    """Group commit on SQLite: while a batch commits, items queue up for the next.
+class SqliteGroupCommit:
+    """Group commit on SQLite: while a batch commits, steps queue up for the next.
 
     With synchronous=FULL every COMMIT waits for an fsync; one COMMIT for all
-    the items that arrived meanwhile turns N fsyncs (and N thread hops) into
-    one. Items commit in the order they were submitted, so numbering inside
-    each step (seq, pos) follows that order, and each caller learns its result
-    only after the COMMIT (ack after commit). At most `limit` items go in one
-    batch and at most `queued` wait; further submitters wait for room.
+    the steps that arrived meanwhile turns N fsyncs (and N thread hops per
+    statement) into one. Steps run in the order they were submitted, so
+    numbering inside them (seq, pos) follows that order, and each caller
+    learns its result only after the COMMIT (ack after commit). At most
+    `limit` steps go in one batch and at most `queued` wait; further
+    submitters wait for room.
     """
 
     def __init__(
         self,
         engine: SqliteEngine,
-        step: Callable[[Conn, T], Awaitable[R]],
         limit: int = GROUP_COMMIT_LIMIT,
         queued: int = GROUP_COMMIT_QUEUE,
     ) -> None:
         self._engine = engine
-        self._step = step
         self._limit = limit
         self._room = asyncio.Semaphore(queued)
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._pending: list[tuple[Step[Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
 
-    async def submit(self, item: T) -> R:
-        """Commits `item` with the others queued meanwhile; its step's result or exception."""
+    async def submit(self, step: Step[R]) -> R:
+        """Commits `step` with the others queued meanwhile; its result or exception."""
         await self._room.acquire()
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
+        self._pending.append((step, future))
         if self._committer is None:
             self._committer = asyncio.create_task(self._commit_pending())
         return await future
@@ -747,9 +741,7 @@ class SqliteGroupCommit(Generic[T, R]):
                 for _ in batch:
                     self._room.release()
                 try:
-                    results = await self._engine._commit_batch(
-                        self._step, [item for item, _ in batch]
-                    )
+                    results = await self._engine._commit_batch([step for step, _ in batch])
                 except Exception as exc:
                     results = [exc] * len(batch)
                 except BaseException:  # cancelled: the engine is closing

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -103,11 +104,13 @@ async def test_a_failed_commit_fails_every_caller_of_its_batch(tmp_path):
             " DEFERRABLE INITIALLY DEFERRED)"
         )
 
-        async def insert(tx: Conn, parent_id: int) -> int:
-            await tx.execute("INSERT INTO child (parent_id) VALUES ($1)", parent_id)
-            return parent_id
+        def commit(parent_id: int) -> Awaitable[int]:
+            async def insert(tx: Conn) -> int:
+                await tx.execute("INSERT INTO child (parent_id) VALUES ($1)", parent_id)
+                return parent_id
 
-        commit = engine.commit_each(insert)
+            return engine.atomic(insert)
+
         await engine.execute("INSERT INTO parent (id) VALUES (1)")
         # The missing parent 2 is only found at COMMIT: the whole batch fails.
         results = await asyncio.gather(*(commit(p) for p in (1, 2, 1)), return_exceptions=True)
@@ -125,13 +128,15 @@ async def test_a_step_that_awaits_anything_else_fails_alone(tmp_path):
     try:
         await engine.execute("CREATE TABLE t (n INTEGER)")
 
-        async def insert(tx: Conn, n: int) -> int:
-            await tx.execute("INSERT INTO t (n) VALUES ($1)", n)
-            if n == 2:
-                await asyncio.sleep(0)  # not allowed inside a batch
-            return n
+        def commit(n: int) -> Awaitable[int]:
+            async def insert(tx: Conn) -> int:
+                await tx.execute("INSERT INTO t (n) VALUES ($1)", n)
+                if n == 2:
+                    await asyncio.sleep(0)  # not allowed inside a batch
+                return n
 
-        commit = engine.commit_each(insert)
+            return engine.atomic(insert)
+
         results = await asyncio.gather(*(commit(n) for n in (1, 2, 3)), return_exceptions=True)
         assert results[0] == 1 and results[2] == 3
         assert isinstance(results[1], RuntimeError)
