@@ -1,7 +1,7 @@
 """All the application's SQL: the `Database` of small named queries, over either engine.
 
 Statements are written once, in PostgreSQL style with `$1, $2` parameters
-(engines.py runs them on asyncpg or aiosqlite). Reads run on the engine
+(engines.py runs them on asyncpg or sqlite3). Reads run on the engine
 directly; every write runs in `transaction()` or, for one statement, `write()`.
 Times are epoch milliseconds. What differs by engine: id lists are bound
 through `in_ids()`/`ids_param()`; the send statement (PostgreSQL numbers,
@@ -1095,7 +1095,8 @@ class Database:
 
         Returns the marker afterwards, or None when the user is not a member.
         """
-        async with self.engine.transaction() as tx:
+
+        async def step(tx: Conn) -> int | None:  # on SQLite, committed with the sends
             last_seq = await tx.fetchval("SELECT last_seq FROM rooms WHERE id = $1", room_id)
             if last_seq is None:
                 return None
@@ -1106,11 +1107,14 @@ class Database:
                 user_id,
                 min(seq, last_seq),
             )
-            return await tx.fetchval(
+            marker: int | None = await tx.fetchval(
                 "SELECT last_read_seq FROM members WHERE room_id = $1 AND user_id = $2",
                 room_id,
                 user_id,
             )
+            return marker
+
+        return await self.engine.atomic(step)
 
     # --- messages ----------------------------------------------------------------------
 
@@ -1235,9 +1239,11 @@ RETURNING {MESSAGE_FIELDS}
         One statement takes the seq and inserts, so seqs commit in order with no
         gaps (see the send statements above); on PostgreSQL, sends without
         attachments, reply or mentions that arrive together share one statement
-        (`_send_batch`). A repeated (sender, client_id) hits the unique index and
-        returns the stored message. Raises NotMember when the sender is not in
-        the room, ReplyNotFound when `reply_to` is no message of the room.
+        (`_send_batch`); on SQLite, every send arriving together shares one
+        transaction, each in a savepoint (`_send_step`). A repeated (sender,
+        client_id) hits the unique index and returns the stored message. Raises
+        NotMember when the sender is not in the room, ReplyNotFound when
+        `reply_to` is no message of the room.
         """
         send = _Send(
             room_id,
@@ -1274,13 +1280,10 @@ RETURNING {MESSAGE_FIELDS}
 
     async def _send_one(self, send: _Send) -> SendResult:
         try:
-            if send.reply_to is not None or send.mentions:
-                row = await self._send_in_conversation(send)
-            elif self.engine.name == "postgres" or not send.attachments:
-                row = await self.engine.write(self._send_sql(), *self._send_args(send))
-            else:
-                async with self.engine.transaction() as tx:
-                    row = await self._insert_message(tx, send)
+            if self.engine.name == "postgres" and not (send.reply_to is not None or send.mentions):
+                row = await self.engine.write(self._SEND_POSTGRES, *self._send_args(send))
+            else:  # SQLite: every send, in one transaction with those arriving together
+                row = await self.engine.atomic(lambda tx: self._send_step(tx, send))
         except UniqueViolation:
             existing = await self._message_by_client_id(send.sender_id, send.client_id or "")
             if existing is None:
@@ -1952,7 +1955,8 @@ RETURNING {MESSAGE_FIELDS}
         None when there is no such live message; raises NotMember (not, or no
         longer, in the room) and LimitReached (`max_distinct` emoji already).
         """
-        async with self.engine.transaction() as tx:
+
+        async def step(tx: Conn) -> ReactionChange | None:  # on SQLite, with the sends
             if await self._locked_role(tx, room_id, user_id) is None:
                 raise NotMember()
             await self._lock_room(tx, room_id)
@@ -1975,12 +1979,15 @@ RETURNING {MESSAGE_FIELDS}
             kind = "reaction.added" if added else None
             return await self._reaction_changed(tx, kind, room_id, message_id, seq, user_id, emoji)
 
+        return await self.engine.atomic(step)
+
     async def unreact(
         self, room_id: int, message_id: int, user_id: int, emoji: str
     ) -> ReactionChange | None:
         """Removes the user's reaction as the room event `reaction.removed` (none when it
         was not there). None when there is no such live message; raises NotMember."""
-        async with self.engine.transaction() as tx:
+
+        async def step(tx: Conn) -> ReactionChange | None:  # on SQLite, with the sends
             if await self._locked_role(tx, room_id, user_id) is None:
                 raise NotMember()
             await self._lock_room(tx, room_id)
@@ -1996,6 +2003,8 @@ RETURNING {MESSAGE_FIELDS}
             )
             kind = "reaction.removed" if removed else None
             return await self._reaction_changed(tx, kind, room_id, message_id, seq, user_id, emoji)
+
+        return await self.engine.atomic(step)
 
     async def _reaction_changed(
         self,
@@ -2161,25 +2170,26 @@ RETURNING {MESSAGE_FIELDS}
 
     # --- threads and mentions --------------------------------------------------------------
 
-    async def _send_in_conversation(self, send: _Send) -> Row | None:
-        """A reply or a send that writes mentions: one transaction, the sender's member
-        row locked first, then the thread's first message (whose counters it bumps),
-        then the room (by the send statement): the order edits and deletions lock
-        them in. Names become members' ids here, under the same lock as the send."""
-        async with self.engine.transaction() as tx:
-            role = await self._locked_role(tx, send.room_id, send.sender_id)
-            if role is None:
-                raise NotMember()
-            thread_id = None
-            if send.reply_to is not None:
-                thread_id = await self._join_thread(
-                    tx, send.room_id, send.reply_to, send.created_at
-                )
-            mentions = await self._resolve_mentions(tx, send.room_id, role, send.mentions)
-            row = await self._insert_message(tx, send, thread_id, mentions)
-            if row is not None and mentions.user_ids:
-                await self._add_mentions(tx, row, mentions.user_ids)
-            return row
+    async def _send_step(self, tx: Conn, send: _Send) -> Row | None:
+        """A send's statements in transaction `tx` (awaiting nothing else: on SQLite
+        this runs inside a group commit). A reply or a send that writes mentions
+        locks the sender's member row first, then the thread's first message (whose
+        counters it bumps), then the room (by the send statement): the order edits
+        and deletions lock them in. Names become members' ids here, under the same
+        lock as the send."""
+        if send.reply_to is None and not send.mentions:
+            return await self._insert_message(tx, send)
+        role = await self._locked_role(tx, send.room_id, send.sender_id)
+        if role is None:
+            raise NotMember()
+        thread_id = None
+        if send.reply_to is not None:
+            thread_id = await self._join_thread(tx, send.room_id, send.reply_to, send.created_at)
+        mentions = await self._resolve_mentions(tx, send.room_id, role, send.mentions)
+        row = await self._insert_message(tx, send, thread_id, mentions)
+        if row is not None and mentions.user_ids:
+            await self._add_mentions(tx, row, mentions.user_ids)
+        return row
 
     async def _join_thread(self, tx: Conn, room_id: int, reply_to: int, at: int) -> int:
         """Counts a reply on its thread's first message (`reply_to`'s thread, or

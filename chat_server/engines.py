@@ -1,4 +1,4 @@
-"""The two database engines: an asyncpg pool and a pair of aiosqlite connections.
+"""The two database engines: an asyncpg pool, and SQLite connections each on its own thread.
 
 Both offer the same asyncpg-style `Conn` (fetch, fetchrow, fetchval, execute),
 `write()` for one autocommitted statement and `transaction()`, and raise the
@@ -6,11 +6,13 @@ same exceptions: `UniqueViolation` for a unique constraint,
 `DatabaseUnavailable` for a driver outage and its `StorageFull` for a full disk
 (which the engine also remembers for readiness: `storage_full()`). What differs: SQLite gets `$n`
 parameters rewritten to `?n`, has one writer connection behind a lock (reads
-go to a second connection; WAL lets them overlap) and binds id lists as JSON
-(`in_ids`); PostgreSQL binds them as arrays and commits writes that arrive
-together in one statement when the caller offers one (`group_commit`).
+go to a small pool of read-only connections; WAL lets them overlap), commits
+the writes `atomic()` queues together in one transaction (one fsync) and
+binds id lists as JSON (`in_ids`); PostgreSQL binds them as arrays and commits
+writes that arrive together in one statement when the caller offers one
+(`group_commit`).
 
-This is the only module that imports a driver. The application's SQL lives in
+This is the only module that imports a driver (asyncpg, sqlite3). The application's SQL lives in
 db.py; the statements here only open, commit and roll back transactions and
 set connection pragmas.
 """
@@ -18,11 +20,14 @@ set connection pragmas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import json
+import queue
 import re
 import sqlite3
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -31,7 +36,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote
 
-import aiosqlite
 import asyncpg
 
 Row = Any  # asyncpg.Record or sqlite3.Row: both index by column name
@@ -45,6 +49,13 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # statements may run at once (a second one overlaps the first's commit wait).
 GROUP_COMMIT_LIMIT = 200
 GROUP_COMMITTERS = 2
+# SQLite: items that may wait for the next batch (a batch of 200 commits in a
+# few ms, so this keeps any caller's wait short) before submitters queue up.
+GROUP_COMMIT_QUEUE = 1000
+# SQLite read connections, each with its own thread: a slow read (a big search)
+# holds one while the others keep answering. WAL lets them read while the
+# writer writes; more than a few only contend for the GIL on 1-2 cores.
+SQLITE_READERS = 3
 # How long readiness reports a full disk after a write failed for lack of space,
 # unless a write succeeds first: readiness comes back by itself when space is
 # freed while no write arrives to show it (the next failure reports it again).
@@ -52,6 +63,8 @@ STORAGE_FULL_HOLD = 30.0
 
 T = TypeVar("T")
 R = TypeVar("R")
+# A transaction's work, given the transaction (see `Engine.atomic`).
+Step = Callable[["Conn"], Awaitable[R]]
 
 
 class UniqueViolation(Exception):
@@ -178,6 +191,16 @@ class Engine(Conn):
         arriving together to `many`, in one statement (see `GroupCommit`).
         """
         return one
+
+    async def atomic(self, step: Step[R]) -> R:
+        """`step(tx)` in a transaction of its own; its result.
+
+        SQLite commits the steps arriving together in one transaction, each in
+        a savepoint (see `SqliteGroupCommit`): there `step` must await nothing
+        but `tx` (and helpers that only use `tx`).
+        """
+        async with self.transaction() as tx:
+            return await step(tx)
 
     @abstractmethod
     def connections_in_use(self) -> int: ...
@@ -396,56 +419,174 @@ def _sqlite_sql(sql: str) -> str:
     return _PARAM.sub(r"?\1", _ROW_LOCK.sub("", sql))
 
 
-class _SqliteConn(Conn):
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+def _sqlite_fetch(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Row]:
+    """One statement on `conn`, in its thread, with the engines' exceptions
+    (`_sqlite_outages` inlined: this runs for every statement)."""
+    try:
+        return conn.execute(_sqlite_sql(sql), args).fetchall()
+    except sqlite3.IntegrityError as exc:
+        if "UNIQUE" in str(exc):
+            raise UniqueViolation(str(exc)) from exc
+        raise
+    except sqlite3.OperationalError as exc:
+        if not _is_storage_full(exc):
+            raise  # a bad query, a lock timeout, ...: not an outage
+        raise _unavailable(exc) from exc
+    except OSError as exc:
+        raise _unavailable(exc) from exc
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.cancelled():  # its caller gave up; the work was done all the same
+        return
+    if exc is None:
+        future.set_result(result)
+    else:
+        future.set_exception(exc)
+
+
+class _SqliteThread:
+    """One sqlite3 connection and the one thread that uses it.
+
+    `call(fn, *args)` runs `fn(connection, *args)` there and resolves with its
+    result: a whole function per hop, so a group commit's batch costs one hop,
+    not one per statement.
+    """
+
+    def __init__(self, path: Path, pragmas: Sequence[str]) -> None:
+        self._path = path
+        self._pragmas = pragmas
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._conn: Any = None  # a sqlite3.Connection once `open()` returned
+        self._closed = False
+        threading.Thread(target=self._work, name="sqlite", daemon=True).start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def _open(self, _: None) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        for pragma in self._pragmas:
+            conn.execute(pragma)
         self._conn = conn
 
+    async def open(self) -> None:
+        await self.call(self._open)
+
+    def call(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        if self._closed:
+            future.set_exception(DatabaseUnavailable("database closed"))
+            return future
+
+        def job() -> None:
+            try:
+                result, exc = fn(self._conn, *args), None
+            except BaseException as error:
+                result, exc = None, error
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_settle, future, result, exc)
+
+        self._jobs.put(job)
+        return future
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self.call(sqlite3.Connection.close)
+        self._closed = True
+        self._jobs.put(None)
+
+
+class _SqliteConn(Conn):
+    """Statements on a `_SqliteThread`'s connection, each one hop to its thread."""
+
+    def __init__(self, thread: _SqliteThread) -> None:
+        self._thread = thread
+
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
-            with _sqlite_outages():
-                return list(await self._conn.execute_fetchall(_sqlite_sql(sql), args))
-        except sqlite3.IntegrityError as exc:
-            if "UNIQUE" in str(exc):
-                raise UniqueViolation(str(exc)) from exc
-            raise
+        return await self._thread.call(_sqlite_fetch, sql, args)
 
     async def execute(self, sql: str, *args: Any) -> None:
         await self.fetch(sql, *args)
 
 
+class _InThreadConn(Conn):
+    """Statements on a connection from inside its own thread: the awaits never
+    suspend, so a step written against `Conn` runs to its end in `_run_step`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return _sqlite_fetch(self._conn, sql, args)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        _sqlite_fetch(self._conn, sql, args)
+
+
+def _run_step(step: Awaitable[R]) -> R:
+    """Runs a coroutine that awaits only an `_InThreadConn`, without an event loop."""
+    coroutine = step.__await__()
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("a batched write step awaited something besides its transaction")
+
+
 class SqliteEngine(Engine):
-    """One writer connection behind a lock, one reader: WAL lets them overlap."""
+    """One writer connection, a pool of readers: WAL lets them overlap.
+
+    Writes take `_write_lock`. The steps `atomic()` queues (sends, reactions,
+    read markers) commit together: one transaction per batch, one function on
+    the writer's thread.
+    """
 
     name = "sqlite"
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
-        self._writer = writer
-        self._reader = _SqliteConn(reader)
-        self._reader_conn = reader
+    def __init__(self, writer: _SqliteThread, readers: Sequence[_SqliteThread]) -> None:
+        self._writer_thread = writer
+        self._writer = _SqliteConn(writer)
+        self._readers = list(readers)
+        self._idle_readers: asyncio.Queue[_SqliteConn] = asyncio.Queue()
+        for reader in readers:
+            self._idle_readers.put_nowait(_SqliteConn(reader))
         self._write_lock = asyncio.Lock()
+        self._group_commit = SqliteGroupCommit(self)
 
     @classmethod
-    async def connect(cls, url: str) -> SqliteEngine:
+    async def connect(cls, url: str, readers: int = SQLITE_READERS) -> SqliteEngine:
         # sqlite:///relative/path or sqlite:////absolute/path
         path = Path(unquote(url.removeprefix("sqlite:///")))
-        with _sqlite_outages():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conns = []
-            for _ in range(2):
-                conn = await aiosqlite.connect(path, isolation_level=None)
-                conn.row_factory = sqlite3.Row
-                for pragma in (
-                    "PRAGMA journal_mode=WAL",
-                    "PRAGMA synchronous=FULL",
-                    "PRAGMA foreign_keys=ON",
-                    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
-                ):
-                    await conn.execute(pragma)
-                conns.append(conn)
-        return cls(*conns)
+        pragmas = (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            "PRAGMA foreign_keys=ON",
+            f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+        )
+        threads = [_SqliteThread(path, pragmas)]
+        threads += [_SqliteThread(path, (*pragmas, "PRAGMA query_only=ON")) for _ in range(readers)]
+        try:
+            with _sqlite_outages():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                for thread in threads:  # the writer first: it may create the file and set WAL
+                    await thread.open()
+        except BaseException:
+            for thread in threads:
+                await thread.close()
+            raise
+        return cls(threads[0], threads[1:])
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._reader.fetch(sql, *args)
+        reader = await self._idle_readers.get()
+        try:
+            return await reader.fetch(sql, *args)
+        finally:
+            self._idle_readers.put_nowait(reader)
 
     async def execute(self, sql: str, *args: Any) -> None:
         async with self.transaction() as tx:
@@ -454,29 +595,31 @@ class SqliteEngine(Engine):
     async def write(self, sql: str, *args: Any) -> Row | None:
         async with self._write_lock:  # autocommit: one call to the database thread
             with self._writing():
-                return await _SqliteConn(self._writer).fetchrow(sql, *args)
+                return await self._writer.fetchrow(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         async with self._write_lock:
             with self._writing():
-                await self._control("BEGIN IMMEDIATE")
+                await self._writer.execute("BEGIN IMMEDIATE")
                 try:
-                    yield _SqliteConn(self._writer)
-                    await self._control("COMMIT")
+                    yield self._writer
+                    await self._writer.execute("COMMIT")
                 except BaseException:
-                    # SQLite may have rolled back already (it does on SQLITE_FULL);
-                    # a failed COMMIT may leave the transaction open.
-                    if self._writer.in_transaction:
-                        await self._control("ROLLBACK")
+                    await self._writer_thread.call(_rollback)
                     raise
 
-    async def _control(self, statement: str) -> None:
-        with _sqlite_outages():
-            await self._writer.execute(statement)
+    async def atomic(self, step: Step[R]) -> R:
+        return await self._group_commit.submit(step)
+
+    async def _commit_batch(self, steps: list[Step[Any]]) -> list[Any]:
+        async with self._write_lock:
+            with self._writing():
+                return await self._writer_thread.call(_commit_batch, steps)
 
     def connections_in_use(self) -> int:
-        return 1 if self._write_lock.locked() else 0
+        idle = self._idle_readers.qsize()
+        return (1 if self._write_lock.locked() else 0) + len(self._readers) - idle
 
     def ids_param(self, ids: Sequence[int] | Sequence[str]) -> Any:
         return json.dumps(list(ids))
@@ -500,5 +643,118 @@ class SqliteEngine(Engine):
             await conn.execute(statement)
 
     async def close(self) -> None:
-        await self._writer.close()
-        await self._reader_conn.close()
+        async with self._write_lock:
+            for thread in (self._writer_thread, *self._readers):
+                await thread.close()
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may have rolled back already (it does on SQLITE_FULL);
+    # a failed COMMIT may leave the transaction open.
+    if conn.in_transaction:
+        with _sqlite_outages():
+            conn.execute("ROLLBACK")
+
+
+def _commit_batch(conn: sqlite3.Connection, steps: list[Step[Any]]) -> list[Any]:
+    """On the writer's thread: every step in one transaction, each in a
+    savepoint (a failing step rolls back only itself), then one COMMIT: one
+    fsync for the batch. Returns each step's result or exception. An outage,
+    or a failure SQLite answered by rolling the whole transaction back, fails
+    the batch: nothing in it committed."""
+    tx = _InThreadConn(conn)
+    with _sqlite_outages():
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        if len(steps) == 1:  # alone: its failure rolls back the transaction, no savepoint
+            try:
+                results = [_run_step(steps[0](tx))]
+            except DatabaseUnavailable:
+                raise
+            except Exception as exc:
+                _rollback(conn)
+                return [exc]
+        else:
+            results = [_step_in_savepoint(conn, tx, step) for step in steps]
+        with _sqlite_outages():
+            conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return results
+
+
+def _step_in_savepoint(conn: sqlite3.Connection, tx: Conn, step: Step[R]) -> R | Exception:
+    """One step of a batch: its failure rolls back its own statements only."""
+    conn.execute("SAVEPOINT step")
+    try:
+        result: R | Exception = _run_step(step(tx))
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        if not conn.in_transaction:  # SQLite rolled the whole transaction back
+            raise
+        conn.execute("ROLLBACK TO step")
+        result = exc
+    conn.execute("RELEASE step")
+    return result
+
+
+class SqliteGroupCommit:
+    """Group commit on SQLite: while a batch commits, steps queue up for the next.
+
+    With synchronous=FULL every COMMIT waits for an fsync; one COMMIT for all
+    the steps that arrived meanwhile turns N fsyncs (and N thread hops per
+    statement) into one. Steps run in the order they were submitted, so
+    numbering inside them (seq, pos) follows that order, and each caller
+    learns its result only after the COMMIT (ack after commit). At most
+    `limit` steps go in one batch and at most `queued` wait; further
+    submitters wait for room.
+    """
+
+    def __init__(
+        self,
+        engine: SqliteEngine,
+        limit: int = GROUP_COMMIT_LIMIT,
+        queued: int = GROUP_COMMIT_QUEUE,
+    ) -> None:
+        self._engine = engine
+        self._limit = limit
+        self._room = asyncio.Semaphore(queued)
+        self._pending: list[tuple[Step[Any], asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
+
+    async def submit(self, step: Step[R]) -> R:
+        """Commits `step` with the others queued meanwhile; its result or exception."""
+        await self._room.acquire()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((step, future))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_pending())
+        return await future
+
+    async def _commit_pending(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._limit]
+                del self._pending[: self._limit]
+                for _ in batch:
+                    self._room.release()
+                try:
+                    results = await self._engine._commit_batch([step for step, _ in batch])
+                except Exception as exc:
+                    results = [exc] * len(batch)
+                except BaseException:  # cancelled: the engine is closing
+                    for _, future in batch:
+                        _settle(future, None, DatabaseUnavailable("database closed"))
+                    raise
+                for (_, future), result in zip(batch, results, strict=True):
+                    if isinstance(result, BaseException):
+                        _settle(future, None, result)
+                    else:
+                        _settle(future, result, None)
+        finally:
+            self._committer = None
+            for _, future in self._pending:  # only when cancelled (the engine closing)
+                _settle(future, None, DatabaseUnavailable("database closed"))
+            self._pending.clear()

@@ -82,10 +82,9 @@ def setup_logging(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Database drivers log statements with their parameters at DEBUG (message
-    # bodies, password hashes): never let them, whatever the level asked for.
-    for noisy in ("aiosqlite", "asyncpg"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    # asyncpg logs statements with their parameters at DEBUG (message bodies,
+    # password hashes): never let it, whatever the level asked for.
+    logging.getLogger("asyncpg").setLevel(max(logging.INFO, root.level))
     logging.Formatter.converter = time.gmtime
 
 

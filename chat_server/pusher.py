@@ -96,7 +96,13 @@ class Pusher:
     # --- the send path's side: never waits ---------------------------------------------
 
     def message_posted(self, message: Message) -> None:
-        """A new message committed (not an edit, not a retried client_id): queue it."""
+        """A new message committed (not an edit, not a retried client_id): queue it,
+        unless nobody has a subscription (as read lately): then it is decided now,
+        without waking a dispatcher for every message."""
+        known, read_at = self._any_subscription
+        if not known and time.monotonic() - read_at <= ANY_SUBSCRIPTION_TTL:
+            self.metrics.push_messages.inc()
+            return
         self._enqueue(_NewMessage(message))
 
     def subscription_added(self) -> None:
