@@ -88,7 +88,7 @@ MEDIA_FIELDS = "id, uploader_id, filename, content_type, size, sha256, created_a
 MEDIA_COLUMNS = _qualified("md", MEDIA_FIELDS)
 ROOM_COLUMNS = (
     "r.id, r.kind, r.name, r.topic, r.created_by, r.created_at, r.last_seq, r.last_pos,"
-    " (SELECT count(*) FROM members mc WHERE mc.room_id = r.id) AS member_count,"
+    " r.member_count,"
     " me.role AS my_role, COALESCE(me.last_read_seq, 0) AS my_last_read_seq,"
     " me.notify_level AS my_notify_level, me.muted_until AS my_muted_until,"
     # The viewer's mentions after their read marker: by name (index mentions_unread)
@@ -801,14 +801,21 @@ class Database:
         actor_id: int | None = None,
         detail: str | None = None,
         reaction_count: int | None = None,
+        joins: int = 0,
     ) -> int:
         """Numbers a change with the room's next pos, in the change's transaction.
 
         The UPDATE takes the room's row lock (SQLite: the writer's), so events
-        commit in pos order with no gaps (DESIGN.md invariant 3).
+        commit in pos order with no gaps (DESIGN.md invariant 3). Every
+        membership change is a `member.joined` (`joins` 1) or `member.left`
+        (-1), so the same statement keeps `rooms.member_count` equal to the
+        room's member rows.
         """
         pos: int = await tx.fetchval(
-            "UPDATE rooms SET last_pos = last_pos + 1 WHERE id = $1 RETURNING last_pos", room_id
+            "UPDATE rooms SET last_pos = last_pos + 1, member_count = member_count + $2"
+            " WHERE id = $1 RETURNING last_pos",
+            room_id,
+            joins,
         )
         await tx.execute(
             f"INSERT INTO room_events ({STREAM_FIELDS}, created_at)"
@@ -939,7 +946,7 @@ class Database:
                 raise Banned()
             raise _AlreadyMember()
         pos = await self._append_event(
-            tx, room_id, "member.joined", user_id=user_id, actor_id=actor_id, detail=role
+            tx, room_id, "member.joined", user_id=user_id, actor_id=actor_id, detail=role, joins=1
         )
         # The room row is locked now: a deletion committed meanwhile is seen here.
         if await tx.fetchval("SELECT deleted_at FROM rooms WHERE id = $1", room_id) is not None:
@@ -1006,7 +1013,7 @@ class Database:
         if removed is None:
             return None
         return await self._append_event(
-            tx, room_id, "member.left", user_id=user_id, actor_id=actor_id, detail=reason
+            tx, room_id, "member.left", user_id=user_id, actor_id=actor_id, detail=reason, joins=-1
         )
 
     async def get_member(self, room_id: int, user_id: int) -> Member | None:
@@ -1551,6 +1558,7 @@ RETURNING {MESSAGE_FIELDS}
                 user_id=member_id,
                 actor_id=actor.user_id,
                 detail="deactivated",
+                joins=-1,
             )
             left.append((room_id, member_id, pos))
         return Deactivation([s["id"] for s in sessions], left, [t["id"] for t in tokens], bot_ids)
@@ -2154,7 +2162,7 @@ RETURNING {MESSAGE_FIELDS}
             user_ids = written.resolve({r["username"]: r["id"] for r in rows})
         room = written.room and (
             role in MANAGERS
-            or await tx.fetchval("SELECT count(*) FROM members WHERE room_id = $1", room_id)
+            or await tx.fetchval("SELECT member_count FROM rooms WHERE id = $1", room_id)
             <= ROOM_MENTION_MAX_MEMBERS
         )
         return Mentions(user_ids, room)
