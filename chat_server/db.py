@@ -1405,27 +1405,73 @@ RETURNING {MESSAGE_FIELDS}
     async def search_messages(
         self, user_id: int, query: str, room_id: int | None, before_id: int, limit: int
     ) -> list[Message]:
-        """Full-text search, newest first, over the rooms the user is in."""
-        scope = (
-            " AND m.room_id IN (SELECT room_id FROM members WHERE user_id = $2)"
-            " AND ($3 = 0 OR m.room_id = $3) AND m.id < $4 AND NOT m.deleted"
-            " ORDER BY m.id DESC LIMIT $5"
-        )
+        """Full-text search, newest (highest id) first below `before_id`, over the
+        rooms the user is in (or the one room given, if they are in it).
+
+        Each engine walks the matches in the order it returns them and stops at
+        `limit`, or ranks only the matches there are (see the two methods)."""
         if self.engine.name == "postgres":
-            sql = (
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m"
-                " WHERE m.search @@ websearch_to_tsquery('simple', $1)" + scope
-            )
+            rows = await self._search_postgres(user_id, query, room_id, before_id, limit)
         else:
-            query = " ".join('"' + word + '"' for word in re.findall(r"\w+", query))
-            if not query:
-                return []
-            sql = (
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m"
-                " JOIN messages_fts f ON f.rowid = m.id WHERE messages_fts MATCH $1" + scope
-            )
-        rows = await self.engine.fetch(sql, query, user_id, room_id or 0, before_id, limit)
+            rows = await self._search_sqlite(user_id, query, room_id, before_id, limit)
         return await self._attach(rows)
+
+    async def _search_postgres(
+        self, user_id: int, query: str, room_id: int | None, before_id: int, limit: int
+    ) -> list[Row]:
+        """The planner chooses between walking `messages_pkey` backwards (a word common
+        in the scope: stops after about `limit` / its density rows) and the GIN
+        bitmap of the word's matches, sorted (a rare word: costs its matches). The
+        choice rests on the word's frequency, so the plan is made for each query
+        (`force_custom_plan`: a prepared statement's generic plan cannot see the
+        word and once walked the whole table for a rare one), with the search
+        column's statistics raised (sql/postgres/009_scale.sql) to know rare words.
+        """
+        if room_id is None:
+            scope = "m.room_id IN (SELECT room_id FROM members WHERE user_id = $2)"
+            args: tuple[Any, ...] = (query, user_id, before_id, limit)
+        else:
+            scope = (
+                "m.room_id = $5 AND EXISTS (SELECT 1 FROM members"
+                " WHERE room_id = $5 AND user_id = $2)"
+            )
+            args = (query, user_id, before_id, limit, room_id)
+        async with self.engine.transaction() as tx:
+            await tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            return await tx.fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m"
+                f" WHERE m.search @@ websearch_to_tsquery('simple', $1) AND {scope}"
+                " AND m.id < $3 AND NOT m.deleted ORDER BY m.id DESC LIMIT $4",
+                *args,
+            )
+
+    async def _search_sqlite(
+        self, user_id: int, query: str, room_id: int | None, before_id: int, limit: int
+    ) -> list[Row]:
+        """FTS5 yields matches in rowid (= message id) order, newest first with
+        `ORDER BY f.rowid DESC`: the FTS index is the outer loop (CROSS JOIN fixes
+        the order), each match is checked against the scope, and the walk stops
+        at `limit`. One room's search is one FTS query: the room's id is indexed
+        too (sql/sqlite/010_scale.sql), and FTS5 intersects the word's matches
+        with the room's messages by seeking, however common the word elsewhere."""
+        words = " ".join('"' + word + '"' for word in re.findall(r"\w+", query))
+        if not words:
+            return []
+        match = f"body : ({words})"
+        if room_id is None:
+            scope = "m.room_id IN (SELECT room_id FROM members WHERE user_id = $2)"
+        else:
+            match += f' AND room_id : "{int(room_id)}"'
+            scope = "EXISTS (SELECT 1 FROM members WHERE room_id = m.room_id AND user_id = $2)"
+        return await self.engine.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages_fts f CROSS JOIN messages m"
+            f" ON m.id = f.rowid WHERE messages_fts MATCH $1 AND f.rowid < $3 AND {scope}"
+            " AND NOT m.deleted ORDER BY f.rowid DESC LIMIT $4",
+            match,
+            user_id,
+            before_id,
+            limit,
+        )
 
     # --- administration ---------------------------------------------------------------
 

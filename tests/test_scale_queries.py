@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from chat_server import keys
 
-from .helpers import ROOMS, Account, create_room, join, signup
+from .helpers import ROOMS, Account, create_room, join, send, signup
 from .helpers.integrations import make_bot
 from .helpers.moderation import make_admin
 
@@ -89,3 +89,65 @@ async def test_member_count_follows_every_membership_change(client, alice, bob):
     await assert_member_counts_exact(client)
     listed = await (await client.get(ROOMS, headers=alice.headers)).json()
     assert [(r["kind"], r["member_count"]) for r in listed["items"]] == [("dm", 1)]
+
+
+async def search_all(client: TestClient, account: Account, query: str, **params: Any) -> list[int]:
+    """Every id a search finds, following its cursor page by page (newest first)."""
+    found: list[int] = []
+    cursor = None
+    while True:
+        args = {"q": query, "limit": 50, **params}
+        if cursor is not None:
+            args["cursor"] = cursor
+        response = await client.get(f"{API}/search", params=args, headers=account.headers)
+        assert response.status == 200, await response.text()
+        page = await response.json()
+        assert len(page["items"]) <= 50
+        found += [m["id"] for m in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return found
+
+
+async def test_search_pages_many_matches_newest_first_in_scope(client, alice, bob):
+    mine = [await create_room(client, alice, name=f"mine {i}") for i in range(2)]
+    theirs = await create_room(client, bob, name="theirs")
+    rooms = [*mine, theirs]
+    sent: list[tuple[int, int, str]] = []  # (id, room, body)
+    for i in range(130):
+        room = rooms[i % 3]
+        author = bob if room is theirs else alice
+        body = f"common word {i}" + (" rare" if i % 25 == 0 else "")
+        message = await send(client, author, room, body)
+        sent.append((message["id"], room["id"], body))
+    # A body naming a room's id as a word: found by that word, never by the room.
+    numbered = await send(client, alice, mine[0], f"see {mine[1]['id']}")
+    deleted = sent[3][0]  # in mine[0]
+    gone = await client.delete(f"{ROOMS}/{mine[0]['id']}/messages/{deleted}", headers=alice.headers)
+    assert gone.status in (200, 204)
+
+    def expected(word: str, room_ids: set[int]) -> list[int]:
+        return sorted(
+            (
+                i
+                for i, room, body in sent
+                if room in room_ids and word in body.split() and i != deleted
+            ),
+            reverse=True,
+        )
+
+    my_ids = {room["id"] for room in mine}
+    assert await search_all(client, alice, "common") == expected("common", my_ids)
+    assert len(expected("common", my_ids)) > 80  # more than a page
+    assert await search_all(client, alice, "rare") == expected("rare", my_ids)
+    for room in mine:
+        scoped = await search_all(client, alice, "common", room_id=room["id"])
+        assert scoped == expected("common", {room["id"]})
+    assert await search_all(client, alice, "common rare", room_id=mine[1]["id"]) == expected(
+        "rare", {mine[1]["id"]}
+    )
+    assert await search_all(client, alice, str(mine[1]["id"])) == [numbered["id"]]
+    assert await search_all(client, alice, str(mine[1]["id"]), room_id=mine[1]["id"]) == []
+    # Another's room: nothing, whether asked for it or not.
+    assert await search_all(client, alice, "common", room_id=theirs["id"]) == []
+    assert await search_all(client, bob, "common") == expected("common", {theirs["id"]})
