@@ -670,6 +670,18 @@ class Database:
         )
         return None if row is None else to_room(row)
 
+    async def room_seen_by_members(self, room_id: int, user_ids: Sequence[int]) -> dict[int, Room]:
+        """{user_id: the room as that user sees it} for those of `user_ids` who are
+        its members, in one query (what `room.updated` tells each of them)."""
+        rows = await self.engine.fetch(
+            f"SELECT {ROOM_COLUMNS}, me.user_id AS viewer_id FROM rooms r"
+            " JOIN members me ON me.room_id = r.id"
+            f" WHERE r.id = $1 AND me.user_id {self.engine.in_ids('$2')}",
+            room_id,
+            self.engine.ids_param(user_ids),
+        )
+        return {r["viewer_id"]: to_room(r) for r in rows}
+
     async def list_my_rooms(self, user_id: int) -> list[Room]:
         rows = await self.engine.fetch(
             f"SELECT {ROOM_COLUMNS} FROM rooms r"

@@ -11,10 +11,13 @@ again (API.md "Room stream"). Resume, gap fills, polling and
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import events
+from .events import dumps, text_frame
 from .models import Message, Room, StreamEntry, User
 
 if TYPE_CHECKING:
@@ -108,3 +111,40 @@ def _payload(
     if entry.type == "member.left":
         return events.member_left(room_id, pos, user, entry.detail)
     return events.member_role(room_id, pos, user, entry.detail)
+
+
+class SharedRoomUpdate:
+    """A `room.updated` read once for every connection of this process that follows
+    the room: one query whatever the member count, however many of them wait.
+
+    Each member sees the room differently (their role, read marker, mentions),
+    so the event cannot be encoded once; instead the first connection to need it
+    reads the room as each of `viewer_ids` sees it, and the others share that
+    read. A viewer it has no frame for (no longer a member) reads the stream.
+    """
+
+    __slots__ = ("_read", "db", "pos", "room_id", "viewer_ids")
+
+    def __init__(self, db: Database, room_id: int, pos: int, viewer_ids: Sequence[int]) -> None:
+        self.db = db
+        self.room_id = room_id
+        self.pos = pos
+        self.viewer_ids = sorted(set(viewer_ids))
+        self._read: asyncio.Task[dict[int, bytes]] | None = None
+
+    async def frame_for(self, user_id: int) -> bytes | None:
+        """The encoded frame as `user_id` sees the room (None: read it from the stream)."""
+        if self._read is None:
+            self._read = asyncio.ensure_future(self._frames())
+            # Retrieved even if every waiting writer is cancelled (sockets closed).
+            self._read.add_done_callback(lambda task: task.cancelled() or task.exception())
+        # One writer's cancellation must not cancel the read the others wait for.
+        frames = await asyncio.shield(self._read)
+        return frames.get(user_id)
+
+    async def _frames(self) -> dict[int, bytes]:
+        rooms = await self.db.room_seen_by_members(self.room_id, self.viewer_ids)
+        return {
+            user_id: text_frame(dumps(events.room_updated(room.to_json(), self.pos)))
+            for user_id, room in rooms.items()
+        }

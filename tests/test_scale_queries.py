@@ -12,6 +12,8 @@ from chat_server import keys
 from .helpers import ROOMS, Account, create_room, join, send, signup
 from .helpers.integrations import make_bot
 from .helpers.moderation import make_admin
+from .helpers.ws import connect, next_of
+from .helpers.ws import send as send_frame
 
 API = "/api/v1"
 
@@ -151,3 +153,38 @@ async def test_search_pages_many_matches_newest_first_in_scope(client, alice, bo
     # Another's room: nothing, whether asked for it or not.
     assert await search_all(client, alice, "common", room_id=theirs["id"]) == []
     assert await search_all(client, bob, "common") == expected("common", {theirs["id"]})
+
+
+async def test_room_update_reaches_every_member_from_one_read(client, alice, monkeypatch):
+    """`room.updated` is read once for all of this process's members' sockets (each
+    still gets the room as they see it), never once per member."""
+    room = await create_room(client, alice, name="before")
+    others = [await signup(client, f"member{i}") for i in range(5)]
+    for account in others:
+        await join(client, account, room)
+    sockets = {account.id: await connect(client, account) for account in [alice, *others]}
+    for ws in sockets.values():  # a first frame ends the hold after `ready`
+        await send_frame(ws, {"type": "ping"})
+        await next_of(ws, "pong")
+    engine = client.app[keys.DB].engine
+    queries: list[str] = []
+    original = engine.fetch
+
+    async def counted(sql: str, *args: Any) -> Any:
+        queries.append(sql)
+        return await original(sql, *args)
+
+    monkeypatch.setattr(engine, "fetch", counted)
+    renamed = await client.patch(
+        f"{ROOMS}/{room['id']}", json={"name": "after"}, headers=alice.headers
+    )
+    assert renamed.status == 200
+    for user_id, ws in sockets.items():
+        event = await next_of(ws, "room.updated")
+        assert event["room"]["name"] == "after" and event["room"]["member_count"] == 6
+        assert event["room"]["my_role"] == ("owner" if user_id == alice.id else "member")
+        assert event["pos"] == (await renamed.json())["last_pos"]
+    assert sum("viewer_id" in sql for sql in queries) == 1
+    assert not [sql for sql in queries if "FROM room_events" in sql]  # no stream reads
+    for ws in sockets.values():
+        await ws.close()

@@ -74,13 +74,15 @@ class Ordered:
     """A live room event, delivered in pos order.
 
     Without `wire` (an event each member sees differently) it is read from the
-    stream; `removes` names the user a `member.left` removes.
+    stream, or from `shared` (a `room.updated`: one read for all connections);
+    `removes` names the user a `member.left` removes.
     """
 
     room_id: int
     pos: int
     wire: bytes | None
     removes: int | None = None
+    shared: stream.SharedRoomUpdate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +457,12 @@ class Connection:
         if self.last_pos.get(room_id) != item.pos - 1:
             return  # removed from the room meanwhile (or moved past it)
         if item.wire is None:
-            await self._fill(room_id, until=item.pos, cause="update")
+            wire = None if item.shared is None else await item.shared.frame_for(self.user_id)
+            if wire is None or self.last_pos.get(room_id) != item.pos - 1:
+                await self._fill(room_id, until=item.pos, cause="update")
+                return
+            await self._write(wire)
+            self._delivered(room_id, item.pos)
             return
         await self._write(item.wire)
         self._delivered(room_id, item.pos)
