@@ -670,6 +670,16 @@ class Database:
         )
         return None if row is None else to_room(row)
 
+    async def rooms_seen_by(self, viewer_id: int, room_ids: Sequence[int]) -> dict[int, Room]:
+        """{room_id: the room as the viewer sees it}, deleted rooms included (what
+        their streams still tell), in one query."""
+        rows = await self.engine.fetch(
+            f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER} WHERE r.id {self.engine.in_ids('$2')}",
+            viewer_id,
+            self.engine.ids_param(room_ids),
+        )
+        return {r["id"]: to_room(r) for r in rows}
+
     async def room_seen_by_members(self, room_id: int, user_ids: Sequence[int]) -> dict[int, Room]:
         """{user_id: the room as that user sees it} for those of `user_ids` who are
         its members, in one query (what `room.updated` tells each of them)."""
@@ -753,9 +763,6 @@ class Database:
         room = await self.get_room(existing, user_id)
         assert room is not None
         return room, False
-
-    async def room_last_pos(self, room_id: int) -> int | None:
-        return await self.engine.fetchval("SELECT last_pos FROM rooms WHERE id = $1", room_id)
 
     async def last_positions(self, room_ids: Sequence[int]) -> dict[int, int]:
         """{room_id: last_pos} of the given rooms."""
@@ -886,6 +893,40 @@ class Database:
         if after_pos is None:
             found.reverse()
         return found, has_more
+
+    async def stream_ranges(self, ranges: Sequence[tuple[int, int, int]]) -> list[StreamEntry]:
+        """The stream entries of several rooms at once, each room's in
+        (after_pos, upto_pos] (`ranges` of (room_id, after_pos, upto_pos)), in
+        (room, pos) order: one query however many rooms. Positions are gapless,
+        so a range is also the count of entries it reads."""
+        if not ranges:
+            return []
+        room_ids, after, upto = (list(column) for column in zip(*ranges, strict=True))
+        if self.engine.name == "postgres":
+            wanted = (
+                "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
+                " AS w (room_id, after_pos, upto_pos)"
+            )
+        else:
+            wanted = (
+                "SELECT r.value AS room_id, a.value AS after_pos, u.value AS upto_pos"
+                " FROM json_each($1) r JOIN json_each($2) a ON a.key = r.key"
+                " JOIN json_each($3) u ON u.key = r.key"
+            )
+        rows = await self.engine.fetch(
+            f"WITH wanted AS ({wanted})"
+            " SELECT m.room_id AS room_id, m.pos AS pos, 'message.new' AS type, m.id AS message_id,"
+            " CAST(NULL AS BIGINT) AS user_id, CAST(NULL AS BIGINT) AS actor_id,"
+            " CAST(NULL AS TEXT) AS detail, CAST(NULL AS BIGINT) AS reaction_count"
+            " FROM wanted w JOIN messages m ON m.room_id = w.room_id"
+            " AND m.pos > w.after_pos AND m.pos <= w.upto_pos"
+            f" UNION ALL SELECT {_qualified('e', STREAM_FIELDS)} FROM wanted w"
+            " JOIN room_events e ON e.room_id = w.room_id"
+            " AND e.pos > w.after_pos AND e.pos <= w.upto_pos"
+            " ORDER BY room_id, pos",
+            *(self.engine.ids_param(column) for column in (room_ids, after, upto)),
+        )
+        return [to_stream_entry(r) for r in rows]
 
     # --- members ----------------------------------------------------------------------
 

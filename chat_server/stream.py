@@ -50,6 +50,25 @@ async def read_events(
     entries, has_more = await db.stream_entries(
         room_id, after_pos=after_pos, before_pos=before_pos, limit=limit
     )
+    return await _built(db, viewer_id, entries), has_more
+
+
+async def read_ranges(
+    db: Database, viewer_id: int, ranges: Sequence[tuple[int, int, int]]
+) -> dict[int, list[RoomEvent]]:
+    """{room_id: its events in (after_pos, upto_pos], ascending} for several rooms
+    (`ranges` of (room_id, after_pos, upto_pos)) read together: a resume's replay
+    costs a handful of queries however many rooms it covers."""
+    entries = await db.stream_ranges(ranges)
+    built: dict[int, list[RoomEvent]] = {}
+    for entry, event in zip(entries, await _built(db, viewer_id, entries), strict=True):
+        built.setdefault(entry.room_id, []).append(event)
+    return built
+
+
+async def _built(db: Database, viewer_id: int, entries: list[StreamEntry]) -> list[RoomEvent]:
+    """The entries as the viewer receives them, the rows they name read in one
+    query per kind (messages with reactions, users, rooms)."""
     messages = await db.messages_by_ids(
         sorted({e.message_id for e in entries if e.message_id is not None})
     )
@@ -59,18 +78,16 @@ async def read_events(
     users = await db.users_by_ids(
         sorted({e.user_id for e in entries if e.user_id is not None and e.message_id is None})
     )
-    room = None
-    if any(e.type == "room.updated" for e in entries):
-        room = await db.get_room(room_id, viewer_id, include_deleted=True)
-    built = [
+    updated = sorted({e.room_id for e in entries if e.type == "room.updated"})
+    rooms = await db.rooms_seen_by(viewer_id, updated) if updated else {}
+    return [
         RoomEvent(
             entry.pos,
-            _payload(entry, messages, users, room),
+            _payload(entry, messages, users, rooms.get(entry.room_id)),
             entry.user_id if entry.type == "member.left" else None,
         )
         for entry in entries
     ]
-    return built, has_more
 
 
 def _payload(

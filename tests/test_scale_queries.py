@@ -12,7 +12,7 @@ from chat_server import keys
 from .helpers import ROOMS, Account, create_room, join, send, signup
 from .helpers.integrations import make_bot
 from .helpers.moderation import make_admin
-from .helpers.ws import connect, next_of
+from .helpers.ws import connect, next_of, receive
 from .helpers.ws import send as send_frame
 
 API = "/api/v1"
@@ -188,3 +188,47 @@ async def test_room_update_reaches_every_member_from_one_read(client, alice, mon
     assert not [sql for sql in queries if "FROM room_events" in sql]  # no stream reads
     for ws in sockets.values():
         await ws.close()
+
+
+async def test_resume_of_many_rooms_replays_exactly_the_missed_events_in_one_read(
+    client, alice, bob, monkeypatch
+):
+    rooms = [await create_room(client, alice, name=f"r{i}") for i in range(12)]
+    for room in rooms[::2]:
+        await join(client, bob, room)
+    ws = await connect(client, bob)
+    seen = {r["room_id"]: r["last_pos"] for r in ws.ready["rooms"]}
+    await ws.close()
+    for index, room in enumerate(rooms):  # 0-3 events missed in bob's rooms
+        for n in range(index % 4):
+            await send(client, alice, room, f"{room['id']}:{n}")
+    await client.patch(f"{ROOMS}/{rooms[2]['id']}", json={"topic": "new"}, headers=alice.headers)
+    await join(client, await signup(client, "carol"), rooms[4])
+    newest = {r["room_id"]: r["last_pos"] for r in (await connect(client, bob)).ready["rooms"]}
+    engine = client.app[keys.DB].engine
+    queries: list[str] = []
+    original = engine.fetch
+
+    async def counted(sql: str, *args: Any) -> Any:
+        queries.append(sql)
+        return await original(sql, *args)
+
+    monkeypatch.setattr(engine, "fetch", counted)
+    ws = await connect(client, bob, via_frame=True, rooms=seen)
+    replayed: dict[int, list[tuple[int, str]]] = {}
+    while (frame := await receive(ws))["type"] != "resumed":
+        if "pos" in frame:
+            replayed.setdefault(frame["room_id"], []).append((frame["pos"], frame["type"]))
+    missed = {room_id: list(range(seen[room_id] + 1, newest[room_id] + 1)) for room_id in seen}
+    assert {room_id: [pos for pos, _ in got] for room_id, got in replayed.items()} == {
+        room_id: positions for room_id, positions in missed.items() if positions
+    }
+    assert ("member.joined" in {kind for _, kind in replayed[rooms[4]["id"]]}) is True
+    assert replayed[rooms[2]["id"]][-1][1] == "room.updated"
+    # One read of the stream for all the rooms, and one of their positions.
+    assert sum("room_events" in sql for sql in queries) == 1
+    assert sum("SELECT id, last_pos FROM rooms" in sql for sql in queries) == 1
+    await send(client, alice, rooms[0], "live")  # and live events go on from there
+    live = await next_of(ws, "message.new")
+    assert live["pos"] == newest[rooms[0]["id"]] + 1
+    await ws.close()
