@@ -517,28 +517,29 @@ class Connection:
 
     async def _replay(self, item: Replay) -> None:
         """Replay the rooms up to their newest pos as read here (what commits later
-        arrives live, after this): a `gap` first for a room too far behind, then
-        every room's events from a few queries for all of them (stream.read_ranges)."""
+        arrives live, after this), room by room: a `gap` first for a room too far
+        behind, then its events, read for many rooms at once (stream.read_ranges)."""
         self.metrics.stream_fills.labels("resume").inc()
         rooms = [room_id for room_id in item.room_ids if room_id in self.last_pos]
         newest = await self.db.last_positions(rooms)
         ranges: list[tuple[int, int, int]] = []
         for room_id in rooms:
-            last, top = self.last_pos.get(room_id), newest.get(room_id)
-            if last is None or top is None or top <= last:
+            last, top = self.last_pos[room_id], newest.get(room_id)
+            if top is None or top <= last:
                 self.metrics.resumes.labels("nothing_missed").inc()
                 continue
-            outcome = "replayed"
-            if top - last > RESUME_REPLAY_LIMIT:
-                first_replayed = top - RESUME_REPLAY_LIMIT + 1
-                await self._write(text_frame(events.gap(room_id, last + 1, first_replayed - 1)))
-                self._delivered(room_id, first_replayed - 1)
-                outcome = "gap"
-            self.metrics.resumes.labels(outcome).inc()
-            ranges.append((room_id, self.last_pos[room_id], top))
+            too_far = top - last > RESUME_REPLAY_LIMIT
+            self.metrics.resumes.labels("gap" if too_far else "replayed").inc()
+            ranges.append((room_id, top - RESUME_REPLAY_LIMIT if too_far else last, top))
         for batch in _batches(ranges, RESUME_BATCH_EVENTS):
             found = await stream.read_ranges(self.db, self.user_id, batch)
-            for room_id, _, top in batch:
+            for room_id, first, top in batch:
+                from_pos = self.last_pos.get(room_id)
+                if from_pos is None:
+                    continue
+                if from_pos < first:
+                    await self._write(text_frame(events.gap(room_id, from_pos + 1, first)))
+                    self._delivered(room_id, first)
                 for event in found.get(room_id, ()):
                     if self.last_pos.get(room_id) != event.pos - 1:
                         break  # removed here, or moved on to a rejoin
@@ -546,8 +547,8 @@ class Connection:
                     self._delivered(room_id, event.pos)
                     if event.removes == self.user_id:
                         await self._removed(room_id, event.pos)
-                last = self.last_pos.get(room_id)
-                if last is not None and last < top:  # back in after a removal: read on
+                reached = self.last_pos.get(room_id)
+                if reached is not None and reached < top:  # back in after a removal: read on
                     await self._fill(room_id, until=None, cause="resume")
 
     async def _joining(self, room_id: int, last: int) -> bool:
