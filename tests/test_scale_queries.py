@@ -3,15 +3,20 @@ kept member counts, search paging, and batched reads (API.md behaviour unchanged
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
-from chat_server import keys
+from chat_server import keys, migrations
+from chat_server.db import Database
 
 from .helpers import ROOMS, Account, create_room, join, send, signup
 from .helpers.integrations import make_bot
 from .helpers.moderation import make_admin
+from .helpers.postgres import scratch_database
 from .helpers.ws import connect, next_of, receive
 from .helpers.ws import send as send_frame
 
@@ -232,3 +237,54 @@ async def test_resume_of_many_rooms_replays_exactly_the_missed_events_in_one_rea
     live = await next_of(ws, "message.new")
     assert live["pos"] == newest[rooms[0]["id"]] + 1
     await ws.close()
+
+
+@pytest.fixture
+def fresh_url(engine: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database of its own (the shared PostgreSQL one is migrated already)."""
+    if engine == "sqlite":
+        yield f"sqlite:///{tmp_path / 'upgraded.db'}"
+        return
+    with scratch_database() as url:
+        yield url
+
+
+async def test_upgrade_counts_members_and_keeps_old_messages_searchable(fresh_url, monkeypatch):
+    """A database made before the scale migration gets exact member counts, and
+    its messages stay searchable, in all rooms and in one."""
+    every = migrations.load_migrations
+    engine_name = "sqlite" if fresh_url.startswith("sqlite") else "postgres"
+    newest = every(engine_name)[-1].version
+    monkeypatch.setattr(
+        migrations, "load_migrations", lambda name: [m for m in every(name) if m.name != "scale"]
+    )
+    db = await Database.open(fresh_url)
+    try:  # rows as the code before the migration wrote them
+        for statement in [
+            "INSERT INTO users (id, username, display_name, password_hash, created_at)"
+            " VALUES (1, 'owner', 'Owner', '!', 0), (2, 'guest', 'Guest', '!', 0)",
+            "INSERT INTO rooms (id, kind, name, created_at, last_seq, last_pos)"
+            " VALUES (1, 'public', 'r1', 0, 1, 1), (2, 'public', 'r2', 0, 1, 1),"
+            " (3, 'public', 'r3', 0, 0, 0)",
+            "INSERT INTO members (room_id, user_id, role, joined_at)"
+            " VALUES (1, 1, 'owner', 0), (1, 2, 'member', 0), (2, 1, 'owner', 0),"
+            " (3, 1, 'owner', 0)",
+            "INSERT INTO messages (id, room_id, seq, pos, sender_id, body, created_at)"
+            " VALUES (1, 1, 1, 1, 2, 'an old needle', 0), (2, 2, 1, 1, 1, 'another needle', 0)",
+        ]:
+            await db.engine.write(statement)
+    finally:
+        await db.close()
+    monkeypatch.setattr(migrations, "load_migrations", every)
+    db = await Database.open(fresh_url)
+    try:
+        applied = await db.engine.fetchval("SELECT max(version) FROM schema_migrations")
+        assert applied == newest
+        rooms = await db.rooms_seen_by(1, [1, 2, 3])
+        assert {room.id: room.member_count for room in rooms.values()} == {1: 2, 2: 1, 3: 1}
+        everywhere = await db.search_messages(1, "needle", None, 2**62, 10)
+        assert [m.body for m in everywhere] == ["another needle", "an old needle"]
+        assert [m.id for m in await db.search_messages(2, "needle", 1, 2**62, 10)] == [1]
+        assert await db.search_messages(2, "needle", 2, 2**62, 10) == []  # not in room 2
+    finally:
+        await db.close()
