@@ -5,8 +5,9 @@ message's row carries the pos of its `message.new`, every other change is a
 `room_events` row naming what it touched. Reading the stream joins those
 entries to the rows *as they are now*, so a replayed `message.new` of a
 message deleted since is its tombstone and a deleted body is never sent
-again (API.md "Room stream"). Resume, gap fills, polling and
-`GET /rooms/{id}/events` all read through `read_events`.
+again (API.md "Room stream"). Gap fills, polling and
+`GET /rooms/{id}/events` read through `read_events`; a resume reads all its
+rooms at once through `read_ranges`, rebuilt the same way.
 """
 
 from __future__ import annotations

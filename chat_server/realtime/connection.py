@@ -2,11 +2,12 @@
 
 Each connection remembers the last room-stream `pos` it delivered per room
 it follows, drops duplicates, and fills a gap from the database before
-delivering past it (DESIGN.md invariant 3); resume, the catch-up after a
-join, the end of the hold and polling use the same fill. Membership is part
-of the stream: delivering its own user's `member.left` is where a
-connection stops following the room, so nothing after a removal reaches it,
-whatever order notifications arrive in.
+delivering past it (DESIGN.md invariant 3); the catch-up after a join, the
+end of the hold and polling use the same fill, and resume the same checks
+over all its rooms read at once. Membership is part of the stream:
+delivering its own user's `member.left` is where a connection stops
+following the room, so nothing after a removal reaches it, whatever order
+notifications arrive in.
 
 Fast path: while nothing is queued and the socket keeps up, a frame's
 bytes, encoded once per event, are written straight to the transport.
