@@ -88,7 +88,7 @@ MEDIA_FIELDS = "id, uploader_id, filename, content_type, size, sha256, created_a
 MEDIA_COLUMNS = _qualified("md", MEDIA_FIELDS)
 ROOM_COLUMNS = (
     "r.id, r.kind, r.name, r.topic, r.created_by, r.created_at, r.last_seq, r.last_pos,"
-    " (SELECT count(*) FROM members mc WHERE mc.room_id = r.id) AS member_count,"
+    " r.member_count,"
     " me.role AS my_role, COALESCE(me.last_read_seq, 0) AS my_last_read_seq,"
     " me.notify_level AS my_notify_level, me.muted_until AS my_muted_until,"
     # The viewer's mentions after their read marker: by name (index mentions_unread)
@@ -670,6 +670,28 @@ class Database:
         )
         return None if row is None else to_room(row)
 
+    async def rooms_seen_by(self, viewer_id: int, room_ids: Sequence[int]) -> dict[int, Room]:
+        """{room_id: the room as the viewer sees it}, deleted rooms included (what
+        their streams still tell), in one query."""
+        rows = await self.engine.fetch(
+            f"SELECT {ROOM_COLUMNS} FROM {ROOMS_FOR_VIEWER} WHERE r.id {self.engine.in_ids('$2')}",
+            viewer_id,
+            self.engine.ids_param(room_ids),
+        )
+        return {r["id"]: to_room(r) for r in rows}
+
+    async def room_seen_by_members(self, room_id: int, user_ids: Sequence[int]) -> dict[int, Room]:
+        """{user_id: the room as that user sees it} for those of `user_ids` who are
+        its members, in one query (what `room.updated` tells each of them)."""
+        rows = await self.engine.fetch(
+            f"SELECT {ROOM_COLUMNS}, me.user_id AS viewer_id FROM rooms r"
+            " JOIN members me ON me.room_id = r.id"
+            f" WHERE r.id = $1 AND me.user_id {self.engine.in_ids('$2')}",
+            room_id,
+            self.engine.ids_param(user_ids),
+        )
+        return {r["viewer_id"]: to_room(r) for r in rows}
+
     async def list_my_rooms(self, user_id: int) -> list[Room]:
         rows = await self.engine.fetch(
             f"SELECT {ROOM_COLUMNS} FROM rooms r"
@@ -742,9 +764,6 @@ class Database:
         assert room is not None
         return room, False
 
-    async def room_last_pos(self, room_id: int) -> int | None:
-        return await self.engine.fetchval("SELECT last_pos FROM rooms WHERE id = $1", room_id)
-
     async def last_positions(self, room_ids: Sequence[int]) -> dict[int, int]:
         """{room_id: last_pos} of the given rooms."""
         rows = await self.engine.fetch(
@@ -801,14 +820,21 @@ class Database:
         actor_id: int | None = None,
         detail: str | None = None,
         reaction_count: int | None = None,
+        joins: int = 0,
     ) -> int:
         """Numbers a change with the room's next pos, in the change's transaction.
 
         The UPDATE takes the room's row lock (SQLite: the writer's), so events
-        commit in pos order with no gaps (DESIGN.md invariant 3).
+        commit in pos order with no gaps (DESIGN.md invariant 3). Every
+        membership change is a `member.joined` (`joins` 1) or `member.left`
+        (-1), so the same statement keeps `rooms.member_count` equal to the
+        room's member rows.
         """
         pos: int = await tx.fetchval(
-            "UPDATE rooms SET last_pos = last_pos + 1 WHERE id = $1 RETURNING last_pos", room_id
+            "UPDATE rooms SET last_pos = last_pos + 1, member_count = member_count + $2"
+            " WHERE id = $1 RETURNING last_pos",
+            room_id,
+            joins,
         )
         await tx.execute(
             f"INSERT INTO room_events ({STREAM_FIELDS}, created_at)"
@@ -867,6 +893,40 @@ class Database:
         if after_pos is None:
             found.reverse()
         return found, has_more
+
+    async def stream_ranges(self, ranges: Sequence[tuple[int, int, int]]) -> list[StreamEntry]:
+        """The stream entries of several rooms at once, each room's in
+        (after_pos, upto_pos] (`ranges` of (room_id, after_pos, upto_pos)), in
+        (room, pos) order: one query however many rooms. Positions are gapless,
+        so a range is also the count of entries it reads."""
+        if not ranges:
+            return []
+        room_ids, after, upto = (list(column) for column in zip(*ranges, strict=True))
+        if self.engine.name == "postgres":
+            wanted = (
+                "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
+                " AS w (room_id, after_pos, upto_pos)"
+            )
+        else:
+            wanted = (
+                "SELECT r.value AS room_id, a.value AS after_pos, u.value AS upto_pos"
+                " FROM json_each($1) r JOIN json_each($2) a ON a.key = r.key"
+                " JOIN json_each($3) u ON u.key = r.key"
+            )
+        rows = await self.engine.fetch(
+            f"WITH wanted AS ({wanted})"
+            " SELECT m.room_id AS room_id, m.pos AS pos, 'message.new' AS type, m.id AS message_id,"
+            " CAST(NULL AS BIGINT) AS user_id, CAST(NULL AS BIGINT) AS actor_id,"
+            " CAST(NULL AS TEXT) AS detail, CAST(NULL AS BIGINT) AS reaction_count"
+            " FROM wanted w JOIN messages m ON m.room_id = w.room_id"
+            " AND m.pos > w.after_pos AND m.pos <= w.upto_pos"
+            f" UNION ALL SELECT {_qualified('e', STREAM_FIELDS)} FROM wanted w"
+            " JOIN room_events e ON e.room_id = w.room_id"
+            " AND e.pos > w.after_pos AND e.pos <= w.upto_pos"
+            " ORDER BY room_id, pos",
+            *(self.engine.ids_param(column) for column in (room_ids, after, upto)),
+        )
+        return [to_stream_entry(r) for r in rows]
 
     # --- members ----------------------------------------------------------------------
 
@@ -1000,7 +1060,7 @@ class Database:
                 raise Banned()
             raise _AlreadyMember()
         pos = await self._append_event(
-            tx, room_id, "member.joined", user_id=user_id, actor_id=actor_id, detail=role
+            tx, room_id, "member.joined", user_id=user_id, actor_id=actor_id, detail=role, joins=1
         )
         # The room row is locked now: a deletion committed meanwhile is seen here.
         if await tx.fetchval("SELECT deleted_at FROM rooms WHERE id = $1", room_id) is not None:
@@ -1067,7 +1127,7 @@ class Database:
         if removed is None:
             return None
         return await self._append_event(
-            tx, room_id, "member.left", user_id=user_id, actor_id=actor_id, detail=reason
+            tx, room_id, "member.left", user_id=user_id, actor_id=actor_id, detail=reason, joins=-1
         )
 
     async def get_member(self, room_id: int, user_id: int) -> Member | None:
@@ -1462,27 +1522,73 @@ RETURNING {MESSAGE_FIELDS}
     async def search_messages(
         self, user_id: int, query: str, room_id: int | None, before_id: int, limit: int
     ) -> list[Message]:
-        """Full-text search, newest first, over the rooms the user is in."""
-        scope = (
-            " AND m.room_id IN (SELECT room_id FROM members WHERE user_id = $2)"
-            " AND ($3 = 0 OR m.room_id = $3) AND m.id < $4 AND NOT m.deleted"
-            " ORDER BY m.id DESC LIMIT $5"
-        )
+        """Full-text search, newest (highest id) first below `before_id`, over the
+        rooms the user is in (or the one room given, if they are in it).
+
+        Each engine walks the matches in the order it returns them and stops at
+        `limit`, or ranks only the matches there are (see the two methods)."""
         if self.engine.name == "postgres":
-            sql = (
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m"
-                " WHERE m.search @@ websearch_to_tsquery('simple', $1)" + scope
-            )
+            rows = await self._search_postgres(user_id, query, room_id, before_id, limit)
         else:
-            query = " ".join('"' + word + '"' for word in re.findall(r"\w+", query))
-            if not query:
-                return []
-            sql = (
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m"
-                " JOIN messages_fts f ON f.rowid = m.id WHERE messages_fts MATCH $1" + scope
-            )
-        rows = await self.engine.fetch(sql, query, user_id, room_id or 0, before_id, limit)
+            rows = await self._search_sqlite(user_id, query, room_id, before_id, limit)
         return await self._attach(rows)
+
+    async def _search_postgres(
+        self, user_id: int, query: str, room_id: int | None, before_id: int, limit: int
+    ) -> list[Row]:
+        """The planner chooses between walking `messages_pkey` backwards (a word common
+        in the scope: stops after about `limit` / its density rows) and the GIN
+        bitmap of the word's matches, sorted (a rare word: costs its matches). The
+        choice rests on the word's frequency, so the plan is made for each query
+        (`force_custom_plan`: a prepared statement's generic plan cannot see the
+        word and once walked the whole table for a rare one), with the search
+        column's statistics raised (sql/postgres/009_scale.sql) to know rare words.
+        """
+        if room_id is None:
+            scope = "m.room_id IN (SELECT room_id FROM members WHERE user_id = $2)"
+            args: tuple[Any, ...] = (query, user_id, before_id, limit)
+        else:
+            scope = (
+                "m.room_id = $5 AND EXISTS (SELECT 1 FROM members"
+                " WHERE room_id = $5 AND user_id = $2)"
+            )
+            args = (query, user_id, before_id, limit, room_id)
+        async with self.engine.transaction() as tx:
+            await tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            return await tx.fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m"
+                f" WHERE m.search @@ websearch_to_tsquery('simple', $1) AND {scope}"
+                " AND m.id < $3 AND NOT m.deleted ORDER BY m.id DESC LIMIT $4",
+                *args,
+            )
+
+    async def _search_sqlite(
+        self, user_id: int, query: str, room_id: int | None, before_id: int, limit: int
+    ) -> list[Row]:
+        """FTS5 yields matches in rowid (= message id) order, newest first with
+        `ORDER BY f.rowid DESC`: the FTS index is the outer loop (CROSS JOIN fixes
+        the order), each match is checked against the scope, and the walk stops
+        at `limit`. One room's search is one FTS query: the room's id is indexed
+        too (sql/sqlite/010_scale.sql), and FTS5 intersects the word's matches
+        with the room's messages by seeking, however common the word elsewhere."""
+        words = " ".join('"' + word + '"' for word in re.findall(r"\w+", query))
+        if not words:
+            return []
+        match = f"body : ({words})"
+        if room_id is None:
+            scope = "m.room_id IN (SELECT room_id FROM members WHERE user_id = $2)"
+        else:
+            match += f' AND room_id : "{int(room_id)}"'
+            scope = "EXISTS (SELECT 1 FROM members WHERE room_id = m.room_id AND user_id = $2)"
+        return await self.engine.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages_fts f CROSS JOIN messages m"
+            f" ON m.id = f.rowid WHERE messages_fts MATCH $1 AND f.rowid < $3 AND {scope}"
+            " AND NOT m.deleted ORDER BY f.rowid DESC LIMIT $4",
+            match,
+            user_id,
+            before_id,
+            limit,
+        )
 
     # --- administration ---------------------------------------------------------------
 
@@ -1615,6 +1721,7 @@ RETURNING {MESSAGE_FIELDS}
                 user_id=member_id,
                 actor_id=actor.user_id,
                 detail="deactivated",
+                joins=-1,
             )
             left.append((room_id, member_id, pos))
         return Deactivation([s["id"] for s in sessions], left, [t["id"] for t in tokens], bot_ids)
@@ -2225,7 +2332,7 @@ RETURNING {MESSAGE_FIELDS}
             user_ids = written.resolve({r["username"]: r["id"] for r in rows})
         room = written.room and (
             role in MANAGERS
-            or await tx.fetchval("SELECT count(*) FROM members WHERE room_id = $1", room_id)
+            or await tx.fetchval("SELECT member_count FROM rooms WHERE id = $1", room_id)
             <= ROOM_MENTION_MAX_MEMBERS
         )
         return Mentions(user_ids, room)

@@ -5,16 +5,20 @@ message's row carries the pos of its `message.new`, every other change is a
 `room_events` row naming what it touched. Reading the stream joins those
 entries to the rows *as they are now*, so a replayed `message.new` of a
 message deleted since is its tombstone and a deleted body is never sent
-again (API.md "Room stream"). Resume, gap fills, polling and
-`GET /rooms/{id}/events` all read through `read_events`.
+again (API.md "Room stream"). Gap fills, polling and
+`GET /rooms/{id}/events` read through `read_events`; a resume reads all its
+rooms at once through `read_ranges`, rebuilt the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import events
+from .events import dumps, text_frame
 from .models import Message, Room, StreamEntry, User
 
 if TYPE_CHECKING:
@@ -47,6 +51,25 @@ async def read_events(
     entries, has_more = await db.stream_entries(
         room_id, after_pos=after_pos, before_pos=before_pos, limit=limit
     )
+    return await _built(db, viewer_id, entries), has_more
+
+
+async def read_ranges(
+    db: Database, viewer_id: int, ranges: Sequence[tuple[int, int, int]]
+) -> dict[int, list[RoomEvent]]:
+    """{room_id: its events in (after_pos, upto_pos], ascending} for several rooms
+    (`ranges` of (room_id, after_pos, upto_pos)) read together: a resume's replay
+    costs a handful of queries however many rooms it covers."""
+    entries = await db.stream_ranges(ranges)
+    built: dict[int, list[RoomEvent]] = {}
+    for entry, event in zip(entries, await _built(db, viewer_id, entries), strict=True):
+        built.setdefault(entry.room_id, []).append(event)
+    return built
+
+
+async def _built(db: Database, viewer_id: int, entries: list[StreamEntry]) -> list[RoomEvent]:
+    """The entries as the viewer receives them, the rows they name read in one
+    query per kind (messages with reactions, users, rooms)."""
     messages = await db.messages_by_ids(
         sorted({e.message_id for e in entries if e.message_id is not None})
     )
@@ -56,18 +79,16 @@ async def read_events(
     users = await db.users_by_ids(
         sorted({e.user_id for e in entries if e.user_id is not None and e.message_id is None})
     )
-    room = None
-    if any(e.type == "room.updated" for e in entries):
-        room = await db.get_room(room_id, viewer_id, include_deleted=True)
-    built = [
+    updated = sorted({e.room_id for e in entries if e.type == "room.updated"})
+    rooms = await db.rooms_seen_by(viewer_id, updated) if updated else {}
+    return [
         RoomEvent(
             entry.pos,
-            _payload(entry, messages, users, room),
+            _payload(entry, messages, users, rooms.get(entry.room_id)),
             entry.user_id if entry.type == "member.left" else None,
         )
         for entry in entries
     ]
-    return built, has_more
 
 
 def _payload(
@@ -108,3 +129,40 @@ def _payload(
     if entry.type == "member.left":
         return events.member_left(room_id, pos, user, entry.detail)
     return events.member_role(room_id, pos, user, entry.detail)
+
+
+class SharedRoomUpdate:
+    """A `room.updated` read once for every connection of this process that follows
+    the room: one query whatever the member count, however many of them wait.
+
+    Each member sees the room differently (their role, read marker, mentions),
+    so the event cannot be encoded once; instead the first connection to need it
+    reads the room as each of `viewer_ids` sees it, and the others share that
+    read. A viewer it has no frame for (no longer a member) reads the stream.
+    """
+
+    __slots__ = ("_read", "db", "pos", "room_id", "viewer_ids")
+
+    def __init__(self, db: Database, room_id: int, pos: int, viewer_ids: Sequence[int]) -> None:
+        self.db = db
+        self.room_id = room_id
+        self.pos = pos
+        self.viewer_ids = sorted(set(viewer_ids))
+        self._read: asyncio.Task[dict[int, bytes]] | None = None
+
+    async def frame_for(self, user_id: int) -> bytes | None:
+        """The encoded frame as `user_id` sees the room (None: read it from the stream)."""
+        if self._read is None:
+            self._read = asyncio.ensure_future(self._frames())
+            # Retrieved even if every waiting writer is cancelled (sockets closed).
+            self._read.add_done_callback(lambda task: task.cancelled() or task.exception())
+        # One writer's cancellation must not cancel the read the others wait for.
+        frames = await asyncio.shield(self._read)
+        return frames.get(user_id)
+
+    async def _frames(self) -> dict[int, bytes]:
+        rooms = await self.db.room_seen_by_members(self.room_id, self.viewer_ids)
+        return {
+            user_id: text_frame(dumps(events.room_updated(room.to_json(), self.pos)))
+            for user_id, room in rooms.items()
+        }

@@ -2,11 +2,12 @@
 
 Each connection remembers the last room-stream `pos` it delivered per room
 it follows, drops duplicates, and fills a gap from the database before
-delivering past it (DESIGN.md invariant 3); resume, the catch-up after a
-join, the end of the hold and polling use the same fill. Membership is part
-of the stream: delivering its own user's `member.left` is where a
-connection stops following the room, so nothing after a removal reaches it,
-whatever order notifications arrive in.
+delivering past it (DESIGN.md invariant 3); the catch-up after a join, the
+end of the hold and polling use the same fill, and resume the same checks
+over all its rooms read at once. Membership is part of the stream:
+delivering its own user's `member.left` is where a connection stops
+following the room, so nothing after a removal reaches it, whatever order
+notifications arrive in.
 
 Fast path: while nothing is queued and the socket keeps up, a frame's
 bytes, encoded once per event, are written straight to the transport.
@@ -43,6 +44,10 @@ log = logging.getLogger("chat_server.connection")
 RESUME_REPLAY_LIMIT = 500
 # Room events fetched per query while filling a gap.
 FILL_PAGE = 100
+# Room events a resume reads per round (rooms whose missed events add up to at
+# most this are read together; a room at most RESUME_REPLAY_LIMIT): 300 rooms
+# with a few events missed each replay from one read of the stream.
+RESUME_BATCH_EVENTS = 2000
 # How long a close may take before the transport is cut (a peer that stopped
 # reading cannot receive the close frame either).
 CLOSE_TIMEOUT = 2.0
@@ -74,13 +79,15 @@ class Ordered:
     """A live room event, delivered in pos order.
 
     Without `wire` (an event each member sees differently) it is read from the
-    stream; `removes` names the user a `member.left` removes.
+    stream, or from `shared` (a `room.updated`: one read for all connections);
+    `removes` names the user a `member.left` removes.
     """
 
     room_id: int
     pos: int
     wire: bytes | None
     removes: int | None = None
+    shared: stream.SharedRoomUpdate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +98,16 @@ class CatchUp:
     """
 
     room_id: int
-    cause: str  # for metrics: resume, join, poll, hold
-    limit: int | None = None  # replay at most this many, a `gap` before (resume)
+    cause: str  # for metrics: join, poll, hold
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A resume: deliver what the rooms' streams hold after the connection's
+    positions, at most RESUME_REPLAY_LIMIT events a room (a `gap` before), the
+    rooms read together rather than one after another."""
+
+    room_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +180,7 @@ class Connection:
         self.rejoins: dict[int, int] | None = None
         # Rooms whose position moved since `ready`: a later resume cannot rewind them.
         self.moved: set[int] | None = None
-        self.outbox: deque[bytes | Ordered | CatchUp | Close] | None = None  # made when needed
+        self.outbox: deque[bytes | Ordered | CatchUp | Replay | Close] | None = None
         # Rooms with live room events held until the first frame after `ready`
         # is handled, so a resume's replay comes first (API.md). Only the room
         # is kept: release() catches up from the database, which bounds memory
@@ -233,6 +248,7 @@ class Connection:
         what the client has seen; afterwards it never rewinds (events would
         arrive out of order): the range missed is named in a `gap` instead.
         """
+        replay = []
         for room_id, seen_pos in seen.items():
             last = self.last_pos.get(room_id)
             if last is None or seen_pos >= last:
@@ -241,7 +257,9 @@ class Connection:
                 self.push(text_frame(events.gap(room_id, seen_pos + 1, last)))
                 continue
             self.last_pos[room_id] = seen_pos
-            self.push(CatchUp(room_id, "resume", RESUME_REPLAY_LIMIT))
+            replay.append(room_id)
+        if replay:
+            self.push(Replay(tuple(replay)))
         self.push(text_frame(events.resumed()))
 
     def behind(self, room_id: int, newest_pos: int) -> None:
@@ -344,7 +362,7 @@ class Connection:
         else:
             self.push(item)
 
-    def push(self, item: bytes | Ordered | CatchUp | Close) -> None:
+    def push(self, item: bytes | Ordered | CatchUp | Replay | Close) -> None:
         """Queue for the writer; a full outbox closes the connection (1013)."""
         if self.closed:
             return
@@ -427,6 +445,8 @@ class Connection:
                     await self._deliver(item)
                 elif isinstance(item, CatchUp):
                     await self._catch_up(item)
+                elif isinstance(item, Replay):
+                    await self._replay(item)
                 else:
                     await self._close(item.code, item.reason)
                     return
@@ -455,7 +475,12 @@ class Connection:
         if self.last_pos.get(room_id) != item.pos - 1:
             return  # removed from the room meanwhile (or moved past it)
         if item.wire is None:
-            await self._fill(room_id, until=item.pos, cause="update")
+            wire = None if item.shared is None else await item.shared.frame_for(self.user_id)
+            if wire is None or self.last_pos.get(room_id) != item.pos - 1:
+                await self._fill(room_id, until=item.pos, cause="update")
+                return
+            await self._write(wire)
+            self._delivered(room_id, item.pos)
             return
         await self._write(item.wire)
         self._delivered(room_id, item.pos)
@@ -488,23 +513,44 @@ class Connection:
             return
         if item.cause == "join" and not await self._joining(item.room_id, last):
             return
-        if (last := self.last_pos.get(item.room_id)) is None:
-            return
-        outcome = "nothing_missed"
-        if item.limit is not None:
-            newest = await self.db.room_last_pos(item.room_id)
-            if newest is not None and newest - last > item.limit:
-                first_replayed = newest - item.limit + 1
-                await self._write(
-                    text_frame(events.gap(item.room_id, last + 1, first_replayed - 1))
-                )
-                self._delivered(item.room_id, first_replayed - 1)
-                outcome = "gap"
-        replayed = await self._fill(item.room_id, until=None, cause=item.cause)
-        if item.limit is not None:
-            self.metrics.resumes.labels(
-                "replayed" if replayed and outcome != "gap" else outcome
-            ).inc()
+        if item.room_id in self.last_pos:
+            await self._fill(item.room_id, until=None, cause=item.cause)
+
+    async def _replay(self, item: Replay) -> None:
+        """Replay the rooms up to their newest pos as read here (what commits later
+        arrives live, after this), room by room: a `gap` first for a room too far
+        behind, then its events, read for many rooms at once (stream.read_ranges)."""
+        self.metrics.stream_fills.labels("resume").inc()
+        rooms = [room_id for room_id in item.room_ids if room_id in self.last_pos]
+        newest = await self.db.last_positions(rooms)
+        ranges: list[tuple[int, int, int]] = []
+        for room_id in rooms:
+            last, top = self.last_pos[room_id], newest.get(room_id)
+            if top is None or top <= last:
+                self.metrics.resumes.labels("nothing_missed").inc()
+                continue
+            too_far = top - last > RESUME_REPLAY_LIMIT
+            self.metrics.resumes.labels("gap" if too_far else "replayed").inc()
+            ranges.append((room_id, top - RESUME_REPLAY_LIMIT if too_far else last, top))
+        for batch in _batches(ranges, RESUME_BATCH_EVENTS):
+            found = await stream.read_ranges(self.db, self.user_id, batch)
+            for room_id, first, top in batch:
+                from_pos = self.last_pos.get(room_id)
+                if from_pos is None:
+                    continue
+                if from_pos < first:
+                    await self._write(text_frame(events.gap(room_id, from_pos + 1, first)))
+                    self._delivered(room_id, first)
+                for event in found.get(room_id, ()):
+                    if self.last_pos.get(room_id) != event.pos - 1:
+                        break  # removed here, or moved on to a rejoin
+                    await self._write(text_frame(dumps(event.payload)))
+                    self._delivered(room_id, event.pos)
+                    if event.removes == self.user_id:
+                        await self._removed(room_id, event.pos)
+                reached = self.last_pos.get(room_id)
+                if reached is not None and reached < top:  # back in after a removal: read on
+                    await self._fill(room_id, until=None, cause="resume")
 
     async def _joining(self, room_id: int, last: int) -> bool:
         """Announce a room followed after a join from `last`, as `room.added`; False
@@ -559,6 +605,21 @@ class Connection:
             if self.last_pos.get(room_id) == last:
                 return sent  # nothing delivered from this page: the stream has nothing for us
         return sent
+
+
+def _batches(ranges: list[tuple[int, int, int]], budget: int) -> list[list[tuple[int, int, int]]]:
+    """`ranges` (room_id, after_pos, upto_pos) in order, grouped so that each group
+    holds at most `budget` events (a larger range alone)."""
+    batches: list[list[tuple[int, int, int]]] = []
+    size = budget
+    for wanted in ranges:
+        count = wanted[2] - wanted[1]
+        if size + count > budget:
+            batches.append([])
+            size = 0
+        batches[-1].append(wanted)
+        size += count
+    return batches
 
 
 # States in which frames are written (CLOSING: what was queued before the close).

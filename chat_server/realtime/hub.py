@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 
-from .. import events
+from .. import events, stream
 from ..db import Database
 from ..events import Event, text_frame
 from .connection import Connection, Ordered
@@ -233,9 +233,8 @@ class Hub:
                 except Exception:
                     log.exception("event subscriber failed")
         if event.pos is not None and event.room_id is not None:
-            wire = None if event.per_viewer else event.wire
-            item = Ordered(event.room_id, event.pos, wire, event.removes)
             conns = self.by_room.get(event.room_id, ())
+            item = self._ordered(event, conns)
             for conn in conns:
                 conn.deliver(item)
             self.metrics.events_out.inc(len(conns))
@@ -244,6 +243,18 @@ class Hub:
         for conn in recipients:
             conn.send(event.wire)
         self.metrics.events_out.inc(len(recipients))
+
+    def _ordered(self, event: Event, conns: Iterable[Connection]) -> Ordered:
+        """The room event as connections deliver it: its frame, or for a `room.updated`
+        one read of the room as each of this process's followers sees it."""
+        assert event.room_id is not None and event.pos is not None
+        if not event.per_viewer:
+            return Ordered(event.room_id, event.pos, event.wire, event.removes)
+        shared = None
+        if conns and event.as_object().get("type") == "room.updated":
+            viewers = [conn.user_id for conn in conns]
+            shared = stream.SharedRoomUpdate(self.db, event.room_id, event.pos, viewers)
+        return Ordered(event.room_id, event.pos, None, event.removes, shared)
 
     def _recipients(self, event: Event) -> set[Connection]:
         recipients: set[Connection] = set()
