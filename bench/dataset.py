@@ -19,8 +19,9 @@ Other rooms have 10-80 members. A message's room is drawn with weights that
 fall off with the room's rank (a few busy rooms, a long tail), its sender is a
 member of the room, its body a few words of a Zipf-distributed vocabulary;
 ``COMMON_WORD`` is in ``common_share`` of the messages, ``RARE_WORD`` in
-one of every ``rare_every``. A probe's read marker is 5 messages behind in
-each of its rooms; everyone else has read everything.
+one of every ``rare_every``. The newest messages are 5 in each probe room,
+and a probe's read marker is 5 messages behind in each of its rooms;
+everyone else has read everything.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,11 +200,26 @@ class Generator:
         common = s.common_share
         client_prefix = f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-4000-"
         step = (self.now - self.start) / max(1, s.messages)
+        # The newest messages: `unread_per_probe_room` in each probe room, so a
+        # probe's unread messages (and a resume's missed events) are messages,
+        # as many at every size.
+        tail = [
+            r
+            for _ in range(s.unread_per_probe_room)
+            for r in rng.sample(range(1, s.probe_rooms + 1), s.probe_rooms)
+        ][-s.messages :]
+        spread = s.messages - len(tail)
+
+        def rooms_in_id_order() -> Iterator[int]:
+            for start in range(0, spread, CHUNK):
+                yield from rng.choices(rooms, cum_weights=cum, k=min(CHUNK, spread - start))
+            yield from tail
+
+        order = rooms_in_id_order()
         next_id = 1
         while next_id <= s.messages:
-            n = min(CHUNK, s.messages - next_id + 1)
             chunk = []
-            for room in rng.choices(rooms, cum_weights=cum, k=n):
+            for room in itertools.islice(order, CHUNK):
                 body = bodies[rng.randrange(n_bodies)]
                 if rng.random() < common:
                     body = f"{body} {COMMON_WORD}"
@@ -259,6 +276,17 @@ async def seed(url: str, shape: Shape) -> Seeded:
     return gen.seeded
 
 
+def _ahead(chunks: Iterator[list[tuple[Any, ...]]]) -> Iterator[list[tuple[Any, ...]]]:
+    """The chunks, each next one generated in a thread while the caller loads
+    this one (sqlite3 and the PostgreSQL backend work without the GIL, so the
+    two overlap); two chunks in memory at most."""
+    with ThreadPoolExecutor(1, thread_name_prefix="dataset") as pool:
+        pending = pool.submit(next, chunks, None)
+        while (chunk := pending.result()) is not None:
+            pending = pool.submit(next, chunks, None)
+            yield chunk
+
+
 def _placeholders(cols: Sequence[str]) -> str:
     return ", ".join("?" for _ in cols)
 
@@ -300,7 +328,7 @@ def _load_sqlite(path: Path, gen: Generator) -> None:
             _insert("room_events", EVENT_COLS),
             ((r, p, k, u, d, at) for r, p, k, u, d, at in events),
         )
-        for chunk in gen.messages():
+        for chunk in _ahead(gen.messages()):
             db.executemany(_insert("messages", MESSAGE_COLS), chunk)
         db.execute("COMMIT")
         seconds["rows"] = round(time.monotonic() - t, 2)
@@ -359,18 +387,33 @@ async def _load_postgres(url: str, gen: Generator) -> None:
             " WHERE i.tablename = 'messages' AND i.schemaname = current_schema()"
             " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
         )
+        unique = await conn.fetch(
+            "SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint"
+            " WHERE conrelid = 'messages'::regclass AND contype = 'u'"
+        )
         for row in saved:
             await conn.execute(f'DROP INDEX "{row["indexname"]}"')
+        for row in unique:
+            await conn.execute(f'ALTER TABLE messages DROP CONSTRAINT "{row["conname"]}"')
         t = time.monotonic()
         await conn.copy_records_to_table("users", records=gen.users(), columns=USER_COLS)
         await conn.copy_records_to_table("rooms", records=gen.rooms(), columns=ROOM_COLS)
         members, events = gen.memberships()
         await conn.copy_records_to_table("members", records=members, columns=MEMBER_COLS)
         await conn.copy_records_to_table("room_events", records=events, columns=EVENT_COLS)
-        for chunk in gen.messages():
-            await conn.copy_records_to_table("messages", records=chunk, columns=MESSAGE_COLS)
+        chunks = gen.messages()
+        with ThreadPoolExecutor(1, thread_name_prefix="dataset") as pool:
+            loop = asyncio.get_running_loop()
+            pending = loop.run_in_executor(pool, next, chunks, None)
+            while (chunk := await pending) is not None:  # as _ahead, without blocking the loop
+                pending = loop.run_in_executor(pool, next, chunks, None)
+                await conn.copy_records_to_table("messages", records=chunk, columns=MESSAGE_COLS)
         seconds["rows"] = round(time.monotonic() - t, 2)
         t = time.monotonic()
+        for row in unique:
+            await conn.execute(
+                f'ALTER TABLE messages ADD CONSTRAINT "{row["conname"]}" {row["def"]}'
+            )
         for row in saved:
             await conn.execute(row["indexdef"])
         seconds["indexes"] = round(time.monotonic() - t, 2)
@@ -413,3 +456,26 @@ async def disk_bytes(url: str) -> int:
         return size
     finally:
         await conn.close()
+
+
+def main() -> None:
+    """``python -m bench.dataset 3M sqlite:///tmp/chat.db`` (or a PostgreSQL URL of an
+    empty database): seeds it and prints the time each phase took."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench.dataset", description=main.__doc__)
+    ap.add_argument("messages", help="how many messages, e.g. 10k, 300k, 3M")
+    ap.add_argument("url", help="sqlite:///path or postgresql://... (an empty database)")
+    args = ap.parse_args()
+    shape = Shape(messages=parse_size(args.messages))
+    seeded = asyncio.run(seed(args.url, shape))
+    size = asyncio.run(disk_bytes(args.url))
+    print(
+        f"{shape.messages:,} messages in {seeded.seconds['total']} s {seeded.seconds};"
+        f" {size / 2**20:,.0f} MiB on disk; rare word in {len(seeded.rare_rooms)} messages,"
+        f" common word in {seeded.common_hits:,}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -36,8 +36,8 @@ from bench.dataset import (
     username,
 )
 from bench.loadgen import Sink, WSConn, connect, percentile
-from bench.scenarios import close_clients, closed_loop_sends, open_clients
-from bench.targets import DELIVER, PASSWORD, OurTarget
+from bench.scenarios import NOISE_LIMIT, close_clients, closed_loop_sends, open_clients
+from bench.targets import DELIVER, PASSWORD, Meter, OurTarget
 
 FULL_SIZES = (10_000, 300_000, 3_000_000)
 QUICK_SIZES = (2_000, 20_000)
@@ -280,7 +280,9 @@ async def measure(
             log(f"{target.name} {size_label(shape.messages)}: {key}")
             try:
                 each = p.samples if clients == 1 else p.samples_each_of_16
+                meter = Meter(target.pid)
                 out[key] = summary(await collect(op, clients, each, p.op_seconds))
+                out[key]["foreign_cores"] = meter.read()["foreign_cores"]
             except Exception as e:
                 out[key] = {"error": f"{type(e).__name__}: {e}"}
 
@@ -459,6 +461,16 @@ def render(results: dict[str, Any], sizes: list[str]) -> str:
             for key, _, _ in OPERATIONS:
                 if isinstance(res.get(key), dict) and "error" in res[key]:
                     notes.append(f"  {engine} {s} {key}: {res[key]['error']}")
+            noisy = [
+                k
+                for k, _, _ in OPERATIONS
+                if ((res.get(k) or {}).get("foreign_cores") or 0) > NOISE_LIMIT
+            ]
+            if noisy:
+                notes.append(
+                    f"  {engine} {s}: other programs kept > {NOISE_LIMIT} cores busy during"
+                    f" {len(noisy)} of {len(OPERATIONS)} operations (foreign_cores in the JSON)"
+                )
             if res.get("resume_mismatches"):
                 notes.append(f"  {engine} {s}: resume replays: {res['resume_mismatches']}")
     if notes:
