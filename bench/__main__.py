@@ -1,4 +1,5 @@
-"""``python -m bench all|fanout|ramp|persist|idle|login [--quick] [--json out.json]``
+"""``python -m bench all|fanout|ramp|persist|idle|login [--quick] [--json out.json]``,
+or ``python -m bench scale [--sizes 10k,300k,3M] [--targets sqlite,postgres] [--quick]``.
 
 Starts every server itself (pinned to core 0 with ``taskset`` when there are two
 cores; this process, the load generator, pins itself to core 1), runs the
@@ -27,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import scale
 from bench import scenarios as sc
 from bench.targets import (
     REPO,
@@ -447,9 +449,42 @@ def _git_rev() -> str | None:
     return None
 
 
+async def scale_main(args: argparse.Namespace) -> dict[str, Any]:
+    """``scale`` (bench/scale.py): data-size dependence, on our server only."""
+    p = scale.QUICK if args.quick else scale.ScaleParams()
+    if args.sizes:
+        p = scale.ScaleParams(**{**p.__dict__, "sizes": scale.parse_sizes(args.sizes)})
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    targets = [t for t in targets if t in ("sqlite", "postgres")] or ["sqlite", "postgres"]
+    pinned = pin_self_to_generator_core()
+    workdir = Path(tempfile.mkdtemp(prefix="chat-bench-scale-"))
+    meta = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "scenarios": ["scale"],
+        "targets": targets,
+        "quick": args.quick,
+        "params": p.__dict__,
+        "samples": scale.samples_note(p),
+        "pinned": pinned,
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "git_rev": _git_rev(),
+    }
+    t_start = time.monotonic()
+    try:
+        results = await scale.run(targets, p, workdir, log)
+    finally:
+        meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
+        with contextlib.suppress(Exception):
+            import shutil
+
+            shutil.rmtree(workdir)
+    return {"meta": meta, "results": results}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
-    ap.add_argument("scenario", nargs="?", default="all", choices=("all", *SCENARIOS))
+    ap.add_argument("scenario", nargs="?", default="all", choices=("all", *SCENARIOS, "scale"))
     ap.add_argument("--quick", action="store_true", help="short runs (~2 minutes in all)")
     ap.add_argument(
         "--json",
@@ -468,7 +503,25 @@ def main() -> None:
     ap.add_argument(
         "--idle-conns", type=int, default=0, help="override the idle scenario's connection count"
     )
+    ap.add_argument(
+        "--sizes",
+        default="",
+        help="scale: message counts, e.g. 10k,300k,3M (the default; --quick: 2k,20k)",
+    )
     args = ap.parse_args()
+    if args.scenario == "scale":
+        if args.json == ap.get_default("json"):
+            args.json = str(Path(__file__).parent / "results-scale.json")
+        report = asyncio.run(scale_main(args))
+        sizes = [scale.size_label(n) for n in report["meta"]["params"]["sizes"]]
+        print(scale.render(report["results"], sizes))
+        print(
+            f"\npinned={report['meta']['pinned']} {report['meta']['samples']}"
+            f" python={report['meta']['python']} server@{report['meta']['git_rev']}"
+        )
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        log(f"JSON written to {args.json} ({report['meta']['elapsed_s']} s)")
+        return
     if importlib.util.find_spec("uvloop") is not None:
         import uvloop
 

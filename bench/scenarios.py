@@ -305,6 +305,18 @@ async def persist(target: OurTarget, p: Params) -> dict[str, Any]:
     async with aiohttp.ClientSession() as s:
         creds = await target.setup_users(labels, s)
     clients = await open_clients(target, creds, labels, sink)
+    try:
+        r = await closed_loop_sends(target, clients, p.warmup, p.persist_duration, p.quiet_wait)
+    finally:
+        close_clients(clients)
+    return {"senders": p.persist_senders, **r}
+
+
+async def closed_loop_sends(
+    target: OurTarget, clients: list[Client], warmup: float, duration: float, quiet_wait: float
+) -> dict[str, Any]:
+    """Each client sends, waits for its ``ack``, sends again: for ``warmup``
+    seconds unrecorded, then for ``duration`` seconds recorded."""
     refs = itertools.count(1)
     errors: Counter[str] = Counter()
     lat: list[int] = []
@@ -333,19 +345,17 @@ async def persist(target: OurTarget, p: Params) -> dict[str, Any]:
             done += 1
         return done
 
-    until = time.monotonic() + p.warmup
+    until = time.monotonic() + warmup
     await asyncio.gather(*(loop(c, until, False) for c in clients))
-    await wait_server_quiet(target, max_wait=p.quiet_wait)
+    await wait_server_quiet(target, max_wait=quiet_wait)
     t0 = time.monotonic()
     meter = Meter(target.pid)
-    until = t0 + p.persist_duration
+    until = t0 + duration
     acked = sum(await asyncio.gather(*(loop(c, until, True) for c in clients)))
     m = meter.read()
     wall = m["wall_s"]
-    close_clients(clients)
     lat.sort()
     return {
-        "senders": p.persist_senders,
         "duration_s": round(wall, 3),
         "acked": acked,
         "acked_per_s": round(acked / wall, 1),
