@@ -2,7 +2,7 @@
 Debian's chromium against a real `python run.py`: the profile with an avatar
 previewed before it is saved, the sessions list with Revoke signing the other
 browser out at once, and the password change. Controls are found by role and
-accessible name. Screenshots go to /tmp/shots/.
+accessible name. Screenshots go to tests/helpers/browser.SHOTS.
 """
 
 from __future__ import annotations
@@ -11,19 +11,18 @@ import io
 import re
 import secrets
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, rest
+from ..helpers.browser import WebUser, chromium, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = Path("/tmp/shots")
+SHOTS = shots_dir("account")
 # Another device's browser, told apart from this one in the sessions list.
 LAPTOP_AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0"
 # The other session is signed out at once: well under the reconnect back-off's 10 s.

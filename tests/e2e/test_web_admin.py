@@ -4,7 +4,7 @@ A real `python run.py` in its default `invite` registration mode and Debian's
 chromium: the first run through the setup link, an invite link's sign-up, and
 the Admin tabs and Room settings as admins and room owners use them. Controls
 are found by role and accessible name (API.md "Built-in web client").
-Screenshots go to /tmp/shots/.
+Screenshots go to tests/helpers/browser.SHOTS.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, rest
+from ..helpers.browser import WebUser, chromium, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = Path("/tmp/shots")
+SHOTS = shots_dir("admin")
 SETUP_LINK = re.compile(r"(http://\S+/#setup=([A-Za-z0-9_-]+))")
 
 

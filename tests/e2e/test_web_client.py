@@ -15,7 +15,6 @@ import re
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +27,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import FOCUSED_NAME_JS, WebUser, chromium, rest
+from ..helpers.browser import FOCUSED_NAME_JS, WebUser, chromium, rest, shots_dir
 from ..helpers.servers import REPO, free_port
 
 pytestmark = pytest.mark.e2e
@@ -230,9 +229,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def shots() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="web-client-screenshots-"))
-    print(f"\nweb client screenshots: {path}")
-    return path
+    return shots_dir("client")
 
 
 @pytest.fixture

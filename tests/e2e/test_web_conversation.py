@@ -3,16 +3,14 @@ reactions, threads, pins and mentions, live between two users.
 
 One `python run.py` per module; Debian's chromium under Playwright plays the
 users, one browser context each. Controls are found by role and accessible
-name (API.md "Built-in web client"). Screenshots go to $WEB_SHOTS_DIR, or a
-temporary folder whose path is printed (run with -s to see it).
+name (API.md "Built-in web client"). Screenshots go to tests/helpers/browser.SHOTS
+($WEB_SHOTS_DIR, or chat-web-shots in the temporary folder).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import FOCUSED_NAME_JS, WebUser, chromium
+from ..helpers.browser import FOCUSED_NAME_JS, WebUser, chromium, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -127,10 +125,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def shots() -> Path:
-    path = Path(os.environ.get("WEB_SHOTS_DIR") or tempfile.mkdtemp(prefix="web-conversation-"))
-    path.mkdir(parents=True, exist_ok=True)
-    print(f"\nweb conversation screenshots: {path}")
-    return path
+    return shots_dir("conversation")
 
 
 @pytest.fixture

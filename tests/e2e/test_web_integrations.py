@@ -6,7 +6,7 @@ CHAT_OUTBOUND_PRIVATE=true so an outgoing webhook may call a receiver on
 and bots on the Profile dialog, and incoming and outgoing webhooks in Room
 settings, each checked by using what the page handed over. Controls are
 found by role and accessible name (API.md "Built-in web client").
-Screenshots go to /tmp/shots/integ-*.png.
+Screenshots go to tests/helpers/browser.SHOTS.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ import pytest
 from playwright.sync_api import Browser, Locator, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, new_user, rest
+from ..helpers.browser import WebUser, chromium, new_user, rest, shots_dir
 from ..helpers.servers import ServerProcess, engine_env
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = Path("/tmp/shots")
+SHOTS = shots_dir("integrations")
 PERSONAL_TOKEN = re.compile(r"^chat_pat_\S+$")
 
 

@@ -5,15 +5,14 @@ an old message.
 One `python run.py` per module; Debian's chromium under Playwright plays the
 reader; the other users post over REST. Controls are found by role and
 accessible name (API.md "Built-in web client"). Screenshots go to
-$WEB_SHOTS_DIR, or a temporary folder whose path is printed (run with -s).
+tests/helpers/browser.SHOTS
+($WEB_SHOTS_DIR, or chat-web-shots in the temporary folder).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, new_user, rest
+from ..helpers.browser import WebUser, chromium, new_user, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -58,10 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def shots() -> Path:
-    path = Path(os.environ.get("WEB_SHOTS_DIR") or tempfile.mkdtemp(prefix="web-log-"))
-    path.mkdir(parents=True, exist_ok=True)
-    print(f"\nweb log screenshots: {path}")
-    return path
+    return shots_dir("log")
 
 
 @pytest.fixture

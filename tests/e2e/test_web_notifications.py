@@ -23,7 +23,7 @@ What headless Chromium cannot do, and what stands in for it:
   dropped at once (`getNotifications()` empty as soon as `showNotification()`
   has resolved): the hidden-tab test reads what the page asked to show from a
   wrapper around `showNotification` that then calls it.
-Screenshots go to /tmp/shots/notify-*.png.
+Screenshots go to tests/helpers/browser.SHOTS.
 """
 
 from __future__ import annotations
@@ -51,14 +51,14 @@ from playwright.sync_api import (
 )
 
 from ..helpers import PASSWORD, Account
-from ..helpers.browser import WebUser, chromium, rest
+from ..helpers.browser import WebUser, chromium, rest, shots_dir
 from ..helpers.push import PushReceiver, Subscriber, push_receiver
 from ..helpers.servers import ServerProcess, engine_env
 from ..helpers.ws import connect, next_of
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = Path("/tmp/shots")
+SHOTS = shots_dir("notifications")
 CONSOLE: list[str] = []  # the pages' console, for failure messages
 T = TypeVar("T")
 

@@ -4,16 +4,15 @@ the "(edited)" marker, initials avatars and the image viewer.
 
 Two users live: one writes through the page, the other sees it. One
 `python run.py` per module; Debian's chromium under Playwright. Screenshots go
-to $WEB_SHOTS_DIR, or a temporary folder whose path is printed (run with -s).
+to tests/helpers/browser.SHOTS
+($WEB_SHOTS_DIR, or chat-web-shots in the temporary folder).
 """
 
 from __future__ import annotations
 
 import io
-import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,7 +22,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, rest
+from ..helpers.browser import WebUser, chromium, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -63,10 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def shots() -> Path:
-    path = Path(os.environ.get("WEB_SHOTS_DIR") or tempfile.mkdtemp(prefix="web-render-"))
-    path.mkdir(parents=True, exist_ok=True)
-    print(f"\nweb render screenshots: {path}")
-    return path
+    return shots_dir("render")
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 in Debian's chromium against a real `python run.py`. Inviting by username (with
 suggestions), roles, rename and topic, and kicks, each seen at once by the other
 user. Controls are found by role and accessible name (API.md "Built-in web
-client"). Screenshots go to /tmp/shots/.
+client"). Screenshots go to tests/helpers/browser.SHOTS.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, new_user, rest
+from ..helpers.browser import WebUser, chromium, new_user, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
-SHOTS = Path("/tmp/shots")
+SHOTS = shots_dir("rooms")
 
 
 def _unique(prefix: str) -> str:

@@ -5,16 +5,14 @@ the phone layout, and axe-core on every screen reached.
 
 One `python run.py` per module (its first user, `boss`, is the admin); Debian's
 chromium under Playwright plays the users, found by role and accessible name
-(API.md "Built-in web client"). Screenshots go to $WEB_SHOTS_DIR, or a
-temporary folder whose path is printed (run with -s to see it).
+(API.md "Built-in web client"). Screenshots go to tests/helpers/browser.SHOTS
+($WEB_SHOTS_DIR, or chat-web-shots in the temporary folder).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import FOCUSED_NAME_JS, WebUser, assert_accessible, chromium, rest
+from ..helpers.browser import FOCUSED_NAME_JS, WebUser, assert_accessible, chromium, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -121,10 +119,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def shots() -> Path:
-    path = Path(os.environ.get("WEB_SHOTS_DIR") or tempfile.mkdtemp(prefix="web-shell-"))
-    path.mkdir(parents=True, exist_ok=True)
-    print(f"\nweb shell screenshots: {path}")
-    return path
+    return shots_dir("shell")
 
 
 @pytest.fixture

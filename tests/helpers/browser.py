@@ -5,7 +5,9 @@ REST calls to a server process for the setup a test does not click through."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +22,17 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from . import IN_CI, PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Where every browser test's screenshots go (to look at after a run).
+SHOTS = Path(os.environ.get("WEB_SHOTS_DIR") or Path(tempfile.gettempdir()) / "chat-web-shots")
+
+
+def shots_dir(part: str) -> Path:
+    """SHOTS/<part>, made if missing."""
+    path = SHOTS / part
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
