@@ -3,6 +3,7 @@
 import { AdminArea } from './admin.js';
 import * as api from './api.js';
 import { $, backoff, showError } from './dom.js';
+import { forgetDrafts } from './composer.js';
 import { Conversation } from './conversation.js';
 import { setupRoomDialogs } from './dialogs.js';
 import { setupInvitePeople } from './invites.js';
@@ -401,6 +402,7 @@ function setupSignIn() {
   });
   $('#logout-button').addEventListener('click', async () => {
     await session?.notifications.signOut();
+    if (session) forgetDrafts(session.me.id);
     await api.logout();
     showSignIn();
   });

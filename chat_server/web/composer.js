@@ -28,6 +28,17 @@ function loadDraft(userId, roomId) {
   }
 }
 
+// Log out: the account's unsent drafts leave the browser with it.
+export function forgetDrafts(userId) {
+  const prefix = `${DRAFT_KEY}${userId}.`;
+  try {
+    const keys = Object.keys(localStorage).filter((key) => key.startsWith(prefix));
+    for (const key of keys) localStorage.removeItem(key);
+  } catch {
+    // Storage disabled: there are none.
+  }
+}
+
 function saveDraft(userId, roomId, text) {
   if (roomId === null) return;
   try {

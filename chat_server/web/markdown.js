@@ -79,6 +79,9 @@ export function renderMarkdown(text, { decorateText } = {}) {
     ALLOWED_TAGS,
     ALLOWED_ATTR,
     ALLOWED_URI_REGEXP: SAFE_URL,
+    // A list's first number: not a URL (DOMPurify checks attributes it does
+    // not know against ALLOWED_URI_REGEXP).
+    ADD_URI_SAFE_ATTR: ['start'],
     ALLOW_DATA_ATTR: false,
     ALLOW_ARIA_ATTR: false,
     RETURN_DOM_FRAGMENT: true,

@@ -212,18 +212,7 @@ export class MessageView {
   async jumpToLatest() {
     if (this.roomId === null) return;
     if (document.activeElement === this.jumpButton) this.log.focus({ preventScroll: true });
-    if (this.hasNewer) {
-      const generation = this.#clearWindow();
-      this.note.textContent = 'Loading messages…';
-      try {
-        const fetched = await this.#fetchWindow(null);
-        if (generation !== this.generation) return;
-        this.#show(fetched);
-      } catch (error) {
-        if (generation === this.generation) this.note.textContent = `Could not load messages: ${error.message}`;
-        return;
-      }
-    }
+    if (this.hasNewer && !(await this.#replaceWindow(null))) return;
     this.#scrollToBottom();
     this.#noteSeen();
   }
@@ -237,7 +226,9 @@ export class MessageView {
     if (!this.loaded) return; // the window being loaded fills up to latestSeq
     // Older than what is shown: scroll-back will fetch it when wanted.
     if (this.lo !== null && message.seq < this.lo) return;
-    const mine = message.sender_id === this.me.id;
+    // Only a send from this tab's message box moves the reader to it (not a
+    // thread reply, nor a message from the same account elsewhere).
+    const mine = this.#answersPending(message);
     const previousHi = this.hi;
     if (!wasLatest && (previousHi === null || message.seq > previousHi)) {
       // The window shows older history; `Jump to latest` leads here.
@@ -255,6 +246,11 @@ export class MessageView {
     else if (message.seq > (previousHi ?? 0)) this.missed = true;
     this.#paintJump();
     this.#noteSeen();
+  }
+
+  #answersPending(message) {
+    if (!message.client_id || message.sender_id !== this.me.id || message.thread_id) return false;
+    return [...this.outbox.children].some((pending) => pending.dataset.clientId === message.client_id);
   }
 
   // An edited or deleted message: only matters if it is on screen.
@@ -282,17 +278,7 @@ export class MessageView {
 
   async #goTo(at) {
     if (!this.loaded) return false;
-    if (!this.items.has(at.seq)) {
-      const generation = this.#clearWindow();
-      try {
-        const fetched = await this.#fetchWindow(at.seq);
-        if (generation !== this.generation) return false;
-        this.#show(fetched);
-      } catch (error) {
-        if (generation === this.generation) this.note.textContent = `Could not load messages: ${error.message}`;
-        return false;
-      }
-    }
+    if (!this.items.has(at.seq) && !(await this.#replaceWindow(at.seq))) return false;
     const shown = this.#place(at);
     await this.#fillViewport();
     return shown;
@@ -368,6 +354,25 @@ export class MessageView {
     this.#updateNote();
     // Messages that arrived while it loaded.
     if (atEnd && this.hasNewer) this.fill((this.hi ?? 0) + 1, this.latestSeq);
+  }
+
+  // Swaps the window for the history around seq (null: the newest), fetched
+  // first: a failed fetch leaves the window as it was (and says so), and
+  // messages arriving meanwhile are filled in by #show. Whether it was swapped.
+  async #replaceWindow(around) {
+    const generation = this.generation;
+    this.note.textContent = 'Loading messages…';
+    let fetched;
+    try {
+      fetched = await this.#fetchWindow(around);
+    } catch (error) {
+      if (generation === this.generation) this.note.textContent = `Could not load messages: ${error.message}`;
+      return false;
+    }
+    if (generation !== this.generation) return false;
+    this.#clearWindow();
+    this.#show(fetched);
+    return true;
   }
 
   // Scrolls the window as `open` describes; whether the message asked for

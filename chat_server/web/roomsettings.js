@@ -128,7 +128,7 @@ export class RoomSettings {
 
   // Another manager renamed the room: the subtitle and untouched fields follow.
   #roomUpdated(room) {
-    this.subtitle.textContent = `#${room.name}`;
+    if (room.kind !== 'dm') this.subtitle.textContent = `#${room.name}`;
     if (!this.detailsForm) return;
     for (const name of ['name', 'topic']) {
       const field = this.detailsForm.elements.namedItem(name);

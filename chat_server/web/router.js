@@ -4,6 +4,8 @@
 // phone: the room list). The sign-up links #invite=… and #setup=… are
 // signup.js's.
 const ROOM_ADDRESS = /^#\/rooms\/(\d+)$/;
+// signup.js's links: left in the address for the sign-in screen after a log out.
+const SIGN_UP_LINK = /^#(setup|invite)=/;
 
 // The room the address names, or null.
 export function roomInAddress() {
@@ -17,6 +19,7 @@ export function roomInAddress() {
 // list instead of stacking another entry.
 export function showRoomInAddress(roomId, { replace = false } = {}) {
   if (roomInAddress() === roomId && (roomId !== null || !location.hash)) return;
+  if (roomId === null && SIGN_UP_LINK.test(location.hash)) return;
   const url = location.pathname + location.search + (roomId === null ? '' : `#/rooms/${roomId}`);
   const state = { room: roomId, from: replace ? history.state?.from ?? null : roomInAddress() };
   if (replace) history.replaceState(state, '', url);
@@ -32,7 +35,9 @@ export function cameFromList() {
 // Calls onRoom(id or null) when Back, Forward or an edited address changes the
 // room the address names.
 export function listenForAddressChanges(onRoom) {
-  window.addEventListener('popstate', () => onRoom(roomInAddress()));
+  window.addEventListener('popstate', () => {
+    if (!SIGN_UP_LINK.test(location.hash)) onRoom(roomInAddress());
+  });
 }
 
 // --- the log's reading position per room, kept for a reload ---

@@ -99,7 +99,7 @@ export function setupQuickSwitcher(getSession) {
       return;
     }
     // Not on top of another dialog: Escape closes that one first.
-    if (document.querySelector('dialog[open]')) return;
+    if (document.querySelector('dialog[open]:modal')) return; // not the search results (non-modal)
     input.value = '';
     active = 0;
     paint();

@@ -17,7 +17,7 @@ from PIL import Image
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, chromium, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -119,6 +119,7 @@ def test_profile_with_avatar_preview_and_bio(
     token = _login(server, username, PASSWORD)["access_token"]
     assert rest(server.url, "GET", "/users/me", token)["avatar_media_id"] is None, "not saved yet"
     ivy.shot(SHOTS / "account-profile-preview.png")
+    assert_accessible(ivy.page, "profile with avatar preview")
 
     # A file that is no image is refused before upload.
     profile.get_by_label("Avatar", exact=True).set_input_files(
@@ -171,6 +172,7 @@ def test_sessions_list_and_revoke_signs_the_other_browser_out(
     expect(items.filter(has_text="Python")).to_contain_text(re.compile(r"last used \S"))
     other = items.filter(has_text="Firefox on Windows")
     desk.shot(SHOTS / "account-sessions.png")
+    assert_accessible(desk.page, "sessions")
 
     other.get_by_role("button", name="Revoke").click()
     expect(desk.page.get_by_text("Sign out Firefox on Windows")).to_be_visible()
@@ -209,6 +211,7 @@ def test_password_change_keeps_this_session_and_ends_the_others(
     expect(current).to_be_focused()
     expect(current).to_have_attribute("aria-invalid", "true")
     desk.shot(SHOTS / "account-password-wrong.png")
+    assert_accessible(desk.page, "password error")
     expect(desk.page.get_by_role("status")).to_have_text("Connected")
     expect(laptop.page.get_by_role("status")).to_have_text("Connected")
 

@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, new_user, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, chromium, new_user, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -163,6 +163,7 @@ def test_unread_line_read_marker_and_jump_to_latest(
     jump = page.get_by_role("button", name="Jump to latest")
     expect(jump).to_be_visible()
     user.shot(shots / "log-unread-line.png")
+    assert_accessible(user.page, "unread line")
 
     # What is on screen is read, not the 200.
     first = _wait_marker(api, bob, room_id, lambda marker: marker > 30)
@@ -197,6 +198,7 @@ def test_unread_line_read_marker_and_jump_to_latest(
     expect(_article(user, "live while scrolled up")).not_to_be_in_viewport()
     expect(_article(user, "early 001")).to_be_in_viewport()
     user.shot(shots / "log-jump-to-latest.png")
+    assert_accessible(user.page, "jump to latest")
     jump.click()
     expect(_article(user, "live while scrolled up")).to_be_in_viewport()
     expect(jump).to_be_hidden()
@@ -254,8 +256,10 @@ def test_search_opens_the_room_at_an_old_message(
     expect(hit.locator("mark")).to_have_text(word)
     expect(big_group.get_by_role("link").first.locator("mark")).to_have_text(word.upper())
     user.shot(shots / "log-search-results.png")
+    assert_accessible(user.page, "search results")
     page.emulate_media(color_scheme="dark")
     user.shot(shots / "log-search-results-dark.png")
+    assert_accessible(user.page, "search results (dark)")
     page.emulate_media(color_scheme="light")
 
     # Escape closes the results and keeps the query; Enter searches again.
@@ -323,3 +327,4 @@ def test_search_opens_the_room_at_an_old_message(
     box = results.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, box
     user.shot(shots / "log-search-phone.png")
+    assert_accessible(user.page, "search results on a phone")

@@ -22,7 +22,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, chromium, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -122,6 +122,7 @@ def test_markdown_renders_live(pair: Pair) -> None:
     _send_lines(alice, "> quoted wisdom\n\nmy answer")
     _send_lines(alice, "shopping:\n- apples\n- pears\n\n1. first\n2. second")
     _send_lines(alice, "# A heading\nline one\nline two")
+    _send_lines(alice, "agenda:\n\n3. third\n4. fourth")
 
     body = _body(bob.articles("bold words"))
     expect(body.locator("strong")).to_have_text("bold words")
@@ -141,6 +142,8 @@ def test_markdown_renders_live(pair: Pair) -> None:
     expect(lists.get_by_role("list")).to_have_count(2)
     expect(lists.locator("ul > li")).to_have_text(["apples", "pears"])
     expect(lists.locator("ol > li")).to_have_text(["first", "second"])
+    # A list starting at 3 says 3 (its `start` survives sanitizing).
+    expect(_body(bob.articles("agenda")).locator("ol")).to_have_attribute("start", "3")
 
     # A heading is bold text, not a document heading; single newlines break lines.
     heading = _body(bob.articles("A heading"))
@@ -380,6 +383,7 @@ def test_image_viewer(pair: Pair, shots: Path) -> None:
     close = viewer.get_by_role("button", name="Close")
     expect(close).to_be_focused()
     bob.shot(shots / "render-viewer.png")
+    assert_accessible(bob.page, "image viewer")
     bob.page.keyboard.press("Escape")
     expect(viewer).to_be_hidden()
     expect(preview).to_be_focused()
@@ -411,6 +415,7 @@ def test_screenshots_light_and_dark(pair: Pair, shots: Path) -> None:
         page.emulate_media(color_scheme=scheme)
         page.mouse.move(0, 0)
         alice.shot(shots / f"render-{scheme}.png")
+        assert_accessible(alice.page, f"markdown messages ({scheme})")
     # Hovering a grouped message shows its time in the gutter.
     grouped = alice.articles("Three things")
     grouped.hover()
@@ -432,10 +437,12 @@ def test_screenshots_light_and_dark(pair: Pair, shots: Path) -> None:
     expect(thread.get_by_role("heading", name="Today")).to_have_count(1)
     expect(replies.nth(0).locator("em")).to_have_text("first")
     alice.shot(shots / "render-thread.png")
+    assert_accessible(alice.page, "thread panel")
     thread.get_by_role("button", name="Close thread").click()
 
     # A phone: nothing wider than the screen (code and tables scroll inside).
     page.set_viewport_size({"width": 375, "height": 812})
     alice.articles("standup").scroll_into_view_if_needed()
     alice.shot(shots / "render-phone.png")
+    assert_accessible(alice.page, "messages on a phone")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, new_user, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, chromium, new_user, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -90,6 +90,7 @@ def test_invite_roles_rename_and_kick_live(person: Callable[[str], WebUser]) -> 
     expect(suggestion).to_be_visible()
     expect(suggestion).to_have_attribute("aria-selected", "true")
     ann.shot(SHOTS / "room-settings-suggestions.png")
+    assert_accessible(ann.page, "room settings: invite suggestions")
     field.press("Enter")
     expect(field).to_have_value(ben.label)
     expect(settings.get_by_role("listbox", name="Suggested users")).to_be_hidden()
@@ -123,6 +124,7 @@ def test_invite_roles_rename_and_kick_live(person: Callable[[str], WebUser]) -> 
     expect(ann_entry).to_contain_text("owner")
     expect(ann_entry.get_by_role("button")).to_have_count(0)  # nobody moderates the owner
     ben.shot(SHOTS / "room-settings-admin.png")
+    assert_accessible(ben.page, "room settings (room admin)")
     ben.page.keyboard.press("Escape")
     expect(ben_settings).to_be_hidden()
 
@@ -138,6 +140,7 @@ def test_invite_roles_rename_and_kick_live(person: Callable[[str], WebUser]) -> 
     ben.shot(SHOTS / "room-header-topic.png")
     expect(ann.page.get_by_role("heading", name=renamed, exact=True)).to_be_visible()
     ann.shot(SHOTS / "room-settings-owner.png")
+    assert_accessible(ann.page, "room settings (owner)")
 
     # Ann makes Ben a member again and removes him: his client drops the room
     # and says why; her member list loses him.
@@ -151,6 +154,7 @@ def test_invite_roles_rename_and_kick_live(person: Callable[[str], WebUser]) -> 
     expect(ben.alert(f"You were removed from {renamed}.")).to_be_visible()
     expect(ben.page.get_by_role("heading", name=renamed, exact=True)).to_be_hidden()
     ben.shot(SHOTS / "room-kicked.png")
+    assert_accessible(ben.page, "removed from a room")
 
 
 def test_an_admin_promotes_and_the_promoted_member_leaves(
