@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .engines import Conn, Engine, Row, UniqueViolation, connect
+from .engines import Conn, Engine, PostgresEngine, Row, UniqueViolation, connect
 from .mentions import NOTHING_WRITTEN, ROOM_MENTION_MAX_MEMBERS, Written
 from .migrations import migrate
 from .models import (
@@ -1527,14 +1527,22 @@ RETURNING {MESSAGE_FIELDS}
 
         Each engine walks the matches in the order it returns them and stops at
         `limit`, or ranks only the matches there are (see the two methods)."""
-        if self.engine.name == "postgres":
-            rows = await self._search_postgres(user_id, query, room_id, before_id, limit)
+        if isinstance(self.engine, PostgresEngine):
+            rows = await self._search_postgres(
+                self.engine, user_id, query, room_id, before_id, limit
+            )
         else:
             rows = await self._search_sqlite(user_id, query, room_id, before_id, limit)
         return await self._attach(rows)
 
+    @staticmethod
     async def _search_postgres(
-        self, user_id: int, query: str, room_id: int | None, before_id: int, limit: int
+        engine: PostgresEngine,
+        user_id: int,
+        query: str,
+        room_id: int | None,
+        before_id: int,
+        limit: int,
     ) -> list[Row]:
         """The planner chooses between walking `messages_pkey` backwards (a word common
         in the scope: stops after about `limit` / its density rows) and the GIN
@@ -1553,14 +1561,12 @@ RETURNING {MESSAGE_FIELDS}
                 " WHERE room_id = $5 AND user_id = $2)"
             )
             args = (query, user_id, before_id, limit, room_id)
-        async with self.engine.transaction() as tx:
-            await tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            return await tx.fetch(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m"
-                f" WHERE m.search @@ websearch_to_tsquery('simple', $1) AND {scope}"
-                " AND m.id < $3 AND NOT m.deleted ORDER BY m.id DESC LIMIT $4",
-                *args,
-            )
+        return await engine.fetch_custom_plan(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m"
+            f" WHERE m.search @@ websearch_to_tsquery('simple', $1) AND {scope}"
+            " AND m.id < $3 AND NOT m.deleted ORDER BY m.id DESC LIMIT $4",
+            *args,
+        )
 
     async def _search_sqlite(
         self, user_id: int, query: str, room_id: int | None, before_id: int, limit: int

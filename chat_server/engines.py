@@ -301,6 +301,18 @@ class PostgresEngine(Engine):
         with self._writing():
             return await self.fetchrow(sql, *args)
 
+    async def fetch_custom_plan(self, sql: str, *args: Any) -> list[Row]:
+        """A read planned for its own arguments every time: a cached generic plan
+        cannot see how common a full-text search's word is (and may walk every
+        match). A read-only transaction, so its success proves nothing of disk space."""
+        with self._writing(succeeded=False):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+                    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                    return await _PgConn(conn).fetch(sql, *args)
+            except _PG_OUTAGES as exc:
+                raise _unavailable(exc) from exc
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         with self._writing():

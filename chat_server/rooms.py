@@ -284,11 +284,15 @@ async def set_member_role(request: web.Request) -> web.Response:
         )
     except Refused as refusal:  # the roles, as they are when the change commits
         raise Forbidden(str(refusal)) from None
-    member = None if before is None else await db.get_member(room.id, target_id)
-    if member is None:  # not a member, or removed again in between
+    if before is None:
         raise NotFound("not a member")
-    if pos is not None:
-        announce_role(request.app, room.id, member.user, role, pos)
+    if pos is not None:  # committed: announced even if the member leaves meanwhile
+        user = await db.get_user(target_id)
+        if user is not None:
+            announce_role(request.app, room.id, user, role, pos)
+    member = await db.get_member(room.id, target_id)
+    if member is None:  # removed again in between
+        raise NotFound("not a member")
     return web.json_response(member.to_json())
 
 

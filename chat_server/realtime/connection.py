@@ -264,10 +264,17 @@ class Connection:
 
     def behind(self, room_id: int, newest_pos: int) -> None:
         """The room's newest committed pos, read from the database: catch up if behind."""
-        if self.last_pos.get(room_id, newest_pos) < newest_pos:
+        if self.last_pos.get(room_id, newest_pos) >= newest_pos:
+            return
+        if self.state in (State.CONNECTING, State.HOLDING):
+            self.held.add(room_id)  # after the resume's replay, as for live events
+        else:
             self.push(CatchUp(room_id, "poll"))
 
     def _delivered(self, room_id: int, pos: int) -> None:
+        """Called before the frame's write is awaited: a resume handled while the
+        write waits on the socket must see the room as moved (and name a gap)
+        rather than rewind a position the write is about to pass."""
         self.last_pos[room_id] = pos
         if self.moved is None:
             self.moved = set()
@@ -479,11 +486,11 @@ class Connection:
             if wire is None or self.last_pos.get(room_id) != item.pos - 1:
                 await self._fill(room_id, until=item.pos, cause="update")
                 return
-            await self._write(wire)
             self._delivered(room_id, item.pos)
+            await self._write(wire)
             return
-        await self._write(item.wire)
         self._delivered(room_id, item.pos)
+        await self._write(item.wire)
         if item.removes == self.user_id:
             await self._removed(room_id, item.pos)
             if self.follows(room_id):
@@ -539,13 +546,13 @@ class Connection:
                 if from_pos is None:
                     continue
                 if from_pos < first:
-                    await self._write(text_frame(events.gap(room_id, from_pos + 1, first)))
                     self._delivered(room_id, first)
+                    await self._write(text_frame(events.gap(room_id, from_pos + 1, first)))
                 for event in found.get(room_id, ()):
                     if self.last_pos.get(room_id) != event.pos - 1:
                         break  # removed here, or moved on to a rejoin
-                    await self._write(text_frame(dumps(event.payload)))
                     self._delivered(room_id, event.pos)
+                    await self._write(text_frame(dumps(event.payload)))
                     if event.removes == self.user_id:
                         await self._removed(room_id, event.pos)
                 reached = self.last_pos.get(room_id)
@@ -563,6 +570,13 @@ class Connection:
         latest join).
         """
         joined_pos = await self.db.joined_pos(room_id, self.user_id)
+        rejoined = self.rejoins.pop(room_id, None) if self.rejoins is not None else None
+        if joined_pos is None and rejoined is not None and rejoined - 1 > last:
+            # A stale notice (an old join, from a poll looking back) came first
+            # and a later join was heard of while following from it: that one
+            # decides, even though the user has left again since.
+            last = rejoined - 1
+            self.last_pos[room_id] = last
         if joined_pos is None:  # removed again already: owed only if joined after we opened
             joined_at = await self.db.event_time(room_id, last + 1)
             if joined_at is None or joined_at < self.opened_at:
@@ -593,8 +607,8 @@ class Connection:
             for event in found:
                 if self.last_pos.get(room_id) != event.pos - 1:
                     break  # removed here, or moved on to a rejoin: read on from there
-                await self._write(text_frame(dumps(event.payload)))
                 self._delivered(room_id, event.pos)
+                await self._write(text_frame(dumps(event.payload)))
                 sent += 1
                 if event.removes == self.user_id:
                     await self._removed(room_id, event.pos)

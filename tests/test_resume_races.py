@@ -1,0 +1,64 @@
+"""Races between a `resume` and deliveries that reach the socket another way."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chat_server import keys
+
+from .helpers import SHORT_HOLD, create_room, join, send
+from .helpers.ws import connect, receive
+
+
+async def test_a_poll_during_the_hold_waits_for_the_resume(client, alice, bob) -> None:
+    """The hub's poll (Redis away) finds a held socket behind: it catches up
+    after the resume's replay, like a held live event, so the replay starts
+    where the client's `seen` says and names no gap."""
+    room = await create_room(client, alice)
+    await join(client, bob, room)
+    await send(client, alice, room, "seen")
+    ws = await connect(client, bob)
+    await ws.close()
+    await send(client, alice, room, "missed")
+    ws = await connect(client, bob)  # ready; live events held for a resume
+    await send(client, alice, room, "after ready")
+    await client.server.app[keys.HUB].poll(0)
+    await asyncio.sleep(SHORT_HOLD / 4)  # (the writer's turn, well inside the hold)
+    last_seen = 3  # room created, bob joined, "seen"
+    await ws.send_json({"type": "resume", "rooms": {str(room["id"]): last_seen}})
+    frames = []
+    while not frames or frames[-1]["type"] != "resumed":
+        frames.append(await receive(ws, 5))
+    while len([f for f in frames if f["type"] == "message.new"]) < 2:
+        frames.append(await receive(ws, 5))
+    delivered = [(f["type"], f.get("pos")) for f in frames if f["type"] != "resumed"]
+    assert delivered == [("message.new", 4), ("message.new", 5)], frames
+
+
+async def test_a_stale_join_in_a_poll_yields_to_a_later_one(client, alice, bob) -> None:
+    """A poll looking back hands the socket an old membership (over before it
+    opened) and a new one it never heard of (the relay lost it), both over by
+    now: the new one's events are delivered, up to the removal."""
+    room = await create_room(client, alice)
+    db = client.server.app[keys.DB]
+    old_join = await db.add_member(room["id"], bob.id, "member", None)
+    await db.remove_member(room["id"], bob.id, "left", bob.id)
+    ws = await connect(client, bob)
+    await ws.send_json({"type": "resume", "rooms": {}})
+    while (await receive(ws, 5))["type"] != "resumed":
+        pass
+    # Joined and left again behind the hub's back (as if the relay were away).
+    new_join = await db.add_member(room["id"], bob.id, "member", None)
+    assert old_join is not None and new_join is not None
+    await send(client, alice, room, "while bob was in")
+    left = await db.remove_member(room["id"], bob.id, "left", bob.id)
+    await client.server.app[keys.HUB].poll(0)
+    frames = [await receive(ws, 5)]
+    while frames[-1].get("pos") != left:
+        frames.append(await receive(ws, 5))
+    stream = [(f["type"], f.get("pos")) for f in frames if "pos" in f]
+    assert stream == [
+        ("member.joined", new_join),
+        ("message.new", new_join + 1),
+        ("member.left", left),
+    ], frames
