@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from aiohttp import web
 
 from chat_server import Config, create_app
-from chat_server.app import openapi_paths
+from chat_server.app import WEB_DIR, openapi_paths
 
 from .helpers import error_of, make_config
 
@@ -96,3 +97,31 @@ async def test_the_service_worker_is_served_from_the_root(client):
     assert response.content_type == "text/javascript"
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
     assert "addEventListener('push'" in await response.text()
+
+
+def _free_strings(node: object, where: str) -> list[str]:
+    """Paths of plain `type: string` schemas (no Text, pattern, enum or format) under node."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if node.get("type") == "string" and not {"pattern", "enum", "format", "$ref"} & set(node):
+            found.append(where)
+        for key, value in node.items():
+            found += _free_strings(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _free_strings(value, f"{where}/{index}")
+    return found
+
+
+def test_every_string_a_request_sends_is_documented_without_nul():
+    """The server refuses NUL in every string it receives (400 naming the field),
+    so each request's text is `Text` in the document (or narrower): clients and
+    the API fuzzer generate only what is accepted."""
+    schemas = json.loads((WEB_DIR.parent / "openapi.json").read_text())["components"]["schemas"]
+    free = [
+        path
+        for name, schema in schemas.items()
+        if name.endswith("Request")
+        for path in _free_strings(schema, name)
+    ]
+    assert free == []

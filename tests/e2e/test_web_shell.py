@@ -384,22 +384,25 @@ def test_outage_banner_while_the_server_restarts(
     jon_dot = ivy.articles("from jon before").locator(".presence")
 
     site.server.stop()
-    expect(ivy.status).to_have_text("Reconnecting…")
-    expect(banner).to_be_visible()
-    # Back-off grows while the server stays down: wait for a countdown worth skipping.
-    expect(banner).to_contain_text(re.compile(r"Reconnecting in ([3-9]|\d\d) s…"), timeout=20_000)
-    expect(jon_dot).to_have_attribute("title", "Presence unknown")
-    expect(banner.get_by_role("button", name="Retry now")).to_be_visible()
-    assert_accessible(ivy.page, "outage banner")
-    ivy.shot("outage-banner")
-    # A REST call meanwhile says so in words, not "Failed to fetch".
-    ivy.page.get_by_role("button", name="Browse rooms").click()
-    expect(ivy.dialog("Public rooms").get_by_role("alert")).to_have_text(
-        "Can't reach the server. Check your connection."
-    )
-    ivy.page.keyboard.press("Escape")
-
-    site.server.start()
+    try:
+        expect(ivy.status).to_have_text("Reconnecting…")
+        expect(banner).to_be_visible()
+        # Back-off grows while the server stays down: wait for a countdown worth skipping.
+        expect(banner).to_contain_text(
+            re.compile(r"Reconnecting in ([3-9]|\d\d) s…"), timeout=20_000
+        )
+        expect(jon_dot).to_have_attribute("title", "Presence unknown")
+        expect(banner.get_by_role("button", name="Retry now")).to_be_visible()
+        assert_accessible(ivy.page, "outage banner")
+        ivy.shot("outage-banner")
+        # A REST call meanwhile says so in words, not "Failed to fetch".
+        ivy.page.get_by_role("button", name="Browse rooms").click()
+        expect(ivy.dialog("Public rooms").get_by_role("alert")).to_have_text(
+            "Can't reach the server. Check your connection."
+        )
+        ivy.page.keyboard.press("Escape")
+    finally:  # the module's other tests use this server too
+        site.server.start()
     sent = [f"from jon after {n}" for n in range(3)]
     for body in sent:
         site.post(peer_token, room_id, body)
