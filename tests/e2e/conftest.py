@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
+from playwright.sync_api import Browser
 
+from ..helpers.browser import chromium
 from ..helpers.cluster import Cluster, Node, start_nodes
 from ..helpers.postgres import scratch_database
 from ..helpers.servers import RedisProcess, ServerProcess
@@ -56,3 +58,23 @@ async def cluster(tmp_path, cluster_db, session, cluster_env) -> AsyncIterator[C
             with contextlib.suppress(ProcessLookupError):
                 redis.unpause()
         redis.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One Debian chromium for a browser test module (tests/helpers/browser.py)."""
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="module")
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A `python run.py` of the module's own, in a data folder of its own."""
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    process = ServerProcess({"CHAT_DATA_DIR": str(root / "data")}, root).start()
+    try:
+        yield process
+    finally:
+        process.stop()

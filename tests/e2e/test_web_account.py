@@ -17,7 +17,7 @@ from PIL import Image
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, assert_accessible, chromium, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -40,22 +40,6 @@ def _png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    workdir = tmp_path_factory.mktemp("web-account")
-    server = ServerProcess({"CHAT_DATA_DIR": str(workdir / "data")}, workdir).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, rest, shots_dir
+from ..helpers.browser import WebUser, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -74,12 +74,6 @@ class Site:
         user = self.call("POST", "/admin/users", self.admin_token, body)
         login = self.call("POST", "/auth/login", body={"username": username, "password": PASSWORD})
         return username, login["access_token"], user["id"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import FOCUSED_NAME_JS, WebUser, chromium, rest, shots_dir
+from ..helpers.browser import FOCUSED_NAME_JS, WebUser, rest, shots_dir
 from ..helpers.servers import REPO, free_port
 
 pytestmark = pytest.mark.e2e
@@ -210,12 +210,6 @@ def _png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import FOCUSED_NAME_JS, WebUser, chromium, shots_dir
+from ..helpers.browser import FOCUSED_NAME_JS, WebUser, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -107,20 +107,6 @@ class User(WebUser):
 
     def focused_name(self) -> str:
         return str(self.page.evaluate(FOCUSED_NAME_JS)).strip()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("web-conversation")
-    process = ServerProcess({"CHAT_DATA_DIR": str(root / "data")}, root).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, chromium, new_user, rest, shots_dir
+from ..helpers.browser import WebUser, new_user, rest, shots_dir
 from ..helpers.servers import ServerProcess, engine_env
 
 pytestmark = pytest.mark.e2e
@@ -113,12 +113,6 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         self.http.shutdown()
         self.http.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, assert_accessible, chromium, new_user, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, new_user, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -39,20 +39,6 @@ def _unique(prefix: str) -> str:
 class Account:
     username: str
     token: str
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("web-log")
-    process = ServerProcess({"CHAT_DATA_DIR": str(root / "data")}, root).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ from playwright.sync_api import (
 )
 
 from ..helpers import PASSWORD, Account
-from ..helpers.browser import WebUser, chromium, rest, shots_dir
+from ..helpers.browser import WebUser, rest, shots_dir
 from ..helpers.push import PushReceiver, Subscriber, push_receiver
 from ..helpers.servers import ServerProcess, engine_env
 from ..helpers.ws import connect, next_of
@@ -188,12 +188,6 @@ class Site:
     def token(self, username: str) -> str:
         body = {"username": username, "password": PASSWORD}
         return self.call("POST", "/auth/login", body=body)["access_token"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -22,7 +22,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, assert_accessible, chromium, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -44,20 +44,6 @@ class Pair(NamedTuple):
     alice: User  # writes
     bob: User  # reads
     room: str
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("web-render")
-    process = ServerProcess({"CHAT_DATA_DIR": str(root / "data")}, root).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")

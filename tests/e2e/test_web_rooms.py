@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, assert_accessible, chromium, new_user, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, new_user, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -26,22 +26,6 @@ SHOTS = shots_dir("rooms")
 
 def _unique(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(3)}"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    workdir = tmp_path_factory.mktemp("web-rooms")
-    server = ServerProcess({"CHAT_DATA_DIR": str(workdir / "data")}, workdir).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import FOCUSED_NAME_JS, WebUser, assert_accessible, chromium, rest, shots_dir
+from ..helpers.browser import FOCUSED_NAME_JS, WebUser, assert_accessible, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -90,12 +90,6 @@ class Shell(WebUser):
     def expect_room(self, name: str, room_id: int) -> None:
         expect(self.heading(name)).to_be_visible()
         expect(self.page).to_have_url(re.compile(rf"/#/rooms/{room_id}$"))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")
