@@ -998,19 +998,9 @@ class Database:
         role. Raises Refused, naming why, unless `_may_give_role` allows it.
         """
         async with self.engine.transaction() as tx:
-            await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", actor.user_id)
-            roles: dict[int, str | None] = {}
-            for member_id in sorted({actor.user_id, user_id}):
-                lock = "FOR UPDATE" if member_id == user_id else "FOR KEY SHARE"
-                roles[member_id] = await tx.fetchval(
-                    f"SELECT role FROM members WHERE room_id = $1 AND user_id = $2 {lock}",
-                    room_id,
-                    member_id,
-                )
-            actor_role = await self._as_moderator(tx, actor.user_id, roles[actor.user_id])
+            actor_role, before = await self._lock_moderation(tx, room_id, actor.user_id, user_id)
             if actor_role not in MANAGERS:
                 raise Refused("only the room's owner or an admin may change roles")
-            before = roles[user_id]
             if before is None or before == role:
                 return before, None
             if not self._may_give_role(actor_role, before, role, own=user_id == actor.user_id):
@@ -1084,6 +1074,25 @@ class Database:
         async with self.engine.transaction() as tx:
             return await self._leave(tx, room_id, user_id, reason, actor_id)
 
+    async def _lock_moderation(
+        self, tx: Conn, room_id: int, actor_id: int, user_id: int
+    ) -> tuple[str | None, str | None]:
+        """Locks a moderation of `user_id` by `actor_id` (a kick, a role change):
+        the actor's users row shared, then both member rows in user id order, the
+        actor's KEY SHARE, the target's FOR UPDATE (so a check of the target's own
+        role waits for the change). Returns the actor's role as a moderator (a
+        server admin as the owner) and the target's role (None: not a member)."""
+        await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", actor_id)
+        roles: dict[int, str | None] = {}
+        for member_id in sorted({actor_id, user_id}):
+            lock = "FOR UPDATE" if member_id == user_id else "FOR KEY SHARE"
+            roles[member_id] = await tx.fetchval(
+                f"SELECT role FROM members WHERE room_id = $1 AND user_id = $2 {lock}",
+                room_id,
+                member_id,
+            )
+        return await self._as_moderator(tx, actor_id, roles[actor_id]), roles[user_id]
+
     async def kick_member(self, room_id: int, user_id: int, actor: Actor) -> int | None:
         """`remove_member` by a moderator (`member.left`, `kicked`), audited as
         `member.kick`; returns its pos, None when the user is not a member.
@@ -1096,21 +1105,12 @@ class Database:
         (or removes themself).
         """
         async with self.engine.transaction() as tx:
-            await tx.fetch("SELECT id FROM users WHERE id = $1 FOR SHARE", actor.user_id)
-            roles: dict[int, str | None] = {}
-            for member_id in sorted({actor.user_id, user_id}):
-                lock = "FOR UPDATE" if member_id == user_id else "FOR KEY SHARE"
-                roles[member_id] = await tx.fetchval(
-                    f"SELECT role FROM members WHERE room_id = $1 AND user_id = $2 {lock}",
-                    room_id,
-                    member_id,
-                )
-            role = await self._as_moderator(tx, actor.user_id, roles[actor.user_id])
+            role, target_role = await self._lock_moderation(tx, room_id, actor.user_id, user_id)
             if role not in MANAGERS:
                 raise Refused("only the room's owner or an admin may remove members")
-            if roles[user_id] is None:
+            if target_role is None:
                 return None
-            if user_id != actor.user_id and not outranks(role, roles[user_id]):
+            if user_id != actor.user_id and not outranks(role, target_role):
                 raise Refused("cannot remove a member of equal or higher role")
             pos = await self._leave(tx, room_id, user_id, "kicked", actor.user_id)
             await self._audit(tx, actor, "member.kick", "user", user_id, {"room_id": room_id})
