@@ -532,7 +532,6 @@ class Connection:
             too_far = top - last > RESUME_REPLAY_LIMIT
             self.metrics.resumes.labels("gap" if too_far else "replayed").inc()
             ranges.append((room_id, top - RESUME_REPLAY_LIMIT if too_far else last, top))
-        frames = _Frames(self)
         for batch in _batches(ranges, RESUME_BATCH_EVENTS):
             found = await stream.read_ranges(self.db, self.user_id, batch)
             for room_id, first, top in batch:
@@ -540,21 +539,18 @@ class Connection:
                 if from_pos is None:
                     continue
                 if from_pos < first:
-                    await frames.add(text_frame(events.gap(room_id, from_pos + 1, first)))
+                    await self._write(text_frame(events.gap(room_id, from_pos + 1, first)))
                     self._delivered(room_id, first)
                 for event in found.get(room_id, ()):
                     if self.last_pos.get(room_id) != event.pos - 1:
                         break  # removed here, or moved on to a rejoin
-                    await frames.add(text_frame(dumps(event.payload)))
+                    await self._write(text_frame(dumps(event.payload)))
                     self._delivered(room_id, event.pos)
                     if event.removes == self.user_id:
-                        await frames.flush()
                         await self._removed(room_id, event.pos)
                 reached = self.last_pos.get(room_id)
                 if reached is not None and reached < top:  # back in after a removal: read on
-                    await frames.flush()
                     await self._fill(room_id, until=None, cause="resume")
-        await frames.flush()
 
     async def _joining(self, room_id: int, last: int) -> bool:
         """Announce a room followed after a join from `last`, as `room.added`; False
@@ -609,32 +605,6 @@ class Connection:
             if self.last_pos.get(room_id) == last:
                 return sent  # nothing delivered from this page: the stream has nothing for us
         return sent
-
-
-class _Frames:
-    """A writer's frames gathered into one transport write: a replay writes its
-    events in writes of up to WRITE_BUFFER_LIMIT bytes, each followed by a
-    drain (the transport's own bound), rather than one write and await per frame."""
-
-    __slots__ = ("conn", "frames", "size")
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.frames: list[bytes] = []
-        self.size = 0
-
-    async def add(self, wire: bytes) -> None:
-        self.frames.append(wire)
-        self.size += len(wire)
-        if self.size >= WRITE_BUFFER_LIMIT:
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Write what is gathered (before anything else is written, or at the end)."""
-        if self.frames:
-            wire = b"".join(self.frames)
-            self.frames, self.size = [], 0
-            await self.conn._write(wire)
 
 
 def _batches(ranges: list[tuple[int, int, int]], budget: int) -> list[list[tuple[int, int, int]]]:
