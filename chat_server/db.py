@@ -910,7 +910,7 @@ class Database:
                 "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
                 " AS w (room_id, after_pos, upto_pos)"
             )
-            params = [list(column) for column in zip(*ranges, strict=True)]
+            params: list[Any] = [list(column) for column in zip(*ranges, strict=True)]
         else:  # one JSON array of [room_id, after_pos, upto_pos], parsed once per row
             wanted = (
                 "SELECT value ->> 0 AS room_id, value ->> 1 AS after_pos,"
