@@ -1,5 +1,6 @@
 """``python -m bench all|fanout|ramp|persist|idle|login [--quick] [--json out.json]``,
-or ``python -m bench scale [--sizes 10k,300k,3M] [--targets sqlite,postgres] [--quick]``.
+or ``python -m bench scale [--sizes 10k,300k,3M] [--targets sqlite,postgres] [--quick]
+[--ops resume,resume_16]``.
 
 Starts every server itself (pinned to core 0 with ``taskset`` when there are two
 cores; this process, the load generator, pins itself to core 1), runs the
@@ -454,6 +455,8 @@ async def scale_main(args: argparse.Namespace) -> dict[str, Any]:
     p = scale.QUICK if args.quick else scale.ScaleParams()
     if args.sizes:
         p = scale.ScaleParams(**{**p.__dict__, "sizes": scale.parse_sizes(args.sizes)})
+    if args.ops:
+        p = scale.ScaleParams(**{**p.__dict__, "ops": scale.parse_ops(args.ops)})
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     targets = [t for t in targets if t in ("sqlite", "postgres")] or ["sqlite", "postgres"]
     pinned = pin_self_to_generator_core()
@@ -507,6 +510,11 @@ def main() -> None:
         "--sizes",
         default="",
         help="scale: message counts, e.g. 10k,300k,3M (the default; --quick: 2k,20k)",
+    )
+    ap.add_argument(
+        "--ops",
+        default="",
+        help="scale: only these operations, e.g. resume,resume_16 (default: all)",
     )
     args = ap.parse_args()
     if args.scenario == "scale":

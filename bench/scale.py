@@ -69,6 +69,7 @@ class ScaleParams:
     ack_seconds: float = 5.0
     warmup: float = 1.0
     quiet_wait: float = 5.0
+    ops: tuple[str, ...] = tuple(key for key, _, _ in OPERATIONS)  # which to run
 
 
 QUICK = ScaleParams(
@@ -277,6 +278,8 @@ async def measure(
             return probes[c % len(probes)]
 
         async def one(key: str, op: Callable[[int], Awaitable[float]], clients: int) -> None:
+            if key not in p.ops:
+                return
             log(f"{target.name} {size_label(shape.messages)}: {key}")
             try:
                 each = p.samples if clients == 1 else p.samples_each_of_16
@@ -298,7 +301,8 @@ async def measure(
             while not stop.is_set():
                 await api.timed("GET", f"/search?q={COMMON_WORD}", uid)
 
-        searchers = [asyncio.create_task(searching(uid)) for uid in probes[1:3]]
+        busy = probes[1:3] if "history_during_search" in p.ops else []
+        searchers = [asyncio.create_task(searching(uid)) for uid in busy]
         try:
             await one(
                 "history_during_search",
@@ -337,6 +341,8 @@ async def measure(
         await one("list_rooms", lambda c: api.timed("GET", "/rooms", user(c)), 1)
         await one("list_rooms_16", lambda c: api.timed("GET", "/rooms", user(c)), len(probes))
 
+    if "send_ack_16" not in p.ops:
+        return out
     log(f"{target.name} {size_label(shape.messages)}: send_ack_16")
     sink = Sink()
     rooms = [2 + i for i in range(len(probes))]  # probe rooms: every probe is in each
@@ -492,6 +498,14 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     if not sizes or any(n < 100 for n in sizes):
         raise SystemExit("--sizes: a comma list of message counts of 100 or more, e.g. 10k,300k,3M")
     return sizes
+
+
+def parse_ops(text: str) -> tuple[str, ...]:
+    ops = tuple(s.strip() for s in text.split(",") if s.strip())
+    known = [key for key, _, _ in OPERATIONS]
+    if not ops or any(op not in known for op in ops):
+        raise SystemExit("--ops: a comma list of: " + ", ".join(known))
+    return ops
 
 
 def samples_note(p: ScaleParams) -> str:

@@ -894,39 +894,49 @@ class Database:
             found.reverse()
         return found, has_more
 
-    async def stream_ranges(self, ranges: Sequence[tuple[int, int, int]]) -> list[StreamEntry]:
+    async def stream_ranges(
+        self, ranges: Sequence[tuple[int, int, int]]
+    ) -> tuple[list[StreamEntry], dict[int, Message]]:
         """The stream entries of several rooms at once, each room's in
         (after_pos, upto_pos] (`ranges` of (room_id, after_pos, upto_pos)), in
-        (room, pos) order: one query however many rooms. Positions are gapless,
-        so a range is also the count of entries it reads."""
+        (room, pos) order, and the messages of their `message.new` entries,
+        read in the same pass (a replay sends them all): a few queries however
+        many rooms. Positions are gapless, so a range is also the count of
+        entries it reads."""
         if not ranges:
-            return []
-        room_ids, after, upto = (list(column) for column in zip(*ranges, strict=True))
+            return [], {}
         if self.engine.name == "postgres":
             wanted = (
                 "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
                 " AS w (room_id, after_pos, upto_pos)"
             )
-        else:
+            params: list[Any] = [list(column) for column in zip(*ranges, strict=True)]
+        else:  # one JSON array of [room_id, after_pos, upto_pos], parsed once per row
             wanted = (
-                "SELECT r.value AS room_id, a.value AS after_pos, u.value AS upto_pos"
-                " FROM json_each($1) r JOIN json_each($2) a ON a.key = r.key"
-                " JOIN json_each($3) u ON u.key = r.key"
+                "SELECT value ->> 0 AS room_id, value ->> 1 AS after_pos,"
+                " value ->> 2 AS upto_pos FROM json_each($1)"
             )
-        rows = await self.engine.fetch(
-            f"WITH wanted AS ({wanted})"
-            " SELECT m.room_id AS room_id, m.pos AS pos, 'message.new' AS type, m.id AS message_id,"
-            " CAST(NULL AS BIGINT) AS user_id, CAST(NULL AS BIGINT) AS actor_id,"
-            " CAST(NULL AS TEXT) AS detail, CAST(NULL AS BIGINT) AS reaction_count"
-            " FROM wanted w JOIN messages m ON m.room_id = w.room_id"
-            " AND m.pos > w.after_pos AND m.pos <= w.upto_pos"
-            f" UNION ALL SELECT {_qualified('e', STREAM_FIELDS)} FROM wanted w"
-            " JOIN room_events e ON e.room_id = w.room_id"
-            " AND e.pos > w.after_pos AND e.pos <= w.upto_pos"
-            " ORDER BY room_id, pos",
-            *(self.engine.ids_param(column) for column in (room_ids, after, upto)),
+            params = [json.dumps(ranges)]
+
+        def in_ranges(columns: str, table: str) -> str:
+            return (
+                f"WITH wanted AS ({wanted}) SELECT {columns} FROM wanted w JOIN {table}"
+                " ON t.room_id = w.room_id AND t.pos > w.after_pos AND t.pos <= w.upto_pos"
+            )
+
+        message_rows = await self.engine.fetch(
+            in_ranges(_qualified("t", MESSAGE_FIELDS), "messages t"), *params
         )
-        return [to_stream_entry(r) for r in rows]
+        event_rows = await self.engine.fetch(
+            in_ranges(_qualified("t", STREAM_FIELDS), "room_events t"), *params
+        )
+        messages = await self._attach(message_rows)
+        entries = [
+            StreamEntry(m.room_id, m.pos, "message.new", m.id, None, None, None) for m in messages
+        ]
+        entries += [to_stream_entry(row) for row in event_rows]
+        entries.sort(key=lambda entry: (entry.room_id, entry.pos))
+        return entries, {message.id: message for message in messages}
 
     # --- members ----------------------------------------------------------------------
 

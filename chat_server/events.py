@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 def dumps(payload: Any) -> str:
     """Compact JSON, UTF-8 as is: the one serializer of frames and responses."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return _encode(payload)
+
+
+# One encoder for every call (json.dumps with options builds one per call).
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def text_frame(text: str) -> bytes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 # Image types we decode for dimensions and thumbnails, and serve inline.
@@ -19,10 +19,14 @@ def now_ms() -> int:
 
 
 def iso(ms: int | None) -> str | None:
+    """Milliseconds since the epoch as `2026-11-28T15:44:00.123Z` (integer arithmetic:
+    a replay formats thousands of these)."""
     if ms is None:
         return None
-    seconds, millis = divmod(ms, 1000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
+
+
+_EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)

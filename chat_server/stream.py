@@ -60,18 +60,27 @@ async def read_ranges(
     """{room_id: its events in (after_pos, upto_pos], ascending} for several rooms
     (`ranges` of (room_id, after_pos, upto_pos)) read together: a resume's replay
     costs a handful of queries however many rooms it covers."""
-    entries = await db.stream_ranges(ranges)
+    entries, messages = await db.stream_ranges(ranges)
     built: dict[int, list[RoomEvent]] = {}
-    for entry, event in zip(entries, await _built(db, viewer_id, entries), strict=True):
+    for entry, event in zip(entries, await _built(db, viewer_id, entries, messages), strict=True):
         built.setdefault(entry.room_id, []).append(event)
     return built
 
 
-async def _built(db: Database, viewer_id: int, entries: list[StreamEntry]) -> list[RoomEvent]:
+async def _built(
+    db: Database,
+    viewer_id: int,
+    entries: list[StreamEntry],
+    read: dict[int, Message] | None = None,
+) -> list[RoomEvent]:
     """The entries as the viewer receives them, the rows they name read in one
-    query per kind (messages with reactions, users, rooms)."""
-    messages = await db.messages_by_ids(
-        sorted({e.message_id for e in entries if e.message_id is not None})
+    query per kind (messages with reactions, users, rooms); messages already
+    `read` with the entries are not read again."""
+    messages = dict(read or {})
+    messages.update(
+        await db.messages_by_ids(
+            sorted({e.message_id for e in entries if e.message_id is not None} - messages.keys())
+        )
     )
     if messages:  # reactions as the viewer sees them, for the whole page at once
         with_reactions = await db.with_reactions(list(messages.values()), viewer_id)
