@@ -19,6 +19,13 @@ from .errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMediaT
 MAX_JSON_BYTES = 1024 * 1024
 # Largest integer we accept anywhere: both engines store ids and seqs as 64-bit.
 MAX_INT = 2**63 - 1
+# What trimming removes: whitespace as JSON Schema's (ECMAScript's) `\s` has it, so
+# a value that the OpenAPI document's pattern "\S" accepts is never blank here
+# (Python's own str.strip() also removes U+001C-U+001F and U+0085).
+BLANK = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 
 
 # --- request bodies ----------------------------------------------------------------
@@ -135,7 +142,7 @@ class Validator:
             self._fail(name, explain)
             return missing
         if strip or max_after_strip:
-            value = value.strip()
+            value = value.strip(BLANK)
         if not is_storable_text(value):
             self._fail(name, "must be valid Unicode text without NUL characters")
             return missing

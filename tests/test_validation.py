@@ -225,3 +225,18 @@ def test_required_getters_give_placeholders_that_check_refuses() -> None:
             "kind": "required",
         }
     }
+
+
+def test_trimming_removes_what_the_documents_pattern_calls_blank():
+    """The OpenAPI document says "not blank" with the pattern `\\S` (ECMAScript's
+    whitespace); trimming removes exactly that, so an information separator
+    (U+001C, whitespace to Python's str.strip) is text, and an ideographic space
+    is blank."""
+    fields = {"separator": "\x1c", "ideographic": " \u3000 ", "padded": "\u2003ok\ufeff"}
+    v = Validator(fields)
+    assert v.string("separator", min_len=1, max_len=8, strip=True) == "\x1c"
+    assert v.string("padded", min_len=1, max_len=8, strip=True) == "ok"
+    v.string("ideographic", min_len=1, max_len=8, strip=True)
+    with pytest.raises(InvalidRequest) as refused:
+        v.check()
+    assert "ideographic" in str(refused.value.details)
