@@ -276,6 +276,12 @@ def test_search_opens_the_room_at_an_old_message(
     expect(_article(user, "note 200")).to_have_count(0)  # not the newest page
     user.shot(shots / "log-search-opened.png")
 
+    # A reload comes back to the room near where the log was (its anchor, kept per room).
+    page.reload()
+    expect(page.get_by_role("heading", name=big_name, exact=True)).to_be_visible()
+    expect(_article(user, "note 100 mentions")).to_be_in_viewport()
+    expect(_article(user, "note 200")).to_have_count(0)
+
     # Scroll-back still loads older messages, down to the first.
     for _ in range(10):
         if _article(user, "note 001").count():
