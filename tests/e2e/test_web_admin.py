@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, rest, shots_dir
+from ..helpers.browser import WebUser, rest, shots_dir, sign_up_first_admin
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -81,15 +81,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     workdir = tmp_path_factory.mktemp("web-admin")
     server = _start(workdir)
     try:
-        token = (workdir / "data" / "setup_token").read_text().strip()
-        admin = rest(
-            server.url,
-            "POST",
-            "/auth/signup",
-            body={"username": "boss", "password": PASSWORD, "invite": token},
-        )
-        assert admin["user"]["is_admin"] is True
-        yield Site(server, "boss", admin["access_token"])
+        yield Site(server, "boss", sign_up_first_admin(server.url, workdir / "data"))
     finally:
         server.stop()
 

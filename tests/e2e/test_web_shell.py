@@ -22,7 +22,14 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import FOCUSED_NAME_JS, WebUser, assert_accessible, rest, shots_dir
+from ..helpers.browser import (
+    FOCUSED_NAME_JS,
+    WebUser,
+    assert_accessible,
+    rest,
+    shots_dir,
+    sign_up_first_admin,
+)
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -98,15 +105,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     settings = {"CHAT_DATA_DIR": str(root / "data"), "CHAT_MAX_UPLOAD_MB": "1"}
     server = ServerProcess(settings, root).start()
     try:
-        token = (root / "data" / "setup_token").read_text().strip()
-        admin = rest(
-            server.url,
-            "POST",
-            "/auth/signup",
-            body={"username": "boss", "password": PASSWORD, "invite": token},
-        )
-        assert admin["user"]["is_admin"] is True
-        yield Site(server, "boss", admin["access_token"])
+        yield Site(server, "boss", sign_up_first_admin(server.url, root / "data"))
     finally:
         server.stop()
 

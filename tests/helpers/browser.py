@@ -88,6 +88,16 @@ BLOCKING_IMPACTS = ("serious", "critical")
 _AXE = Axe()
 
 
+def sign_up_first_admin(url: str, data_dir: Path, username: str = "boss") -> str:
+    """Makes the server's first admin through the setup token its banner names
+    (<data dir>/setup_token); the admin's access token."""
+    token = (data_dir / "setup_token").read_text().strip()
+    body = {"username": username, "password": PASSWORD, "invite": token}
+    admin = rest(url, "POST", "/auth/signup", body=body)
+    assert admin["user"]["is_admin"] is True
+    return str(admin["access_token"])
+
+
 def assert_accessible(page: Page, screen: str) -> None:
     """Runs axe-core (the copy bundled with axe-playwright-python) on the page as
     it is now; fails on any serious or critical violation, listing each with the
