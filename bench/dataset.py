@@ -333,7 +333,16 @@ def _load_sqlite(path: Path, gen: Generator) -> None:
         db.execute("COMMIT")
         seconds["rows"] = round(time.monotonic() - t, 2)
         t = time.monotonic()
-        db.execute("INSERT INTO messages_fts (rowid, body) SELECT id, body FROM messages")
+        # The index's columns as this schema has them (room_id since 010), all indexed
+        # (fts_indexed since 011: search indexes what is past the mark first).
+        fts = (
+            "rowid, body, room_id" if _has_column(db, "messages_fts", "room_id") else "rowid, body"
+        )
+        db.execute(
+            f"INSERT INTO messages_fts ({fts}) SELECT {fts.replace('rowid', 'id')} FROM messages"
+        )
+        if _has_column(db, "fts_indexed", "upto"):
+            db.execute("UPDATE fts_indexed SET upto = (SELECT coalesce(max(id), 0) FROM messages)")
         seconds["fts"] = round(time.monotonic() - t, 2)
         t = time.monotonic()
         db.execute("BEGIN")

@@ -71,6 +71,7 @@ from .rows import (
     to_user,
     to_webhook,
 )
+from .search_index import SearchIndex
 
 # --- columns: each list written once; `*_FIELDS` bare (RETURNING), `*_COLUMNS` qualified
 
@@ -336,6 +337,8 @@ class Database:
         # Sends without attachments: each alone, or on PostgreSQL those
         # arriving together in one statement (`_send_batch`).
         self._commit_send = engine.group_commit(self._send_one, self._send_batch)
+        # SQLite indexes messages for search behind the sends (search_index.py).
+        self.search_index = SearchIndex(engine) if engine.name == "sqlite" else None
 
     @classmethod
     async def open(cls, url: str) -> Database:
@@ -349,6 +352,8 @@ class Database:
         return cls(engine, installation_id)
 
     async def close(self) -> None:
+        if self.search_index is not None:
+            await self.search_index.finish()
         await self.engine.close()
 
     async def ping(self) -> None:
@@ -1361,6 +1366,8 @@ RETURNING {MESSAGE_FIELDS}
             return SendResult(existing, created=False)
         if row is None:
             raise NotMember()
+        if self.search_index is not None:
+            self.search_index.sent()
         return SendResult(to_message(row, send.attachments), created=True)
 
     def _send_sql(self) -> str:
@@ -1542,6 +1549,8 @@ RETURNING {MESSAGE_FIELDS}
                 self.engine, user_id, query, room_id, before_id, limit
             )
         else:
+            assert self.search_index is not None
+            await self.search_index.before_search()
             rows = await self._search_sqlite(user_id, query, room_id, before_id, limit)
         return await self._attach(rows)
 

@@ -257,8 +257,9 @@ async def test_upgrade_counts_members_and_keeps_old_messages_searchable(fresh_ur
     every = migrations.load_migrations
     engine_name = "sqlite" if fresh_url.startswith("sqlite") else "postgres"
     newest = every(engine_name)[-1].version
+    [scale] = [m.version for m in every(engine_name) if m.name == "scale"]
     monkeypatch.setattr(
-        migrations, "load_migrations", lambda name: [m for m in every(name) if m.name != "scale"]
+        migrations, "load_migrations", lambda name: [m for m in every(name) if m.version < scale]
     )
     db = await Database.open(fresh_url)
     try:  # rows as the code before the migration wrote them
