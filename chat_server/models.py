@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 # Image types we decode for dimensions and thumbnails, and serve inline.
@@ -19,11 +20,18 @@ def now_ms() -> int:
 
 
 def iso(ms: int | None) -> str | None:
-    """Milliseconds since the epoch as `2026-11-28T15:44:00.123Z` (integer arithmetic:
-    a replay formats thousands of these)."""
+    """Milliseconds since the epoch as `2026-11-28T15:44:00.123Z`. Every message
+    and event carries such times and a replay formats thousands: the part up to
+    the second is formatted once for all the times in that second."""
     if ms is None:
         return None
-    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
+    seconds, millis = divmod(ms, 1000)
+    return f"{_iso_second(seconds)}.{millis:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    return (_EPOCH + timedelta(seconds=seconds)).isoformat()
 
 
 _EPOCH = datetime(1970, 1, 1)
