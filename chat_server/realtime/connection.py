@@ -142,6 +142,7 @@ class Connection:
         "session_id",
         "state",
         "token_id",
+        "transport",
         "unflushed",
         "user_id",
         "writer",
@@ -162,6 +163,9 @@ class Connection:
     ) -> None:
         self.ws = ws
         self.request = request
+        # The socket's transport, kept: it never changes, and after the peer has
+        # gone it says it is closing (request.transport, a property, says None).
+        self.transport = request.transport
         self.user_id = user_id
         self.session_id = session_id  # the login it authenticated with, or
         self.token_id = token_id  # the personal access token
@@ -392,7 +396,7 @@ class Connection:
         """
         if self.writer is not None or self.outbox or self.state not in _WRITABLE:
             return False
-        transport = self.request.transport
+        transport = self.transport
         if (
             transport is None
             or transport.is_closing()
@@ -411,7 +415,7 @@ class Connection:
 
     def _flush(self) -> None:
         frames, self.unflushed = self.unflushed, None
-        transport = self.request.transport
+        transport = self.transport
         if (
             frames
             and self.state is not State.CLOSED
@@ -427,7 +431,7 @@ class Connection:
 
     async def _write(self, wire: bytes) -> None:
         """Write a pre-encoded frame, waiting while the transport's buffer is full."""
-        transport = self.request.transport
+        transport = self.transport
         if transport is None or transport.is_closing() or self.ws.closed:
             raise ConnectionResetError("the socket is closed")
         transport.write(wire)
@@ -439,8 +443,8 @@ class Connection:
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT)
         except (TimeoutError, ConnectionError, RuntimeError):
-            if self.request.transport is not None:
-                self.request.transport.abort()
+            if self.transport is not None:
+                self.transport.abort()
 
     async def _write_loop(self) -> None:
         try:
