@@ -669,24 +669,29 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def _commit_batch(conn: sqlite3.Connection, steps: list[Step[Any]]) -> list[Any]:
-    """On the writer's thread: every step in one transaction, each in a
-    savepoint (a failing step rolls back only itself), then one COMMIT: one
-    fsync for the batch. Returns each step's result or exception. An outage,
+    """On the writer's thread: every step in one transaction, then one COMMIT: one
+    fsync for the batch. Returns each step's result or exception.
+
+    Steps rarely fail, so they run plainly first; if one fails, the
+    transaction is rolled back and the batch runs again with each step in a
+    savepoint (a failing step rolls back only itself). Steps use nothing but
+    their transaction, so running one again is running it afresh. An outage,
     or a failure SQLite answered by rolling the whole transaction back, fails
     the batch: nothing in it committed."""
     tx = _InThreadConn(conn)
     with _sqlite_outages():
         conn.execute("BEGIN IMMEDIATE")
     try:
-        if len(steps) == 1:  # alone: its failure rolls back the transaction, no savepoint
-            try:
-                results = [_run_step(steps[0](tx))]
-            except DatabaseUnavailable:
-                raise
-            except Exception as exc:
-                _rollback(conn)
+        try:
+            results = [_run_step(step(tx)) for step in steps]
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            _rollback(conn)
+            if len(steps) == 1:  # alone: its failure is its result
                 return [exc]
-        else:
+            with _sqlite_outages():
+                conn.execute("BEGIN IMMEDIATE")
             results = [_step_in_savepoint(conn, tx, step) for step in steps]
         with _sqlite_outages():
             conn.execute("COMMIT")
