@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from chat_server import keys
+from chat_server.realtime.relay import Joined
 
 from .helpers import SHORT_HOLD, create_room, join, send
 from .helpers.ws import connect, receive
@@ -62,3 +63,36 @@ async def test_a_stale_join_in_a_poll_yields_to_a_later_one(client, alice, bob) 
         ("message.new", new_join + 1),
         ("member.left", left),
     ], frames
+
+
+async def test_a_catch_up_queued_before_a_stale_join_waits_for_its_check(
+    client, alice, bob
+) -> None:
+    """A poll looking back (Redis away) hands a holding socket a join that was
+    over before it opened, and finds the room behind; the join's check drops
+    the room again. When the hold ends, the held room's catch-up is queued, and
+    the next poll hands the same old join over before that catch-up runs: the
+    catch-up must leave the room to the join's check rather than replay the
+    old membership (an earlier socket had it)."""
+    room = await create_room(client, alice)
+    db, hub = client.server.app[keys.DB], client.server.app[keys.HUB]
+    old_join = await db.add_member(room["id"], bob.id, "member", None)
+    assert old_join is not None
+    await send(client, alice, room, "while bob was in")
+    await db.remove_member(room["id"], bob.id, "left", bob.id)
+    ws = await connect(client, bob)  # ready, not in the room; live events held
+    (conn,) = hub.by_user[bob.id]
+    newest = (await db.last_positions([room["id"]]))[room["id"]]
+    stale = Joined(bob.id, room["id"], old_join)
+    hub.apply_remote("another node", stale)  # followed from the old join, its check queued
+    conn.behind(room["id"], newest)  # the poll finds it behind: held until the hold ends
+    assert conn.writer is not None
+    await conn.writer  # the check: a membership over before the socket opened
+    assert not conn.follows(room["id"])
+    conn.release()  # the hold ends: the held room's catch-up is queued
+    hub.apply_remote("another node", stale)  # and the old join comes again before it runs
+    await ws.send_json({"type": "ping"})
+    frames = [await receive(ws, 5)]
+    while frames[-1]["type"] != "pong":
+        frames.append(await receive(ws, 5))
+    assert [f["type"] for f in frames] == ["pong"], frames  # bob is in no room now

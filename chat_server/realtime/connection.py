@@ -4,10 +4,11 @@ Each connection remembers the last room-stream `pos` it delivered per room
 it follows, drops duplicates, and fills a gap from the database before
 delivering past it (DESIGN.md invariant 3); the catch-up after a join, the
 end of the hold and polling use the same fill, and resume the same checks
-over all its rooms read at once. Membership is part of the stream:
-delivering its own user's `member.left` is where a connection stops
-following the room, so nothing after a removal reaches it, whatever order
-notifications arrive in.
+over all its rooms read at once. A join notice may be stale (a poll looks
+back): a room followed on one is filled by nothing before the notice's
+check. Membership is part of the stream: delivering its own user's
+`member.left` is where a connection stops following the room, so nothing
+after a removal reaches it, whatever order notifications arrive in.
 
 Fast path: while nothing is queued and the socket keeps up, a frame's
 bytes, encoded once per event, are written straight to the transport.
@@ -130,6 +131,7 @@ class Connection:
         "db",
         "following",
         "held",
+        "joining",
         "last_pos",
         "left_at",
         "metrics",
@@ -178,6 +180,11 @@ class Connection:
         # Room -> pos of a join heard of while still following the room: the user
         # left and came back, and this connection has yet to deliver the leaving.
         self.rejoins: dict[int, int] | None = None
+        # Rooms followed on a join notice whose check (the `CatchUp` "join", see
+        # _joining) has yet to run: the notice may be stale, and nothing queued
+        # before it (a held room's catch-up, a live event's gap fill, a replay)
+        # may fill the room from its position until the check has.
+        self.joining: set[int] | None = None
         # Rooms whose position moved since `ready`: a later resume cannot rewind them.
         self.moved: set[int] | None = None
         self.outbox: deque[bytes | Ordered | CatchUp | Replay | Close] | None = None
@@ -221,6 +228,10 @@ class Connection:
             return False  # a join from before a removal already delivered here
         self.last_pos[room_id] = after_pos
         self.following.setdefault(room_id, set()).add(self)
+        if catch_up == "join":
+            if self.joining is None:
+                self.joining = set()
+            self.joining.add(room_id)
         if catch_up is not None:
             self.push(CatchUp(room_id, catch_up))
         return True
@@ -234,6 +245,8 @@ class Connection:
         """Stop delivering the room (queued events of it are dropped); False if not following."""
         if self.last_pos.pop(room_id, None) is None:
             return False
+        if self.joining is not None:
+            self.joining.discard(room_id)
         conns = self.following.get(room_id)
         if conns is not None:
             conns.discard(self)
@@ -270,6 +283,11 @@ class Connection:
             self.held.add(room_id)  # after the resume's replay, as for live events
         else:
             self.push(CatchUp(room_id, "poll"))
+
+    def _unchecked(self, room_id: int) -> bool:
+        """Whether the room is followed on a join notice not checked yet: its
+        `CatchUp` "join" is queued and brings everything; nothing else fills it."""
+        return self.joining is not None and room_id in self.joining
 
     def _delivered(self, room_id: int, pos: int) -> None:
         """Called before the frame's write is awaited: a resume handled while the
@@ -475,8 +493,8 @@ class Connection:
     async def _deliver(self, item: Ordered) -> None:
         room_id = item.room_id
         last = self.last_pos.get(room_id)
-        if last is None or item.pos <= last:
-            return  # not (or no longer) following the room, or a duplicate
+        if last is None or item.pos <= last or self._unchecked(room_id):
+            return  # not (or no longer) following the room, a duplicate, or its join's to bring
         if item.pos > last + 1:
             await self._fill(room_id, until=item.pos - 1, cause="gap")
         if self.last_pos.get(room_id) != item.pos - 1:
@@ -518,8 +536,13 @@ class Connection:
         last = self.last_pos.get(item.room_id)
         if last is None:
             return
-        if item.cause == "join" and not await self._joining(item.room_id, last):
-            return
+        if item.cause == "join":
+            if self.joining is not None:
+                self.joining.discard(item.room_id)
+            if not await self._joining(item.room_id, last):
+                return
+        elif self._unchecked(item.room_id):
+            return  # queued before a join notice that is still to be checked
         if item.room_id in self.last_pos:
             await self._fill(item.room_id, until=None, cause=item.cause)
 
@@ -528,7 +551,7 @@ class Connection:
         arrives live, after this), room by room: a `gap` first for a room too far
         behind, then its events, read for many rooms at once (stream.read_ranges)."""
         self.metrics.stream_fills.labels("resume").inc()
-        rooms = [room_id for room_id in item.room_ids if room_id in self.last_pos]
+        rooms = [r for r in item.room_ids if r in self.last_pos and not self._unchecked(r)]
         newest = await self.db.last_positions(rooms)
         ranges: list[tuple[int, int, int]] = []
         for room_id in rooms:
