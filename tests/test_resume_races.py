@@ -96,3 +96,35 @@ async def test_a_catch_up_queued_before_a_stale_join_waits_for_its_check(
     while frames[-1]["type"] != "pong":
         frames.append(await receive(ws, 5))
     assert [f["type"] for f in frames] == ["pong"], frames  # bob is in no room now
+
+
+async def test_a_membership_over_before_its_join_is_heard_of_is_delivered(
+    client, alice, bob
+) -> None:
+    """While Redis is away the poll is the only news of joins: by the time it
+    runs, bob may have joined, left and joined again since his socket opened.
+    The socket owes him both memberships, the one that is over included, not
+    only the stream from his latest join."""
+    room = await create_room(client, alice)
+    ws = await connect(client, bob)
+    await ws.send_json({"type": "resume", "rooms": {}})
+    while (await receive(ws, 5))["type"] != "resumed":
+        pass
+    db = client.server.app[keys.DB]
+    # Behind the hub's back (as if the relay were away).
+    first_join = await db.add_member(room["id"], bob.id, "member", None)
+    await send(client, alice, room, "while bob was in")
+    left = await db.remove_member(room["id"], bob.id, "left", bob.id)
+    second_join = await db.add_member(room["id"], bob.id, "member", None)
+    assert first_join is not None and left is not None and second_join is not None
+    await client.server.app[keys.HUB].poll(0)
+    frames = [await receive(ws, 5)]
+    while frames[-1].get("pos") != second_join:
+        frames.append(await receive(ws, 5))
+    stream = [(f["type"], f.get("pos")) for f in frames if "pos" in f]
+    assert stream == [
+        ("member.joined", first_join),
+        ("message.new", first_join + 1),
+        ("member.left", left),
+        ("member.joined", second_join),
+    ], frames

@@ -49,6 +49,9 @@ FILL_PAGE = 100
 # most this are read together; a room at most RESUME_REPLAY_LIMIT): 300 rooms
 # with a few events missed each replay from one read of the stream.
 RESUME_BATCH_EVENTS = 2000
+# Room events are stamped with the clock of the process that committed them:
+# reading joins "since" an event's time looks back this much further.
+JOIN_CLOCK_MARGIN_MS = 5_000
 # How long a close may take before the transport is cut (a peer that stopped
 # reading cannot receive the close frame either).
 CLOSE_TIMEOUT = 2.0
@@ -516,11 +519,15 @@ class Connection:
 
     async def _removed(self, room_id: int, pos: int) -> None:
         """The user's own `member.left` at `pos` was delivered: stop following the room,
-        unless the user is in it again by now; then go on from that `member.joined`
-        (nothing between the two is theirs to see)."""
-        joined_pos = await self.db.joined_pos(room_id, self.user_id) or 0
+        unless the user has joined it again since: then go on from the first
+        `member.joined` after it (nothing between the two is theirs to see, but
+        every membership from there on is, even one over again by now)."""
+        left_at = await self.db.event_time(room_id, pos) or 0
+        later = await self._joins_after(room_id, pos, left_at - JOIN_CLOCK_MARGIN_MS)
+        joined_pos = later[0] if later else 0
         if self.rejoins is not None:  # heard of while the database was being asked
-            joined_pos = max(joined_pos, self.rejoins.pop(room_id, 0))
+            rejoined = self.rejoins.pop(room_id, 0)
+            joined_pos = joined_pos or rejoined
         if joined_pos > pos:
             self.last_pos[room_id] = joined_pos - 1
             return
@@ -586,32 +593,50 @@ class Connection:
         """Announce a room followed after a join from `last`, as `room.added`; False
         when the notice came too late to matter (the room is no longer followed).
 
-        Notices of joins can arrive late (a slow relay, a poll looking back): a
-        membership that began before this socket opened and is over is skipped
-        (had it lasted until then, `ready` would have followed it), and so is
-        one the user has left since rejoining (the stream goes on from the
-        latest join).
+        Notices of joins can arrive late (a slow relay, a poll looking back),
+        when the membership they began is over: one that began before this
+        socket opened is skipped (had it lasted until then, `ready` would have
+        followed it); the stream goes on from the first join since it opened
+        (every membership from there on is the user's to see, one over by now
+        included), else from the current membership.
         """
         joined_pos = await self.db.joined_pos(room_id, self.user_id)
-        rejoined = self.rejoins.pop(room_id, None) if self.rejoins is not None else None
-        if joined_pos is None and rejoined is not None and rejoined - 1 > last:
-            # A stale notice (an old join, from a poll looking back) came first
-            # and a later join was heard of while following from it: that one
-            # decides, even though the user has left again since.
-            last = rejoined - 1
-            self.last_pos[room_id] = last
-        if joined_pos is None:  # removed again already: owed only if joined after we opened
-            joined_at = await self.db.event_time(room_id, last + 1)
-            if joined_at is None or joined_at < self.opened_at:
+        if joined_pos is None or joined_pos - 1 > last:  # the notice's membership is over
+            start = await self._owed_join(room_id, last, joined_pos)
+            if start is None:
                 self.unfollow(room_id)
                 return False
+            self.last_pos[room_id] = start - 1
+        elif self.rejoins is not None:
+            self.rejoins.pop(room_id, None)
+        if joined_pos is None:  # over again already: no `room.added`, its stream only
             return True
-        if joined_pos - 1 > last:
-            self.last_pos[room_id] = joined_pos - 1
         room = await self.db.get_room(room_id, self.user_id)
         if room is not None:
             await self._write(text_frame(events.room_added(room)))
         return True
+
+    async def _owed_join(self, room_id: int, last: int, joined_pos: int | None) -> int | None:
+        """Where a room followed from `last` on a join notice goes on when the membership
+        the notice began is over: the user's first join of it after `last` since this
+        socket opened, else the current membership (`joined_pos`); None: nothing owed."""
+        owed = await self._joins_after(room_id, last, self.opened_at)
+        rejoined = self.rejoins.pop(room_id, None) if self.rejoins is not None else None
+        if owed:
+            return owed[0]
+        if joined_pos is not None:
+            return joined_pos
+        if rejoined is not None and rejoined > last:  # committed after the read?
+            joined_at = await self.db.event_time(room_id, rejoined)
+            if joined_at is not None and joined_at >= self.opened_at:
+                return rejoined
+        return None
+
+    async def _joins_after(self, room_id: int, pos: int, since_ms: int) -> list[int]:
+        """The pos of the user's `member.joined` events in the room after `pos`,
+        committed since `since_ms` (epoch ms), ascending."""
+        joins = await self.db.joins_since([self.user_id], since_ms)
+        return sorted(p for _, room, p in joins if room == room_id and p > pos)
 
     async def _fill(self, room_id: int, until: int | None, cause: str) -> int:
         """Send the room's committed events after our last pos, up to `until`, as they
