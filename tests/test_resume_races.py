@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from chat_server import keys
+from chat_server.realtime.relay import Joined
 
 from .helpers import SHORT_HOLD, create_room, join, send
 from .helpers.ws import connect, receive
@@ -61,4 +62,69 @@ async def test_a_stale_join_in_a_poll_yields_to_a_later_one(client, alice, bob) 
         ("member.joined", new_join),
         ("message.new", new_join + 1),
         ("member.left", left),
+    ], frames
+
+
+async def test_a_catch_up_queued_before_a_stale_join_waits_for_its_check(
+    client, alice, bob
+) -> None:
+    """A poll looking back (Redis away) hands a holding socket a join that was
+    over before it opened, and finds the room behind; the join's check drops
+    the room again. When the hold ends, the held room's catch-up is queued, and
+    the next poll hands the same old join over before that catch-up runs: the
+    catch-up must leave the room to the join's check rather than replay the
+    old membership (an earlier socket had it)."""
+    room = await create_room(client, alice)
+    db, hub = client.server.app[keys.DB], client.server.app[keys.HUB]
+    old_join = await db.add_member(room["id"], bob.id, "member", None)
+    assert old_join is not None
+    await send(client, alice, room, "while bob was in")
+    await db.remove_member(room["id"], bob.id, "left", bob.id)
+    ws = await connect(client, bob)  # ready, not in the room; live events held
+    (conn,) = hub.by_user[bob.id]
+    newest = (await db.last_positions([room["id"]]))[room["id"]]
+    stale = Joined(bob.id, room["id"], old_join)
+    hub.apply_remote("another node", stale)  # followed from the old join, its check queued
+    conn.behind(room["id"], newest)  # the poll finds it behind: held until the hold ends
+    assert conn.writer is not None
+    await conn.writer  # the check: a membership over before the socket opened
+    assert not conn.follows(room["id"])
+    conn.release()  # the hold ends: the held room's catch-up is queued
+    hub.apply_remote("another node", stale)  # and the old join comes again before it runs
+    await ws.send_json({"type": "ping"})
+    frames = [await receive(ws, 5)]
+    while frames[-1]["type"] != "pong":
+        frames.append(await receive(ws, 5))
+    assert [f["type"] for f in frames] == ["pong"], frames  # bob is in no room now
+
+
+async def test_a_membership_over_before_its_join_is_heard_of_is_delivered(
+    client, alice, bob
+) -> None:
+    """While Redis is away the poll is the only news of joins: by the time it
+    runs, bob may have joined, left and joined again since his socket opened.
+    The socket owes him both memberships, the one that is over included, not
+    only the stream from his latest join."""
+    room = await create_room(client, alice)
+    ws = await connect(client, bob)
+    await ws.send_json({"type": "resume", "rooms": {}})
+    while (await receive(ws, 5))["type"] != "resumed":
+        pass
+    db = client.server.app[keys.DB]
+    # Behind the hub's back (as if the relay were away).
+    first_join = await db.add_member(room["id"], bob.id, "member", None)
+    await send(client, alice, room, "while bob was in")
+    left = await db.remove_member(room["id"], bob.id, "left", bob.id)
+    second_join = await db.add_member(room["id"], bob.id, "member", None)
+    assert first_join is not None and left is not None and second_join is not None
+    await client.server.app[keys.HUB].poll(0)
+    frames = [await receive(ws, 5)]
+    while frames[-1].get("pos") != second_join:
+        frames.append(await receive(ws, 5))
+    stream = [(f["type"], f.get("pos")) for f in frames if "pos" in f]
+    assert stream == [
+        ("member.joined", first_join),
+        ("message.new", first_join + 1),
+        ("member.left", left),
+        ("member.joined", second_join),
     ], frames

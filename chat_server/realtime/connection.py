@@ -4,10 +4,11 @@ Each connection remembers the last room-stream `pos` it delivered per room
 it follows, drops duplicates, and fills a gap from the database before
 delivering past it (DESIGN.md invariant 3); the catch-up after a join, the
 end of the hold and polling use the same fill, and resume the same checks
-over all its rooms read at once. Membership is part of the stream:
-delivering its own user's `member.left` is where a connection stops
-following the room, so nothing after a removal reaches it, whatever order
-notifications arrive in.
+over all its rooms read at once. A join notice may be stale (a poll looks
+back): a room followed on one is filled by nothing before the notice's
+check. Membership is part of the stream: delivering its own user's
+`member.left` is where a connection stops following the room, so nothing
+after a removal reaches it, whatever order notifications arrive in.
 
 Fast path: while nothing is queued and the socket keeps up, a frame's
 bytes, encoded once per event, are written straight to the transport.
@@ -48,6 +49,9 @@ FILL_PAGE = 100
 # most this are read together; a room at most RESUME_REPLAY_LIMIT): 300 rooms
 # with a few events missed each replay from one read of the stream.
 RESUME_BATCH_EVENTS = 2000
+# Room events are stamped with the clock of the process that committed them:
+# reading joins "since" an event's time looks back this much further.
+JOIN_CLOCK_MARGIN_MS = 5_000
 # How long a close may take before the transport is cut (a peer that stopped
 # reading cannot receive the close frame either).
 CLOSE_TIMEOUT = 2.0
@@ -130,6 +134,7 @@ class Connection:
         "db",
         "following",
         "held",
+        "joining",
         "last_pos",
         "left_at",
         "metrics",
@@ -182,6 +187,11 @@ class Connection:
         # Room -> pos of a join heard of while still following the room: the user
         # left and came back, and this connection has yet to deliver the leaving.
         self.rejoins: dict[int, int] | None = None
+        # Rooms followed on a join notice whose check (the `CatchUp` "join", see
+        # _joining) has yet to run: the notice may be stale, and nothing queued
+        # before it (a held room's catch-up, a live event's gap fill, a replay)
+        # may fill the room from its position until the check has.
+        self.joining: set[int] | None = None
         # Rooms whose position moved since `ready`: a later resume cannot rewind them.
         self.moved: set[int] | None = None
         self.outbox: deque[bytes | Ordered | CatchUp | Replay | Close] | None = None
@@ -225,6 +235,10 @@ class Connection:
             return False  # a join from before a removal already delivered here
         self.last_pos[room_id] = after_pos
         self.following.setdefault(room_id, set()).add(self)
+        if catch_up == "join":
+            if self.joining is None:
+                self.joining = set()
+            self.joining.add(room_id)
         if catch_up is not None:
             self.push(CatchUp(room_id, catch_up))
         return True
@@ -238,6 +252,8 @@ class Connection:
         """Stop delivering the room (queued events of it are dropped); False if not following."""
         if self.last_pos.pop(room_id, None) is None:
             return False
+        if self.joining is not None:
+            self.joining.discard(room_id)
         conns = self.following.get(room_id)
         if conns is not None:
             conns.discard(self)
@@ -274,6 +290,11 @@ class Connection:
             self.held.add(room_id)  # after the resume's replay, as for live events
         else:
             self.push(CatchUp(room_id, "poll"))
+
+    def _unchecked(self, room_id: int) -> bool:
+        """Whether the room is followed on a join notice not checked yet: its
+        `CatchUp` "join" is queued and brings everything; nothing else fills it."""
+        return self.joining is not None and room_id in self.joining
 
     def _delivered(self, room_id: int, pos: int) -> None:
         """Called before the frame's write is awaited: a resume handled while the
@@ -479,8 +500,8 @@ class Connection:
     async def _deliver(self, item: Ordered) -> None:
         room_id = item.room_id
         last = self.last_pos.get(room_id)
-        if last is None or item.pos <= last:
-            return  # not (or no longer) following the room, or a duplicate
+        if last is None or item.pos <= last or self._unchecked(room_id):
+            return  # not (or no longer) following the room, a duplicate, or its join's to bring
         if item.pos > last + 1:
             await self._fill(room_id, until=item.pos - 1, cause="gap")
         if self.last_pos.get(room_id) != item.pos - 1:
@@ -502,11 +523,15 @@ class Connection:
 
     async def _removed(self, room_id: int, pos: int) -> None:
         """The user's own `member.left` at `pos` was delivered: stop following the room,
-        unless the user is in it again by now; then go on from that `member.joined`
-        (nothing between the two is theirs to see)."""
-        joined_pos = await self.db.joined_pos(room_id, self.user_id) or 0
+        unless the user has joined it again since: then go on from the first
+        `member.joined` after it (nothing between the two is theirs to see, but
+        every membership from there on is, even one over again by now)."""
+        left_at = await self.db.event_time(room_id, pos) or 0
+        later = await self._joins_after(room_id, pos, left_at - JOIN_CLOCK_MARGIN_MS)
+        joined_pos = later[0] if later else 0
         if self.rejoins is not None:  # heard of while the database was being asked
-            joined_pos = max(joined_pos, self.rejoins.pop(room_id, 0))
+            rejoined = self.rejoins.pop(room_id, 0)
+            joined_pos = joined_pos or rejoined
         if joined_pos > pos:
             self.last_pos[room_id] = joined_pos - 1
             return
@@ -522,8 +547,13 @@ class Connection:
         last = self.last_pos.get(item.room_id)
         if last is None:
             return
-        if item.cause == "join" and not await self._joining(item.room_id, last):
-            return
+        if item.cause == "join":
+            if self.joining is not None:
+                self.joining.discard(item.room_id)
+            if not await self._joining(item.room_id, last):
+                return
+        elif self._unchecked(item.room_id):
+            return  # queued before a join notice that is still to be checked
         if item.room_id in self.last_pos:
             await self._fill(item.room_id, until=None, cause=item.cause)
 
@@ -532,7 +562,7 @@ class Connection:
         arrives live, after this), room by room: a `gap` first for a room too far
         behind, then its events, read for many rooms at once (stream.read_ranges)."""
         self.metrics.stream_fills.labels("resume").inc()
-        rooms = [room_id for room_id in item.room_ids if room_id in self.last_pos]
+        rooms = [r for r in item.room_ids if r in self.last_pos and not self._unchecked(r)]
         newest = await self.db.last_positions(rooms)
         ranges: list[tuple[int, int, int]] = []
         for room_id in rooms:
@@ -567,32 +597,50 @@ class Connection:
         """Announce a room followed after a join from `last`, as `room.added`; False
         when the notice came too late to matter (the room is no longer followed).
 
-        Notices of joins can arrive late (a slow relay, a poll looking back): a
-        membership that began before this socket opened and is over is skipped
-        (had it lasted until then, `ready` would have followed it), and so is
-        one the user has left since rejoining (the stream goes on from the
-        latest join).
+        Notices of joins can arrive late (a slow relay, a poll looking back),
+        when the membership they began is over: one that began before this
+        socket opened is skipped (had it lasted until then, `ready` would have
+        followed it); the stream goes on from the first join since it opened
+        (every membership from there on is the user's to see, one over by now
+        included), else from the current membership.
         """
         joined_pos = await self.db.joined_pos(room_id, self.user_id)
-        rejoined = self.rejoins.pop(room_id, None) if self.rejoins is not None else None
-        if joined_pos is None and rejoined is not None and rejoined - 1 > last:
-            # A stale notice (an old join, from a poll looking back) came first
-            # and a later join was heard of while following from it: that one
-            # decides, even though the user has left again since.
-            last = rejoined - 1
-            self.last_pos[room_id] = last
-        if joined_pos is None:  # removed again already: owed only if joined after we opened
-            joined_at = await self.db.event_time(room_id, last + 1)
-            if joined_at is None or joined_at < self.opened_at:
+        if joined_pos is None or joined_pos - 1 > last:  # the notice's membership is over
+            start = await self._owed_join(room_id, last, joined_pos)
+            if start is None:
                 self.unfollow(room_id)
                 return False
+            self.last_pos[room_id] = start - 1
+        elif self.rejoins is not None:
+            self.rejoins.pop(room_id, None)
+        if joined_pos is None:  # over again already: no `room.added`, its stream only
             return True
-        if joined_pos - 1 > last:
-            self.last_pos[room_id] = joined_pos - 1
         room = await self.db.get_room(room_id, self.user_id)
         if room is not None:
             await self._write(text_frame(events.room_added(room)))
         return True
+
+    async def _owed_join(self, room_id: int, last: int, joined_pos: int | None) -> int | None:
+        """Where a room followed from `last` on a join notice goes on when the membership
+        the notice began is over: the user's first join of it after `last` since this
+        socket opened, else the current membership (`joined_pos`); None: nothing owed."""
+        owed = await self._joins_after(room_id, last, self.opened_at)
+        rejoined = self.rejoins.pop(room_id, None) if self.rejoins is not None else None
+        if owed:
+            return owed[0]
+        if joined_pos is not None:
+            return joined_pos
+        if rejoined is not None and rejoined > last:  # committed after the read?
+            joined_at = await self.db.event_time(room_id, rejoined)
+            if joined_at is not None and joined_at >= self.opened_at:
+                return rejoined
+        return None
+
+    async def _joins_after(self, room_id: int, pos: int, since_ms: int) -> list[int]:
+        """The pos of the user's `member.joined` events in the room after `pos`,
+        committed since `since_ms` (epoch ms), ascending."""
+        joins = await self.db.joins_since([self.user_id], since_ms)
+        return sorted(p for _, room, p in joins if room == room_id and p > pos)
 
     async def _fill(self, room_id: int, until: int | None, cause: str) -> int:
         """Send the room's committed events after our last pos, up to `until`, as they
