@@ -1315,7 +1315,7 @@ RETURNING {MESSAGE_FIELDS}
         gaps (see the send statements above); on PostgreSQL, sends without
         attachments, reply or mentions that arrive together share one statement
         (`_send_batch`); on SQLite, every send arriving together shares one
-        transaction, each in a savepoint (`_send_step`). A repeated (sender,
+        transaction (`_send_step`, engines.SqliteGroupCommit). A repeated (sender,
         client_id) hits the unique index and returns the stored message. Raises
         NotMember when the sender is not in the room, ReplyNotFound when
         `reply_to` is no message of the room.

@@ -128,3 +128,42 @@ async def test_a_membership_over_before_its_join_is_heard_of_is_delivered(
         ("member.left", left),
         ("member.joined", second_join),
     ], frames
+
+
+async def test_a_resume_before_a_join_notice_is_checked_replays_from_the_client(
+    client, alice, bob
+) -> None:
+    """A join notice reaches a socket that is still connecting (bob left and came
+    back meanwhile), and the client's `resume` then names an older position of
+    the room: the end of bob's earlier membership is owed (as a replay would
+    bring it), then the stream from his new join, nothing of the time between."""
+    room = await create_room(client, alice)
+    db, hub = client.server.app[keys.DB], client.server.app[keys.HUB]
+
+    async def sent(body: str) -> int:
+        await send(client, alice, room, body)
+        return (await db.last_positions([room["id"]]))[room["id"]]
+
+    await join(client, bob, room)
+    seen = await sent("seen before")
+    missed = await sent("missed")
+    left = await db.remove_member(room["id"], bob.id, "left", bob.id)
+    away = await sent("while bob was away")
+    rejoined = await db.add_member(room["id"], bob.id, "member", None)
+    newest = await sent("after")
+    assert left is not None and rejoined is not None and missed < left < away < rejoined
+    ws = await connect(client, bob)
+    (conn,) = hub.by_user[bob.id]
+    # As when the notice comes before `ready` is read and the `auth` frame names
+    # rooms to resume (ws.py resumes right after `ready`, before the writer runs):
+    # the room followed from the notice (its check queued), advanced to `ready`'s
+    # position, then rewound by the resume, all in one turn.
+    conn.unfollow(room["id"])
+    hub.apply_remote("another node", Joined(bob.id, room["id"], rejoined))
+    conn.advance_to(room["id"], newest)
+    conn.resume({room["id"]: seen})
+    frames = [await receive(ws, 5)]
+    while frames[-1]["type"] != "resumed":
+        frames.append(await receive(ws, 5))
+    delivered = [f["pos"] for f in frames if f.get("room_id") == room["id"] and "pos" in f]
+    assert delivered == [missed, left, rejoined, newest], frames

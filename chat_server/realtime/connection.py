@@ -120,6 +120,30 @@ class Close:
     reason: str
 
 
+class TurnWrites:
+    """The connections given frames in this turn of the event loop, each to write
+    them in one system call at the end of the turn: one callback for all of them
+    (a message to a room of 20 is one scheduled call, not 20)."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: list[Connection] = []
+
+    def add(self, conn: Connection) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._write_all)
+        self._pending.append(conn)
+
+    def _write_all(self) -> None:
+        pending, self._pending = self._pending, []
+        for conn in pending:
+            try:
+                conn.flush()
+            except Exception:  # one socket's failure is not the others'
+                log.exception("writing a connection's frames failed")
+
+
 class Connection:
     """One authenticated WebSocket: the rooms it follows, its bounded outbox and its writer.
 
@@ -148,6 +172,7 @@ class Connection:
         "state",
         "token_id",
         "transport",
+        "turn_writes",
         "unflushed",
         "user_id",
         "writer",
@@ -165,6 +190,7 @@ class Connection:
         outbox_limit: int,
         metrics: Metrics,
         following: dict[int, set[Connection]],
+        turn_writes: TurnWrites,
     ) -> None:
         self.ws = ws
         self.request = request
@@ -179,6 +205,7 @@ class Connection:
         self.outbox_limit = outbox_limit
         self.state = State.CONNECTING
         self.following = following  # the hub's index: room -> connections following it
+        self.turn_writes = turn_writes
         self.opened_at = now_ms()
         self.last_pos: dict[int, int] = {}  # followed room -> last pos delivered
         # Room -> pos of the user's own `member.left` this connection delivered: a
@@ -191,7 +218,8 @@ class Connection:
         # _joining) has yet to run: the notice may be stale, and nothing queued
         # before it (a held room's catch-up, a live event's gap fill, a replay)
         # may fill the room from its position until the check has.
-        self.joining: set[int] | None = None
+        # Each maps to the position the notice followed the room from.
+        self.joining: dict[int, int] | None = None
         # Rooms whose position moved since `ready`: a later resume cannot rewind them.
         self.moved: set[int] | None = None
         self.outbox: deque[bytes | Ordered | CatchUp | Replay | Close] | None = None
@@ -237,8 +265,8 @@ class Connection:
         self.following.setdefault(room_id, set()).add(self)
         if catch_up == "join":
             if self.joining is None:
-                self.joining = set()
-            self.joining.add(room_id)
+                self.joining = {}
+            self.joining[room_id] = after_pos
         if catch_up is not None:
             self.push(CatchUp(room_id, catch_up))
         return True
@@ -253,7 +281,7 @@ class Connection:
         if self.last_pos.pop(room_id, None) is None:
             return False
         if self.joining is not None:
-            self.joining.discard(room_id)
+            self.joining.pop(room_id, None)
         conns = self.following.get(room_id)
         if conns is not None:
             conns.discard(self)
@@ -412,8 +440,9 @@ class Connection:
         """Write a pre-encoded frame now if nothing is queued and the socket keeps up.
 
         Frames written in one turn of the event loop leave in one system call
-        (`_flush` runs at the end of the turn): under load a socket gets one
-        write for several messages, and a sender one for its echo and its ack.
+        (`flush` runs at the end of the turn, see TurnWrites): under load a
+        socket gets one write for several messages, and a sender one for its
+        echo and its ack.
         """
         if self.writer is not None or self.outbox or self.state not in _WRITABLE:
             return False
@@ -427,14 +456,16 @@ class Connection:
             return False
         if self.unflushed is None:
             self.unflushed = [wire]
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.turn_writes.add(self)
         elif len(self.unflushed) < self.outbox_limit:
             self.unflushed.append(wire)
         else:
             return False
         return True
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the frames accepted this turn, in one system call (TurnWrites
+        calls it at the end of the turn)."""
         frames, self.unflushed = self.unflushed, None
         transport = self.transport
         if (
@@ -459,7 +490,7 @@ class Connection:
         await self.request.writer.drain()
 
     async def _close(self, code: int, reason: str) -> None:
-        self._flush()  # what this turn already accepted goes before the close frame
+        self.flush()  # what this turn already accepted goes before the close frame
         self.state = State.CLOSED
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT)
@@ -518,7 +549,7 @@ class Connection:
         await self._write(item.wire)
         if item.removes == self.user_id:
             await self._removed(room_id, item.pos)
-            if self.follows(room_id):
+            if self.follows(room_id) and not self._unchecked(room_id):
                 await self._fill(room_id, until=None, cause="join")
 
     async def _removed(self, room_id: int, pos: int) -> None:
@@ -528,7 +559,8 @@ class Connection:
         every membership from there on is, even one over again by now)."""
         left_at = await self.db.event_time(room_id, pos) or 0
         later = await self._joins_after(room_id, pos, left_at - JOIN_CLOCK_MARGIN_MS)
-        joined_pos = later[0] if later else 0
+        # No join stamped since (a clock further behind than the margin): the current one.
+        joined_pos = later[0] if later else await self.db.joined_pos(room_id, self.user_id) or 0
         if self.rejoins is not None:  # heard of while the database was being asked
             rejoined = self.rejoins.pop(room_id, 0)
             joined_pos = joined_pos or rejoined
@@ -548,9 +580,11 @@ class Connection:
         if last is None:
             return
         if item.cause == "join":
-            if self.joining is not None:
-                self.joining.discard(item.room_id)
-            if not await self._joining(item.room_id, last):
+            notice = self.joining.pop(item.room_id, last) if self.joining is not None else last
+            # A resume rewound the room after the notice: everything after the
+            # client's position is owed, as in a replay; leavings and rejoins
+            # on the way are the fill's to follow (_removed).
+            if last >= notice and not await self._joining(item.room_id, last):
                 return
         elif self._unchecked(item.room_id):
             return  # queued before a join notice that is still to be checked
@@ -590,7 +624,8 @@ class Connection:
                     if event.removes == self.user_id:
                         await self._removed(room_id, event.pos)
                 reached = self.last_pos.get(room_id)
-                if reached is not None and reached < top:  # back in after a removal: read on
+                if reached is not None and reached < top and not self._unchecked(room_id):
+                    # back in after a removal: read on
                     await self._fill(room_id, until=None, cause="resume")
 
     async def _joining(self, room_id: int, last: int) -> bool:
@@ -647,7 +682,11 @@ class Connection:
         are now (stream.py); returns how many were sent."""
         self.metrics.stream_fills.labels(cause).inc()
         sent = 0
-        while (last := self.last_pos.get(room_id)) is not None and (until is None or last < until):
+        while (
+            (last := self.last_pos.get(room_id)) is not None
+            and (until is None or last < until)
+            and not self._unchecked(room_id)  # followed again meanwhile on a notice to check
+        ):
             found, has_more = await stream.read_events(
                 self.db,
                 room_id,

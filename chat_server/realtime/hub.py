@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, web
 from .. import events, stream
 from ..db import Database
 from ..events import Event, text_frame
-from .connection import Connection, Ordered
+from .connection import Connection, Ordered, TurnWrites
 from .presence import Presence
 from .relay import (
     Alive,
@@ -63,6 +63,7 @@ class Hub:
         self.by_user: dict[int, list[Connection]] = {}
         self.by_room: dict[int, set[Connection]] = {}
         self.presence = Presence()
+        self.turn_writes = TurnWrites()
         # Client IP -> sockets waiting for their `auth` frame (capped per IP by ws.py).
         self.unauthenticated: dict[str, int] = {}
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
@@ -97,6 +98,7 @@ class Hub:
             self.outbox_limit,
             self.metrics,
             self.by_room,
+            self.turn_writes,
         )
         self.by_user.setdefault(user_id, []).append(conn)
         self.metrics.websockets_open.inc()
