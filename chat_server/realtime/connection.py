@@ -227,7 +227,7 @@ class Connection:
         # is handled, so a resume's replay comes first (API.md). Only the room
         # is kept: release() catches up from the database, which bounds memory
         # however long the hold lasts.
-        self.held: set[int] = set()
+        self.held: set[int] | None = None
         self.unflushed: list[bytes] | None = None  # frames for this turn's single write
         self.writer: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
@@ -315,7 +315,7 @@ class Connection:
         if self.last_pos.get(room_id, newest_pos) >= newest_pos:
             return
         if self.state in (State.CONNECTING, State.HOLDING):
-            self.held.add(room_id)  # after the resume's replay, as for live events
+            self._hold(room_id)  # after the resume's replay, as for live events
         else:
             self.push(CatchUp(room_id, "poll"))
 
@@ -323,6 +323,11 @@ class Connection:
         """Whether the room is followed on a join notice not checked yet: its
         `CatchUp` "join" is queued and brings everything; nothing else fills it."""
         return self.joining is not None and room_id in self.joining
+
+    def _hold(self, room_id: int) -> None:
+        if self.held is None:
+            self.held = set()
+        self.held.add(room_id)
 
     def _delivered(self, room_id: int, pos: int) -> None:
         """Called before the frame's write is awaited: a resume handled while the
@@ -346,8 +351,8 @@ class Connection:
         if self.state is not State.HOLDING:
             return
         self.state = State.OPEN
-        held, self.held = self.held, set()
-        for room_id in sorted(held):
+        held, self.held = self.held, None
+        for room_id in sorted(held or ()):
             self.push(CatchUp(room_id, "hold"))
 
     async def flush_and_close(self, code: int, reason: str) -> None:
@@ -401,7 +406,7 @@ class Connection:
         the writer.
         """
         if self.state in (State.CONNECTING, State.HOLDING):
-            self.held.add(item.room_id)
+            self._hold(item.room_id)
             return
         last = self.last_pos.get(item.room_id)
         if last is None or item.pos <= last:
