@@ -54,8 +54,11 @@ class JobWorker:
                     pass
             except Exception:  # the database away, say: try again at the next poll
                 log.exception("background jobs failed; retrying in %.0f s", POLL_SECONDS)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+            # comes as the wake does, and shutdown would wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                async with asyncio.timeout(POLL_SECONDS):
+                    await self._wake.wait()
 
     async def run_one(self) -> bool:
         """Claims and works one job; False when none was waiting."""

@@ -108,13 +108,11 @@ class RedisRateLimiter:
         if now < self._skip_until:
             return self.fallback.hit_now(key, now)
         try:
-            wait = await asyncio.wait_for(
-                self._script(
+            async with asyncio.timeout(REDIS_TIMEOUT):  # 3.11's wait_for can swallow a cancel
+                wait = await self._script(
                     keys=[f"{self.prefix}{key}"],
                     args=[self.rate.count, self.rate.count / self.rate.per_seconds],
-                ),
-                REDIS_TIMEOUT,
-            )
+                )
         except (RedisError, OSError, TimeoutError):
             self._skip_until = time.monotonic() + BACKOFF_SECONDS
             return self.fallback.hit_now(key, time.monotonic())

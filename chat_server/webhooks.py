@@ -122,8 +122,11 @@ class WebhookWorker:
                 sleep = await self.run_once()
             except Exception:  # the database away, say: try again at the next round
                 log.exception("webhook deliveries failed; retrying in %.0f s", POLL_SECONDS)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+            # comes as the wake does, and shutdown would wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), sleep)
+                async with asyncio.timeout(sleep):
+                    await self._wake.wait()
 
     async def run_once(self) -> float:
         """Scans the hooks that are behind, starts the due deliveries; returns how

@@ -205,7 +205,8 @@ class Relay:
             asyncio.create_task(self._alive_loop(hub)),
         ]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._live.wait(), START_WAIT_SECONDS)
+            async with asyncio.timeout(START_WAIT_SECONDS):
+                await self._live.wait()
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -240,10 +241,11 @@ class Relay:
             self._queued.clear()
             while self.outbox:
                 message = self.outbox[0]
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+                # comes as the awaited call completes, and close() would wait forever.
                 try:
-                    await asyncio.wait_for(
-                        self.redis.publish(self.channel, message), PUBLISH_TIMEOUT
-                    )
+                    async with asyncio.timeout(PUBLISH_TIMEOUT):
+                        await self.redis.publish(self.channel, message)
                 except (RedisError, OSError, TimeoutError):
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
@@ -298,10 +300,8 @@ class Relay:
 
     async def _beat(self) -> None:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
-            await asyncio.wait_for(
-                self.redis.publish(self.channel, encode(self.node, Heartbeat(), time.time())),
-                STALL_SECONDS,
-            )
+            async with asyncio.timeout(STALL_SECONDS):  # not wait_for: see _publish_loop
+                await self.redis.publish(self.channel, encode(self.node, Heartbeat(), time.time()))
 
     @staticmethod
     async def _poll(hub: Hub, joins_since_ms: int) -> None:
