@@ -26,6 +26,7 @@ from . import events, keys
 from .db import Database
 from .models import Job, now_ms
 from .realtime.hub import Hub
+from .waits import until_set
 
 log = logging.getLogger("chat_server.jobs")
 
@@ -54,11 +55,7 @@ class JobWorker:
                     pass
             except Exception:  # the database away, say: try again at the next poll
                 log.exception("background jobs failed; retrying in %.0f s", POLL_SECONDS)
-            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
-            # comes as the wake does, and shutdown would wait for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_SECONDS):
-                    await self._wake.wait()
+            await until_set(self._wake, POLL_SECONDS)
 
     async def run_one(self) -> bool:
         """Claims and works one job; False when none was waiting."""

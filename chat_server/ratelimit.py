@@ -108,7 +108,7 @@ class RedisRateLimiter:
         if now < self._skip_until:
             return self.fallback.hit_now(key, now)
         try:
-            async with asyncio.timeout(REDIS_TIMEOUT):  # 3.11's wait_for can swallow a cancel
+            async with asyncio.timeout(REDIS_TIMEOUT):  # not wait_for: see waits.until_set
                 wait = await self._script(
                     keys=[f"{self.prefix}{key}"],
                     args=[self.rate.count, self.rate.count / self.rate.per_seconds],

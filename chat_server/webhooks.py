@@ -45,6 +45,7 @@ from .events import dumps
 from .messages import parse_send, post_message
 from .models import Delivery, now_ms
 from .outbound import OutboundError, OutboundRefused
+from .waits import until_set
 
 log = logging.getLogger("chat_server.webhooks")
 
@@ -122,11 +123,7 @@ class WebhookWorker:
                 sleep = await self.run_once()
             except Exception:  # the database away, say: try again at the next round
                 log.exception("webhook deliveries failed; retrying in %.0f s", POLL_SECONDS)
-            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
-            # comes as the wake does, and shutdown would wait for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(sleep):
-                    await self._wake.wait()
+            await until_set(self._wake, sleep)
 
     async def run_once(self) -> float:
         """Scans the hooks that are behind, starts the due deliveries; returns how

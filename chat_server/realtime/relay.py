@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 
 from ..events import Event, dumps
 from ..models import now_ms
+from ..waits import until_set
 
 if TYPE_CHECKING:
     from ..observability import Metrics
@@ -204,9 +205,7 @@ class Relay:
             asyncio.create_task(self._watch_loop(hub)),
             asyncio.create_task(self._alive_loop(hub)),
         ]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(START_WAIT_SECONDS):
-                await self._live.wait()
+        await until_set(self._live, START_WAIT_SECONDS)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -241,9 +240,7 @@ class Relay:
             self._queued.clear()
             while self.outbox:
                 message = self.outbox[0]
-                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
-                # comes as the awaited call completes, and close() would wait forever.
-                try:
+                try:  # not wait_for, which can swallow a cancel (see waits.until_set)
                     async with asyncio.timeout(PUBLISH_TIMEOUT):
                         await self.redis.publish(self.channel, message)
                 except (RedisError, OSError, TimeoutError):
@@ -300,7 +297,7 @@ class Relay:
 
     async def _beat(self) -> None:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(STALL_SECONDS):  # not wait_for: see _publish_loop
+            async with asyncio.timeout(STALL_SECONDS):  # not wait_for: see waits.until_set
                 await self.redis.publish(self.channel, encode(self.node, Heartbeat(), time.time()))
 
     @staticmethod
