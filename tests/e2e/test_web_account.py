@@ -17,7 +17,7 @@ from PIL import Image
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, assert_accessible, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, close_all, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -58,10 +58,7 @@ def device(browser: Browser, server: ServerProcess) -> Iterator[Callable[..., We
         return user
 
     yield open_as
-    for user in users:
-        user.page.context.close()
-    for user in users:
-        user.assert_no_problems()
+    close_all(users)
 
 
 def _account(server: ServerProcess, display_name: str) -> str:

@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, rest, shots_dir, sign_up_first_admin
+from ..helpers.browser import WebUser, close_all, rest, shots_dir, sign_up_first_admin
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -102,10 +102,7 @@ def people(browser: Browser) -> Iterator[Callable[[str, str], WebUser]]:
         return user
 
     yield make
-    for user in users:
-        user.page.context.close()
-    for user in users:
-        user.assert_no_problems()
+    close_all(users)
 
 
 def test_first_run_setup_invite_and_chat(

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import FOCUSED_NAME_JS, WebUser, shots_dir
+from ..helpers.browser import FOCUSED_NAME_JS, WebUser, close_all, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -129,10 +129,7 @@ def new_user(browser: Browser, server: ServerProcess, shots: Path) -> Iterator[C
         return user
 
     yield make
-    for user in users:
-        user.page.context.close()
-    for user in users:
-        assert user.problems == [], f"{user.label}: {user.problems}"
+    close_all(users)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, new_user, rest, shots_dir
+from ..helpers.browser import WebUser, close_all, new_user, rest, shots_dir
 from ..helpers.servers import ServerProcess, engine_env
 
 pytestmark = pytest.mark.e2e
@@ -137,10 +137,7 @@ def people(browser: Browser) -> Iterator[Callable[[str, str], WebUser]]:
         return users[-1]
 
     yield make
-    for user in users:
-        user.page.context.close()
-    for user in users:
-        user.assert_no_problems()
+    close_all(users)
 
 
 def _copy(user: WebUser, scope: Locator, field: Locator) -> str:

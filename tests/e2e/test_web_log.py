@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, assert_accessible, new_user, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, close_all, new_user, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -76,10 +76,7 @@ def reader(browser: Browser, server: ServerProcess) -> Iterator[Callable[[Accoun
         return user
 
     yield make
-    for user in users:
-        user.page.context.close()
-    for user in users:
-        user.assert_no_problems()
+    close_all(users)
 
 
 def _post_all(api: Callable[..., Any], author: Account, room_id: int, bodies: list[str]) -> None:

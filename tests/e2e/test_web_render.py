@@ -22,7 +22,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, assert_accessible, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, close_all, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -83,10 +83,7 @@ def pair(browser: Browser, server: ServerProcess) -> Iterator[Pair]:
         user.open_room(room)
         users.append(user)
     yield Pair(users[0], users[1], room)
-    for user in users:
-        user.page.context.close()
-    for user in users:
-        user.assert_no_problems()
+    close_all(users)
 
 
 def _send_lines(user: WebUser, text: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from ..helpers import PASSWORD
-from ..helpers.browser import WebUser, assert_accessible, new_user, rest, shots_dir
+from ..helpers.browser import WebUser, assert_accessible, close_all, new_user, rest, shots_dir
 from ..helpers.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -44,10 +44,7 @@ def person(browser: Browser, server: ServerProcess) -> Iterator[Callable[[str], 
         return user
 
     yield make
-    for user in users:
-        user.page.context.close()
-    for user in users:
-        user.assert_no_problems()
+    close_all(users)
 
 
 def test_invite_roles_rename_and_kick_live(person: Callable[[str], WebUser]) -> None:

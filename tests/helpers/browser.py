@@ -209,6 +209,15 @@ class WebUser:
         assert self.problems == [], f"{self.label}: {self.problems}"
 
 
+def close_all(users: list[WebUser]) -> None:
+    """A fixture's teardown: close every page's context, then fail on any page's
+    problems (all closed first, so one failure leaves no browser context open)."""
+    for user in users:
+        user.page.context.close()
+    for user in users:
+        user.assert_no_problems()
+
+
 def new_user(browser: Browser, base_url: str, label: str) -> WebUser:
     """A page in a browser context of its own (own localStorage) at a desktop
     size, allowed to use the clipboard."""
