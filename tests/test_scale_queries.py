@@ -41,6 +41,21 @@ async def room_seen_by(client: TestClient, account: Account, room_id: int) -> di
     return await response.json()
 
 
+def record_reads(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL of every read the engine runs from now on, in order (the engine's
+    own reads are counted, not replaced)."""
+    engine = client.app[keys.DB].engine
+    queries: list[str] = []
+    original = engine.fetch
+
+    async def counted(sql: str, *args: Any) -> Any:
+        queries.append(sql)
+        return await original(sql, *args)
+
+    monkeypatch.setattr(engine, "fetch", counted)
+    return queries
+
+
 async def test_member_count_follows_every_membership_change(client, alice, bob):
     carol = await signup(client, "carol")
     dave = await signup(client, "dave")
@@ -171,15 +186,7 @@ async def test_room_update_reaches_every_member_from_one_read(client, alice, mon
     for ws in sockets.values():  # a first frame ends the hold after `ready`
         await send_frame(ws, {"type": "ping"})
         await next_of(ws, "pong")
-    engine = client.app[keys.DB].engine
-    queries: list[str] = []
-    original = engine.fetch
-
-    async def counted(sql: str, *args: Any) -> Any:
-        queries.append(sql)
-        return await original(sql, *args)
-
-    monkeypatch.setattr(engine, "fetch", counted)
+    queries = record_reads(client, monkeypatch)
     renamed = await client.patch(
         f"{ROOMS}/{room['id']}", json={"name": "after"}, headers=alice.headers
     )
@@ -210,15 +217,7 @@ async def test_resume_of_many_rooms_replays_exactly_the_missed_events_in_one_rea
     await client.patch(f"{ROOMS}/{rooms[2]['id']}", json={"topic": "new"}, headers=alice.headers)
     await join(client, await signup(client, "carol"), rooms[4])
     newest = {r["room_id"]: r["last_pos"] for r in (await connect(client, bob)).ready["rooms"]}
-    engine = client.app[keys.DB].engine
-    queries: list[str] = []
-    original = engine.fetch
-
-    async def counted(sql: str, *args: Any) -> Any:
-        queries.append(sql)
-        return await original(sql, *args)
-
-    monkeypatch.setattr(engine, "fetch", counted)
+    queries = record_reads(client, monkeypatch)
     ws = await connect(client, bob, via_frame=True, rooms=seen)
     replayed: dict[int, list[tuple[int, str]]] = {}
     while (frame := await receive(ws))["type"] != "resumed":
